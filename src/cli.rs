@@ -1,0 +1,49 @@
+//! The command-line flags every example shares: which model, on which device, in which dtype.
+
+use candle_core::Device;
+
+use crate::device::{parse_device, Precision};
+use crate::source::{LoadedModel, ModelSource, DEFAULT_MODEL};
+use crate::Result;
+
+/// Model selection, as `--model`, `--device` and `--dtype`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// A Hub id (openai-community/gpt2, gpt2-medium, gpt2-large, gpt2-xl), a directory with
+    /// config.json and model.safetensors, or `bundled` for the tiny offline model.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Where to run: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Precision of the weights and activations.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+}
+
+impl ModelArgs {
+    /// Arguments for the bundled model on the CPU (what the tests use).
+    pub fn bundled() -> Self {
+        Self {
+            model: "bundled".into(),
+            device: "cpu".into(),
+            dtype: Precision::F32,
+        }
+    }
+
+    pub fn device(&self) -> Result<Device> {
+        parse_device(&self.device)
+    }
+
+    /// Loads the chosen model. A Hub model that cannot be had falls back to the bundled one,
+    /// and the one-line reason goes to stderr so that `--json` output stays clean.
+    pub fn load(&self) -> Result<LoadedModel> {
+        let source: ModelSource = self.model.parse()?;
+        let device = self.device()?;
+        let (model, note) = LoadedModel::load_or_bundled(&source, &device, self.dtype.dtype())?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+        Ok(model)
+    }
+}

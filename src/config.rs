@@ -1,0 +1,232 @@
+//! `Gpt2Config`: the hyper-parameters of a GPT-2, read from a Hugging Face `config.json`.
+//!
+//! Field names are the keys of `config.json` (`n_embd`, `n_layer`, ...), as in transformers'
+//! `GPT2Config`, so a checkpoint's config deserialises as it is. The four presets are the sizes
+//! OpenAI released: 124M, 355M, 774M and 1.5B parameters.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// GPT-2's vocabulary: 50,000 BPE merges + 256 byte tokens + `<|endoftext|>`.
+pub const GPT2_VOCAB_SIZE: usize = 50257;
+/// GPT-2's context length.
+pub const GPT2_CONTEXT: usize = 1024;
+/// `<|endoftext|>`: GPT-2's only special token, also used as BOS, EOS and (by convention) padding.
+pub const EOS_TOKEN_ID: u32 = 50256;
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".to_string()
+}
+fn default_pdrop() -> f32 {
+    0.1
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The hyper-parameters of a GPT-2 model, with the key names of Hugging Face's `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// Width of the MLP's hidden layer; `None` means the usual 4 × `n_embd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_pdrop")]
+    pub resid_pdrop: f32,
+    #[serde(default = "default_pdrop")]
+    pub embd_pdrop: f32,
+    #[serde(default = "default_pdrop")]
+    pub attn_pdrop: f32,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    /// Divide attention scores by sqrt(head size), as the paper does.
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
+    /// Number of classes for the classification heads (transformers derives it from `id2label`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_labels: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+}
+
+impl Gpt2Config {
+    fn preset(n_embd: usize, n_layer: usize, n_head: usize) -> Self {
+        Self {
+            vocab_size: GPT2_VOCAB_SIZE,
+            n_positions: GPT2_CONTEXT,
+            n_embd,
+            n_layer,
+            n_head,
+            n_inner: None,
+            activation_function: default_act(),
+            layer_norm_epsilon: default_eps(),
+            resid_pdrop: 0.1,
+            embd_pdrop: 0.1,
+            attn_pdrop: 0.1,
+            initializer_range: default_init_range(),
+            scale_attn_weights: true,
+            bos_token_id: Some(EOS_TOKEN_ID),
+            eos_token_id: Some(EOS_TOKEN_ID),
+            pad_token_id: None,
+            num_labels: None,
+            model_type: Some("gpt2".to_string()),
+            architectures: Some(vec!["GPT2LMHeadModel".to_string()]),
+        }
+    }
+
+    /// `openai-community/gpt2`: 12 layers, 12 heads, width 768 (124M parameters).
+    pub fn gpt2() -> Self {
+        Self::preset(768, 12, 12)
+    }
+    /// `openai-community/gpt2-medium`: 24 layers, 16 heads, width 1024 (355M).
+    pub fn gpt2_medium() -> Self {
+        Self::preset(1024, 24, 16)
+    }
+    /// `openai-community/gpt2-large`: 36 layers, 20 heads, width 1280 (774M).
+    pub fn gpt2_large() -> Self {
+        Self::preset(1280, 36, 20)
+    }
+    /// `openai-community/gpt2-xl`: 48 layers, 25 heads, width 1600 (1.5B).
+    pub fn gpt2_xl() -> Self {
+        Self::preset(1600, 48, 25)
+    }
+    /// The bundled tiny model: GPT-2's real vocabulary and context, but 2 narrow layers.
+    pub fn tiny() -> Self {
+        Self::preset(64, 2, 4)
+    }
+
+    /// The four released sizes, by their Hub names.
+    pub fn presets() -> Vec<(&'static str, Self)> {
+        vec![
+            ("gpt2", Self::gpt2()),
+            ("gpt2-medium", Self::gpt2_medium()),
+            ("gpt2-large", Self::gpt2_large()),
+            ("gpt2-xl", Self::gpt2_xl()),
+        ]
+    }
+
+    /// Reads and checks a `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::MissingFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate().map_err(|e| Error::BadConfig {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(cfg)
+    }
+
+    /// Writes the config as `config.json` would be written by transformers.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    /// Rejects configurations no GPT-2 can have.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 {
+            return bad("n_embd, n_layer and n_head must be positive".into());
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return bad(format!(
+                "n_embd ({}) must be divisible by n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.vocab_size == 0 || self.n_positions == 0 {
+            return bad("vocab_size and n_positions must be positive".into());
+        }
+        if !matches!(
+            self.activation_function.as_str(),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu" | "relu"
+        ) {
+            return bad(format!(
+                "activation_function {:?} is not supported (gelu_new, gelu_pytorch_tanh, gelu, relu)",
+                self.activation_function
+            ));
+        }
+        Ok(())
+    }
+
+    /// Width of the MLP's hidden layer.
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Every parameter of the base model with its shape, in checkpoint order and naming
+    /// (`wte.weight`, `h.0.attn.c_attn.weight`, ...). Conv1D weights are `[in, out]`.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (c, i) = (self.n_embd, self.inner_dim());
+        let mut v = vec![
+            ("wte.weight".to_string(), vec![self.vocab_size, c]),
+            ("wpe.weight".to_string(), vec![self.n_positions, c]),
+        ];
+        for l in 0..self.n_layer {
+            let p = |s: &str| format!("h.{l}.{s}");
+            v.extend([
+                (p("ln_1.weight"), vec![c]),
+                (p("ln_1.bias"), vec![c]),
+                (p("attn.c_attn.weight"), vec![c, 3 * c]),
+                (p("attn.c_attn.bias"), vec![3 * c]),
+                (p("attn.c_proj.weight"), vec![c, c]),
+                (p("attn.c_proj.bias"), vec![c]),
+                (p("ln_2.weight"), vec![c]),
+                (p("ln_2.bias"), vec![c]),
+                (p("mlp.c_fc.weight"), vec![c, i]),
+                (p("mlp.c_fc.bias"), vec![i]),
+                (p("mlp.c_proj.weight"), vec![i, c]),
+                (p("mlp.c_proj.bias"), vec![c]),
+            ]);
+        }
+        v.push(("ln_f.weight".to_string(), vec![c]));
+        v.push(("ln_f.bias".to_string(), vec![c]));
+        v
+    }
+
+    /// Exact number of parameters, the tied LM head counted once (as transformers'
+    /// `num_parameters()` does).
+    pub fn num_parameters(&self) -> usize {
+        self.parameter_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+}

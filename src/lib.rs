@@ -1,0 +1,34 @@
+//! # gpt2-tutorial
+//!
+//! GPT-2 end to end on [candle](https://github.com/huggingface/candle), written to be read.
+//! The book in `chapters/` walks through it; the examples in `examples/` are its experiments.
+//!
+//! - [`config`]: the hyper-parameters (`config.json`) and the four released sizes.
+//! - [`model`]: the transformer itself, bottom-up like nanoGPT's `model.py`.
+//! - [`cache`]: the key/value cache for fast generation.
+//! - [`weights`]: GPT-2's initialisation, loading and saving safetensors.
+//! - [`source`]: the Hub, local directories and the bundled tiny model.
+//! - [`tokenizer`]: GPT-2's byte-level BPE.
+
+pub mod architecture;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod dropout;
+pub mod error;
+pub mod generation;
+pub mod loss;
+pub mod model;
+pub mod source;
+pub mod summary;
+pub mod tokenizer;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use config::Gpt2Config;
+pub use error::{Error, Result};
+pub use model::{Gpt2LmHeadModel, Gpt2Model};
+pub use source::{LoadedModel, ModelSource};
+pub use tokenizer::Gpt2Tokenizer;
+pub use weights::Weights;

@@ -1,0 +1,77 @@
+//! Losses: cross-entropy that skips ignored labels, and the shifted language-modelling loss.
+//!
+//! candle's `cross_entropy` has no `ignore_index`, and the tutorial's loss needs one: labels of
+//! -100 (padding, or prompt tokens one does not want to learn) must count for nothing, and the
+//! mean is over the tokens that do count - exactly as PyTorch's `CrossEntropyLoss` does.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::{Error, Result};
+
+/// The label PyTorch's cross-entropy ignores by default.
+pub const IGNORE_INDEX: i64 = -100;
+
+// ANCHOR: cross_entropy
+/// Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)` (i64), skipping targets equal
+/// to [`IGNORE_INDEX`].
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (n, v) = logits.dims2()?;
+    if targets.dims() != [n] {
+        return Err(Error::InvalidArgument(format!(
+            "targets have shape {:?} but logits {:?} need [{n}]",
+            targets.dims(),
+            logits.dims()
+        )));
+    }
+    let targets = targets.to_dtype(DType::I64)?;
+    let keep = targets.ne(IGNORE_INDEX)?; // (N) 1 where the token counts
+    let counted = keep.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    if counted == 0.0 {
+        return Err(Error::InvalidArgument(
+            "every label is -100 (ignored): there is nothing to compute a loss over".into(),
+        ));
+    }
+    let zeros = targets.zeros_like()?;
+    let safe = keep.where_cond(&targets, &zeros)?; // ignored → class 0, masked out below
+    let max = safe.max_all()?.to_scalar::<i64>()?;
+    let min = safe.min_all()?.to_scalar::<i64>()?;
+    if min < 0 || max >= v as i64 {
+        return Err(Error::InvalidArgument(format!(
+            "labels must be in [0, {v}) or -100, found {}",
+            if min < 0 { min } else { max }
+        )));
+    }
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?; // (N, V)
+    let picked = log_probs
+        .gather(&safe.to_dtype(DType::U32)?.unsqueeze(1)?, 1)? // (N, 1)
+        .squeeze(1)?; // (N)
+    let keep = keep.to_dtype(log_probs.dtype())?;
+    Ok((picked.mul(&keep)?.sum_all()?.neg()? / counted as f64)?)
+}
+// ANCHOR_END: cross_entropy
+
+// ANCHOR: lm_loss
+/// The causal language-modelling loss, as `GPT2LMHeadModel` computes it from `labels`:
+/// position `t` predicts token `t + 1`, so the logits drop their last position, the labels their
+/// first, and both are flattened before the cross-entropy.
+pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, t, v) = logits.dims3()?;
+    if labels.dims() != [b, t] {
+        return Err(Error::InvalidArgument(format!(
+            "labels have shape {:?} but the input is [{b}, {t}]: give one label per input token",
+            labels.dims()
+        )));
+    }
+    if t < 2 {
+        return Err(Error::InvalidArgument(
+            "a language-modelling loss needs at least 2 tokens (one to read, one to predict)"
+                .into(),
+        ));
+    }
+    let shift_logits = logits.narrow(1, 0, t - 1)?; // (B, T-1, V): drop the last prediction
+    let shift_labels = labels.narrow(1, 1, t - 1)?; // (B, T-1): drop the first token
+    let flat_logits = shift_logits.reshape((b * (t - 1), v))?; // (B*(T-1), V)
+    let flat_labels = shift_labels.flatten_all()?; // (B*(T-1))
+    cross_entropy(&flat_logits, &flat_labels)
+}
+// ANCHOR_END: lm_loss

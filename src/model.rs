@@ -1,0 +1,458 @@
+//! The GPT-2 transformer, read top to bottom: LayerNorm → attention → MLP → block → model → LM head.
+//!
+//! It follows transformers' `modeling_gpt2.py` (the checkpoint layout) and nanoGPT's `model.py`
+//! (the reading order). Two GPT-2 details differ from the original Transformer and are worth
+//! spotting below: the LayerNorm comes *before* attention and MLP inside each block, and one more
+//! LayerNorm (`ln_f`) follows the last block.
+//!
+//! Shapes use nanoGPT's letters: B batch, T new tokens, S tokens attended to (past + new),
+//! C `n_embd`, nh heads, hs head size, V vocabulary.
+
+use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::cache::KvCache;
+use crate::dropout::Dropout;
+use crate::{Error, Gpt2Config, Result};
+
+// ANCHOR: layer_norm
+/// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's fused kernel has no backward pass, so training takes the composed path;
+        // a test checks the two agree.
+        if x.track_op() || self.weight.track_op() || !x.is_contiguous() {
+            Ok(candle_nn::ops::layer_norm_slow(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?)
+        } else {
+            Ok(candle_nn::ops::layer_norm(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?)
+        }
+    }
+}
+// ANCHOR_END: layer_norm
+
+/// Softmax over the last dimension (fused when no gradient is needed; see `LayerNorm`).
+pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(x)?)
+    }
+}
+
+// ANCHOR: conv1d
+/// Hugging Face's `Conv1D`: a linear layer whose weight is stored `[in, out]` (transposed
+/// compared with `nn.Linear`). We keep that layout, so `y = x @ W + b` with no transpose.
+#[derive(Debug, Clone)]
+pub struct Conv1D {
+    weight: Tensor, // (in, out)
+    bias: Tensor,   // (out)
+}
+
+impl Conv1D {
+    pub fn load(vb: VarBuilder, n_in: usize, n_out: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((n_in, n_out), "weight")?,
+            bias: vb.get(n_out, "bias")?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, n_in) = x.dims3()?;
+        let x = x.reshape((b * t, n_in))?; // (B*T, in)
+        let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B*T, out)
+        Ok(y.reshape((b, t, ()))?) // (B, T, out)
+    }
+}
+// ANCHOR_END: conv1d
+
+// ANCHOR: attention
+/// Multi-head causal self-attention: every position looks at itself and the positions before it.
+#[derive(Debug, Clone)]
+pub struct CausalSelfAttention {
+    c_attn: Conv1D, // C → 3C: query, key and value for all heads at once
+    c_proj: Conv1D, // C → C
+    attn_dropout: Dropout,
+    resid_dropout: Dropout,
+    n_head: usize,
+    scale: f64,
+}
+
+impl CausalSelfAttention {
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
+        let c = cfg.n_embd;
+        let hs = cfg.head_dim();
+        Ok(Self {
+            c_attn: Conv1D::load(vb.pp("c_attn"), c, 3 * c)?,
+            c_proj: Conv1D::load(vb.pp("c_proj"), c, c)?,
+            attn_dropout: dropout.with_p(cfg.attn_pdrop),
+            resid_dropout: dropout.with_p(cfg.resid_pdrop),
+            n_head: cfg.n_head,
+            scale: if cfg.scale_attn_weights {
+                1.0 / (hs as f64).sqrt()
+            } else {
+                1.0
+            },
+        })
+    }
+
+    /// `mask` is `None` when every query may see every key (one new token, no padding),
+    /// else `(B or 1, 1, T, S)` with 1 where attention is allowed.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+    ) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let hs = c / self.n_head;
+        let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
+        let split = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(D::Minus1, i * c, c)? // (B, T, C)
+                .reshape((b, t, self.n_head, hs))? // (B, T, nh, hs)
+                .transpose(1, 2)? // (B, nh, T, hs)
+                .contiguous()?)
+        };
+        let (q, mut k, mut v) = (split(0)?, split(1)?, split(2)?);
+        if let Some((past_k, past_v)) = cache {
+            if let (Some(pk), Some(pv)) = (past_k.as_ref(), past_v.as_ref()) {
+                k = Tensor::cat(&[pk, &k], 2)?; // (B, nh, S, hs)
+                v = Tensor::cat(&[pv, &v], 2)?; // (B, nh, S, hs)
+            }
+            *past_k = Some(k.clone());
+            *past_v = Some(v.clone());
+        }
+        let att = (q.matmul(&k.t()?)? * self.scale)?; // (B, nh, T, S)
+        let att = match mask {
+            // transformers fills masked scores with the dtype's lowest value rather than -inf,
+            // so a fully masked row (a padding query) softmaxes to uniform instead of NaN.
+            Some(mask) => {
+                let mask = mask.broadcast_as(att.shape())?;
+                let fill = Tensor::new(f32::MIN, att.device())?
+                    .to_dtype(att.dtype())?
+                    .broadcast_as(att.shape())?;
+                mask.where_cond(&att, &fill)?
+            }
+            None => att,
+        };
+        let att = softmax_last_dim(&att)?;
+        let att = self.attn_dropout.forward(&att)?;
+        let y = att.matmul(&v)?; // (B, nh, T, hs)
+        let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C): heads side by side again
+        self.resid_dropout.forward(&self.c_proj.forward(&y)?)
+    }
+}
+// ANCHOR_END: attention
+
+// ANCHOR: mlp
+/// The position-wise feed-forward network: widen 4×, GELU, narrow back.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    c_fc: Conv1D,   // C → 4C
+    c_proj: Conv1D, // 4C → C
+    activation: Activation,
+    dropout: Dropout,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    /// GPT-2's `gelu_new`: the tanh approximation of GELU.
+    GeluTanh,
+    GeluErf,
+    Relu,
+}
+
+impl Mlp {
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
+        let activation = match cfg.activation_function.as_str() {
+            "gelu" => Activation::GeluErf,
+            "relu" => Activation::Relu,
+            _ => Activation::GeluTanh,
+        };
+        Ok(Self {
+            c_fc: Conv1D::load(vb.pp("c_fc"), cfg.n_embd, cfg.inner_dim())?,
+            c_proj: Conv1D::load(vb.pp("c_proj"), cfg.inner_dim(), cfg.n_embd)?,
+            activation,
+            dropout: dropout.with_p(cfg.resid_pdrop),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.c_fc.forward(x)?; // (B, T, 4C)
+        let h = match self.activation {
+            Activation::GeluTanh => h.gelu()?,
+            Activation::GeluErf => h.gelu_erf()?,
+            Activation::Relu => h.relu()?,
+        };
+        self.dropout.forward(&self.c_proj.forward(&h)?) // (B, T, C)
+    }
+}
+// ANCHOR_END: mlp
+
+// ANCHOR: block
+/// One transformer block. GPT-2 normalises *before* each sub-layer (pre-LN) and adds the
+/// result back onto the residual stream.
+#[derive(Debug, Clone)]
+pub struct Block {
+    ln_1: LayerNorm,
+    attn: CausalSelfAttention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
+        let (c, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
+        Ok(Self {
+            ln_1: LayerNorm::load(vb.pp("ln_1"), c, eps)?,
+            attn: CausalSelfAttention::load(vb.pp("attn"), cfg, dropout)?,
+            ln_2: LayerNorm::load(vb.pp("ln_2"), c, eps)?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg, dropout)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+    ) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask, cache)?)?;
+        let x = (&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?;
+        Ok(x)
+    }
+}
+// ANCHOR_END: block
+
+// ANCHOR: model
+/// `GPT2Model`: token + position embeddings, `n_layer` blocks, final LayerNorm.
+/// Returns hidden states `(B, T, C)`; the heads in [`crate::heads`] turn them into outputs.
+#[derive(Debug, Clone)]
+pub struct Gpt2Model {
+    wte: Embedding, // token embeddings (V, C), shared with the LM head
+    wpe: Embedding, // learned position embeddings (n_positions, C)
+    drop: Dropout,
+    h: Vec<Block>,
+    ln_f: LayerNorm, // GPT-2's extra LayerNorm after the last block
+    config: Gpt2Config,
+}
+
+impl Gpt2Model {
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
+        let c = cfg.n_embd;
+        let wte = Embedding::new(vb.get((cfg.vocab_size, c), "wte.weight")?, c);
+        let wpe = Embedding::new(vb.get((cfg.n_positions, c), "wpe.weight")?, c);
+        let h = (0..cfg.n_layer)
+            .map(|i| Block::load(vb.pp(format!("h.{i}")), cfg, dropout))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::load(vb.pp("ln_f"), c, cfg.layer_norm_epsilon)?;
+        Ok(Self {
+            wte,
+            wpe,
+            drop: dropout.with_p(cfg.embd_pdrop),
+            h,
+            ln_f,
+            config: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    /// The token embedding matrix `(V, C)`, which the LM head reuses.
+    pub fn wte(&self) -> &Tensor {
+        self.wte.embeddings()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.wte().device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.wte().dtype()
+    }
+
+    /// Runs the transformer.
+    ///
+    /// - `input_ids`: `(B, T)` u32 token ids.
+    /// - `attention_mask`: `(B, S)` with 1 for real tokens and 0 for padding, `S` = past + T;
+    ///   `None` means no padding.
+    /// - `cache`: past keys and values; new ones are appended. Positions continue after the
+    ///   cached tokens, as transformers' default `position_ids` do.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.seq_len());
+        let s = past + t;
+        if t == 0 {
+            return Err(Error::EmptyPrompt);
+        }
+        if s > self.config.n_positions {
+            return Err(Error::ContextOverflow {
+                len: s,
+                max: self.config.n_positions,
+            });
+        }
+        let positions = Tensor::arange(past as u32, s as u32, input_ids.device())?; // (T)
+        let tok = self.wte.forward(input_ids)?; // (B, T, C)
+        let pos = self.wpe.forward(&positions)?; // (T, C)
+        let mut x = self.drop.forward(&tok.broadcast_add(&pos)?)?; // (B, T, C)
+
+        let mask = attention_bias(b, t, past, attention_mask, x.device())?;
+        for (i, block) in self.h.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            x = block.forward(&x, mask.as_ref(), layer_cache)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        self.ln_f.forward(&x) // (B, T, C)
+    }
+
+    /// Switches dropout on (training) or off (inference), like PyTorch's `train()` / `eval()`.
+    pub fn set_training(&mut self, training: bool) {
+        self.drop.set_training(training);
+        for block in &mut self.h {
+            block.attn.attn_dropout.set_training(training);
+            block.attn.resid_dropout.set_training(training);
+            block.mlp.dropout.set_training(training);
+        }
+    }
+}
+// ANCHOR_END: model
+
+// ANCHOR: mask
+/// The attention mask, `(B or 1, 1, T, S)` u8, 1 where query `i` may look at key `j`:
+/// causal (`j <= past + i`) and, with an attention mask, not padding. `None` when nothing
+/// is masked, which is the case for every step of cached decoding without padding.
+pub fn attention_bias(
+    b: usize,
+    t: usize,
+    past: usize,
+    attention_mask: Option<&Tensor>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let s = past + t;
+    let causal = if t > 1 {
+        let data: Vec<u8> = (0..t)
+            .flat_map(|i| (0..s).map(move |j| u8::from(j <= past + i)))
+            .collect();
+        Some(Tensor::from_vec(data, (1, 1, t, s), device)?)
+    } else {
+        None
+    };
+    let Some(am) = attention_mask else {
+        return Ok(causal);
+    };
+    let (mb, ms) = am.dims2()?;
+    if mb != b || ms != s {
+        return Err(Error::InvalidArgument(format!(
+            "attention_mask has shape [{mb}, {ms}] but the input needs [{b}, {s}] (batch, past + new tokens)"
+        )));
+    }
+    let padding = am.ne(0u32)?.to_dtype(DType::U8)?.reshape((b, 1, 1, s))?; // (B, 1, 1, S)
+    Ok(Some(match causal {
+        Some(c) => c.broadcast_mul(&padding)?, // (B, 1, T, S)
+        None => padding,
+    }))
+}
+// ANCHOR_END: mask
+
+// ANCHOR: lm_head
+/// `GPT2LMHeadModel`: the transformer plus a language-modelling head whose weight *is* `wte`
+/// (weight tying), so the logit of token `v` is the dot product of the last hidden state with
+/// `v`'s embedding. The tied head adds no parameters.
+#[derive(Debug, Clone)]
+pub struct Gpt2LmHeadModel {
+    pub transformer: Gpt2Model,
+}
+
+impl Gpt2LmHeadModel {
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
+        Ok(Self {
+            transformer: Gpt2Model::load(vb, cfg, dropout)?,
+        })
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        self.transformer.config()
+    }
+
+    /// Logits `(B, T, V)` for every position.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let hidden = self.transformer.forward(input_ids, attention_mask, cache)?; // (B, T, C)
+        self.logits(&hidden)
+    }
+
+    /// Applies the tied head to hidden states `(B, T, C)`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = hidden.dims3()?;
+        let flat = hidden.reshape((b * t, c))?; // (B*T, C)
+        let logits = flat.matmul(&self.transformer.wte().t()?)?; // (B*T, V)
+        Ok(logits.reshape((b, t, ()))?) // (B, T, V)
+    }
+
+    /// Logits of the last position only, `(B, V)`: what generation needs, without computing
+    /// the head for every prompt position.
+    pub fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let hidden = self.transformer.forward(input_ids, attention_mask, cache)?; // (B, T, C)
+        let t = hidden.dim(1)?;
+        let last = hidden.i((.., t - 1..t, ..))?.contiguous()?; // (B, 1, C)
+        Ok(self.logits(&last)?.squeeze(1)?) // (B, V)
+    }
+}
+// ANCHOR_END: lm_head
+
+impl Gpt2LmHeadModel {
+    /// Builds the model for inference from loaded or initialised weights.
+    pub fn from_weights(weights: &crate::Weights, cfg: &Gpt2Config) -> Result<Self> {
+        Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
+    }
+}
+
+impl Gpt2Model {
+    /// Builds the base model for inference from loaded or initialised weights.
+    pub fn from_weights(weights: &crate::Weights, cfg: &Gpt2Config) -> Result<Self> {
+        Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
+    }
+}

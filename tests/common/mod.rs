@@ -1,0 +1,119 @@
+//! Shared test helpers: the transformers fixtures and one tolerance checker.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use gpt2_tutorial::{Gpt2LmHeadModel, LoadedModel, ModelSource};
+
+/// The fixture format these tests understand; `scripts/reference/make_fixtures.py` writes it.
+pub const FIXTURE_FORMAT: u64 = 1;
+pub const REGENERATE: &str = "python scripts/reference/make_fixtures.py";
+
+// Tolerances, each with why it is what it is.
+/// Logits: float32 on both sides, different summation orders in matmul and softmax; the tiny
+/// model's logits are O(1), so 1e-4 absolute leaves a margin of ~100x over what we observe.
+pub const LOGITS_TOL: f32 = 1e-4;
+/// Hidden states: same reasoning as logits, values O(1).
+pub const HIDDEN_TOL: f32 = 1e-4;
+/// Mean cross-entropy: a mean of 10^1..10^2 terms, each exact to ~1e-6.
+pub const LOSS_TOL: f32 = 1e-5;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+/// Reads `tests/fixtures/NAME.json` and checks its format version.
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    let path = fixtures_dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; regenerate with `{REGENERATE}`", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["format_version"].as_u64(),
+        Some(FIXTURE_FORMAT),
+        "{} has another format version; regenerate with `{REGENERATE}`",
+        path.display()
+    );
+    v
+}
+
+/// Reads `tests/fixtures/NAME.safetensors`.
+pub fn fixture_tensors(name: &str) -> HashMap<String, Tensor> {
+    let path = fixtures_dir().join(format!("{name}.safetensors"));
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}; regenerate with `{REGENERATE}`", path.display()))
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The bundled model, loaded once per test binary.
+pub fn bundled() -> &'static LoadedModel {
+    static MODEL: OnceLock<LoadedModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        LoadedModel::load(&ModelSource::Bundled, &Device::Cpu, candle_core::DType::F32)
+            .expect("the bundled model loads")
+    })
+}
+
+pub fn bundled_lm() -> Gpt2LmHeadModel {
+    let m = bundled();
+    Gpt2LmHeadModel::from_weights(&m.weights, &m.config).unwrap()
+}
+
+/// Compares two tensors element-wise; on failure prints the evidence (max difference, where,
+/// the first few pairs) before failing, as llm.c's test_gpt2 does.
+pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    assert_eq!(got.dims(), want.dims(), "{name}: shapes differ");
+    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    let (mut worst, mut at) = (0f32, 0usize);
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let d = (a - b).abs();
+        if d > worst || d.is_nan() {
+            worst = d;
+            at = i;
+        }
+    }
+    if worst.is_nan() || worst > tol {
+        let pairs: Vec<String> = g
+            .iter()
+            .zip(&w)
+            .take(5)
+            .map(|(a, b)| format!("{a:.6} vs {b:.6}"))
+            .collect();
+        panic!(
+            "{name}: max |diff| {worst:e} at flat index {at} ({} vs {}) exceeds {tol:e}; first: {}",
+            g[at],
+            w[at],
+            pairs.join(", ")
+        );
+    }
+    eprintln!("ok {name}: max |diff| {worst:e} <= {tol:e}");
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Runs `f` with insta writing to `snapshots/` at the repository root (where the book includes
+/// them from), without the module prefix or the expression in the header.
+pub fn with_snapshots<R>(f: impl FnOnce() -> R) -> R {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(root().join("snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s.set_omit_expression(true);
+    s.bind(f)
+}
