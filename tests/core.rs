@@ -320,6 +320,25 @@ fn saved_weights_round_trip() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+#[test]
+fn base_model_checkpoint_without_prefix_loads() {
+    // transformers' GPT2Model saves `wte.weight`, `h.0...` with no `transformer.` prefix.
+    let dir = tempdir("unprefixed");
+    let m = bundled();
+    std::fs::write(dir.join("config.json"), m.config.to_json()).unwrap();
+    let tensors: std::collections::HashMap<String, Tensor> = m
+        .weights
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), m.weights.get(&n).unwrap().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let back =
+        LoadedModel::load(&ModelSource::Local(dir.clone()), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(back.weights.names(), m.weights.names());
+    std::fs::remove_dir_all(dir).ok();
+}
+
 // ----- bad input -----------------------------------------------------------------------------
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
