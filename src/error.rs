@@ -48,6 +48,15 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    #[error("max_length {max_length} leaves no room after the {prompt_len}-token prompt: max_length counts the prompt, so raise it above {prompt_len} or set max_new_tokens instead")]
+    MaxLengthTooShort { max_length: usize, prompt_len: usize },
+
+    #[error("top_p {0} is outside (0, 1]: 1 keeps every token, smaller values keep only the most likely tokens whose probabilities add up to top_p")]
+    InvalidTopP(f64),
+
+    #[error("temperature {0} must be above 0: it divides the logits; for the limit of 0 use greedy decoding (no sampling), and 1 samples the model's own distribution")]
+    InvalidTemperature(f64),
+
     #[error("the loss is not finite ({0}): lower the learning rate or check the data")]
     NonFiniteLoss(f32),
 
