@@ -49,13 +49,32 @@ pub enum Error {
     InvalidArgument(String),
 
     #[error("max_length {max_length} leaves no room after the {prompt_len}-token prompt: max_length counts the prompt, so raise it above {prompt_len} or set max_new_tokens instead")]
-    MaxLengthTooShort { max_length: usize, prompt_len: usize },
+    MaxLengthTooShort {
+        max_length: usize,
+        prompt_len: usize,
+    },
 
     #[error("top_p {0} is outside (0, 1]: 1 keeps every token, smaller values keep only the most likely tokens whose probabilities add up to top_p")]
     InvalidTopP(f64),
 
     #[error("temperature {0} must be above 0: it divides the logits; for the limit of 0 use greedy decoding (no sampling), and 1 samples the model's own distribution")]
     InvalidTemperature(f64),
+
+    #[error("labels have shape {labels:?} but {expected:?} is needed: {what}")]
+    LabelShape {
+        labels: Vec<usize>,
+        expected: Vec<usize>,
+        what: &'static str,
+    },
+
+    #[error("num_labels is 0: a classification head needs at least one class per output (the tutorial uses 5); set num_labels")]
+    NoLabels,
+
+    #[error("num_labels is 1, which transformers treats as regression (a mean-squared-error loss) and this crate does not implement: use 2 labels for a yes/no task")]
+    RegressionUnsupported,
+
+    #[error("a batch of {batch} sequences needs a pad token id to find where each one ends: set pad_token_id in the config (GPT-2 has none; the usual choice is its end-of-text token 50256), or classify one sequence at a time")]
+    NoPadToken { batch: usize },
 
     #[error("the loss is not finite ({0}): lower the learning rate or check the data")]
     NonFiniteLoss(f32),

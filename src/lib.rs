@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: the hyper-parameters (`config.json`) and the four released sizes.
 //! - [`model`]: the transformer itself, bottom-up like nanoGPT's `model.py`.
+//! - [`heads`]: the five model classes (base, LM, sequence and token classification, QA).
 //! - [`cache`]: the key/value cache for fast generation.
 //! - [`weights`]: GPT-2's initialisation, loading and saving safetensors.
 //! - [`source`]: the Hub, local directories and the bundled tiny model.
@@ -18,6 +19,7 @@ pub mod device;
 pub mod dropout;
 pub mod error;
 pub mod generation;
+pub mod heads;
 pub mod loss;
 pub mod model;
 pub mod source;

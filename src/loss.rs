@@ -1,4 +1,7 @@
-//! Losses: cross-entropy that skips ignored labels, and the shifted language-modelling loss.
+//! Losses: cross-entropy that skips ignored labels, the shifted language-modelling loss
+//! (`GPT2LMHeadModel` with `labels`) and the classification losses of
+//! `GPT2ForSequenceClassification` and `GPT2ForTokenClassification` (transformers'
+//! `modeling_gpt2.py`, chapter 5 of the tutorial).
 //!
 //! candle's `cross_entropy` has no `ignore_index`, and the tutorial's loss needs one: labels of
 //! -100 (padding, or prompt tokens one does not want to learn) must count for nothing, and the
@@ -56,12 +59,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// first, and both are flattened before the cross-entropy.
 pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
-    if labels.dims() != [b, t] {
-        return Err(Error::InvalidArgument(format!(
-            "labels have shape {:?} but the input is [{b}, {t}]: give one label per input token",
-            labels.dims()
-        )));
-    }
+    check_labels(labels, &[b, t], PER_TOKEN)?;
     if t < 2 {
         return Err(Error::InvalidArgument(
             "a language-modelling loss needs at least 2 tokens (one to read, one to predict)"
@@ -75,3 +73,44 @@ pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     cross_entropy(&flat_logits, &flat_labels)
 }
 // ANCHOR_END: lm_loss
+
+const PER_TOKEN: &str =
+    "give one label per input token, the same [batch, tokens] shape as input_ids";
+const PER_SEQUENCE: &str = "give one class per sequence, a [batch] tensor";
+
+fn check_labels(labels: &Tensor, expected: &[usize], what: &'static str) -> Result<()> {
+    if labels.dims() != expected {
+        return Err(Error::LabelShape {
+            labels: labels.dims().to_vec(),
+            expected: expected.to_vec(),
+            what,
+        });
+    }
+    Ok(())
+}
+
+// ANCHOR: sequence_classification_loss
+/// The loss of `GPT2ForSequenceClassification` with `num_labels > 1` (transformers'
+/// "single_label_classification"): cross-entropy of the pooled logits `(B, N)` against one class
+/// per sequence `(B)`. With one label transformers switches to regression, which we refuse.
+pub fn sequence_classification_loss(pooled_logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, n) = pooled_logits.dims2()?;
+    match n {
+        0 => return Err(Error::NoLabels),
+        1 => return Err(Error::RegressionUnsupported),
+        _ => {}
+    }
+    check_labels(labels, &[b], PER_SEQUENCE)?;
+    cross_entropy(pooled_logits, labels)
+}
+// ANCHOR_END: sequence_classification_loss
+
+/// The loss of `GPT2ForTokenClassification`: cross-entropy of every token's logits `(B, T, N)`
+/// against its label `(B, T)`, -100 ignored. Unlike the LM loss there is no shift: a token's
+/// label is about the token itself, not the next one.
+pub fn token_classification_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (b, t, n) = logits.dims3()?;
+    check_labels(labels, &[b, t], PER_TOKEN)?;
+    let flat_logits = logits.reshape((b * t, n))?; // (B*T, N)
+    cross_entropy(&flat_logits, &labels.flatten_all()?)
+}

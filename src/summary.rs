@@ -20,12 +20,67 @@ pub enum ModelClass {
     QuestionAnswering,
 }
 
+impl ModelClass {
+    /// The transformers class name, as `print(model)` starts.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Base => "GPT2Model",
+            Self::LmHead => "GPT2LMHeadModel",
+            Self::SequenceClassification(_) => "GPT2ForSequenceClassification",
+            Self::TokenClassification(_) => "GPT2ForTokenClassification",
+            Self::QuestionAnswering => "GPT2ForQuestionAnswering",
+        }
+    }
+
+    /// The five classes of the tutorial's chapter 4, the classifiers with `num_labels` classes.
+    pub fn all(num_labels: usize) -> [Self; 5] {
+        [
+            Self::Base,
+            Self::LmHead,
+            Self::SequenceClassification(num_labels),
+            Self::TokenClassification(num_labels),
+            Self::QuestionAnswering,
+        ]
+    }
+}
+
+/// A float the way Python's `repr` writes it (what PyTorch's module reprs use): the shortest
+/// digits that read back, always with a decimal point or an exponent, and scientific notation
+/// with a two-digit exponent below 1e-4 (`1e-05`, `0.001`, `0.0`).
+fn py_float(x: f64) -> String {
+    let sci = format!("{x:e}"); // shortest round-trip digits, e.g. "1e-5", "2.5e-1"
+    let (mantissa, exp) = sci
+        .split_once('e')
+        .expect("`{:e}` always writes an exponent");
+    let exp: i32 = exp.parse().expect("an integer exponent");
+    if x != 0.0 && !(-4..16).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    let plain = format!("{x}");
+    if plain.contains('.') {
+        plain
+    } else {
+        format!("{plain}.0")
+    }
+}
+
+/// The dropout of `GPT2ForTokenClassification`: GPT2Config has neither `classifier_dropout` nor
+/// `hidden_dropout`, so transformers uses 0.1.
+pub const TOKEN_CLASSIFIER_DROPOUT: f32 = 0.1;
+
 fn layer_norm(c: usize, eps: f64) -> String {
-    format!("LayerNorm(({c},), eps={eps:e}, elementwise_affine=True)").replace("e-5", "e-05")
+    format!(
+        "LayerNorm(({c},), eps={}, elementwise_affine=True, bias=True)",
+        py_float(eps)
+    )
 }
 
 fn dropout(p: f32) -> String {
-    format!("Dropout(p={p}, inplace=False)")
+    // The config holds a Python float; `p.to_string()` gives the f32's shortest digits, which
+    // are the ones config.json was written with.
+    let p: f64 = p.to_string().parse().expect("a float reads back");
+    format!("Dropout(p={}, inplace=False)", py_float(p))
 }
 
 /// The module tree of the base model, indented by `pad`.
@@ -34,7 +89,7 @@ fn base_tree(cfg: &Gpt2Config, pad: &str) -> String {
     let act = match cfg.activation_function.as_str() {
         "gelu" => "GELUActivation()",
         "relu" => "ReLU()",
-        "gelu_pytorch_tanh" => "PytorchGELUTanh()",
+        "gelu_pytorch_tanh" => "GELUTanh()",
         _ => "NewGELUActivation()",
     };
     let layers = if cfg.n_layer == 1 {
@@ -86,36 +141,27 @@ fn base_tree(cfg: &Gpt2Config, pad: &str) -> String {
 /// The module tree PyTorch prints for `class` built from `cfg`.
 pub fn module_tree(cfg: &Gpt2Config, class: ModelClass) -> String {
     let c = cfg.n_embd;
-    let (name, head) = match class {
-        ModelClass::Base => return base_tree(cfg, ""),
-        ModelClass::LmHead => (
-            "GPT2LMHeadModel",
-            vec![format!(
-                "(lm_head): Linear(in_features={c}, out_features={}, bias=False)",
-                cfg.vocab_size
-            )],
-        ),
-        ModelClass::SequenceClassification(n) => (
-            "GPT2ForSequenceClassification",
-            vec![format!(
-                "(score): Linear(in_features={c}, out_features={n}, bias=False)"
-            )],
-        ),
-        ModelClass::TokenClassification(n) => (
-            "GPT2ForTokenClassification",
-            vec![
-                format!("(dropout): {}", dropout(0.1)),
-                format!("(classifier): Linear(in_features={c}, out_features={n}, bias=True)"),
-            ],
-        ),
-        ModelClass::QuestionAnswering => (
-            "GPT2ForQuestionAnswering",
-            vec![format!(
-                "(qa_outputs): Linear(in_features={c}, out_features=2, bias=True)"
-            )],
-        ),
+    let linear = |name: &str, out: usize, bias: bool| {
+        let bias = if bias { "True" } else { "False" };
+        format!("({name}): Linear(in_features={c}, out_features={out}, bias={bias})")
     };
-    let mut out = format!("{name}(\n  (transformer): {}\n", base_tree(cfg, "  "));
+    let head = match class {
+        ModelClass::Base => return base_tree(cfg, ""),
+        // Tied to wte: printed as a layer, but it adds no parameters.
+        ModelClass::LmHead => vec![linear("lm_head", cfg.vocab_size, false)],
+        ModelClass::SequenceClassification(n) => vec![linear("score", n, false)],
+        // GPT2Config has no classifier_dropout, so transformers falls back to 0.1.
+        ModelClass::TokenClassification(n) => vec![
+            format!("(dropout): {}", dropout(TOKEN_CLASSIFIER_DROPOUT)),
+            linear("classifier", n, true),
+        ],
+        ModelClass::QuestionAnswering => vec![linear("qa_outputs", 2, true)],
+    };
+    let mut out = format!(
+        "{}(\n  (transformer): {}\n",
+        class.class_name(),
+        base_tree(cfg, "  ")
+    );
     for line in head {
         out.push_str(&format!("  {line}\n"));
     }

@@ -1,0 +1,91 @@
+//! Chapter 4: one transformer, five heads.
+//!
+//! Builds `GPT2Model`, `GPT2LMHeadModel`, `GPT2ForSequenceClassification`,
+//! `GPT2ForTokenClassification` and `GPT2ForQuestionAnswering` from the same checkpoint, prints
+//! each module tree as PyTorch would, the shapes it returns for the tutorial's prompt, and the
+//! head weights the checkpoint did not have and that were newly initialised.
+//!
+//! ```text
+//! cargo run --release --example 04_heads                          # openai-community/gpt2, or bundled offline
+//! cargo run --release --example 04_heads -- --model bundled --json
+//! ```
+
+use std::collections::BTreeMap;
+
+use candle_core::Tensor;
+use clap::Parser;
+use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::dropout::Dropout;
+use gpt2_tutorial::heads::{with_head, Gpt2Head, HEAD_SEED, TUTORIAL_PROMPT};
+use gpt2_tutorial::summary::{module_tree, ModelClass};
+
+/// Every GPT-2 head on one checkpoint: module trees, output shapes, new weights.
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Number of classes of the two classification heads (the tutorial uses 5).
+    #[arg(long, default_value_t = 5)]
+    num_labels: usize,
+    /// The text each head reads.
+    #[arg(long, default_value = TUTORIAL_PROMPT)]
+    prompt: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let model = args.model.load()?;
+    let ids = model.tokenizer.encode(&args.prompt)?;
+    let input_ids = Tensor::new(ids.as_slice(), model.weights.device())?.unsqueeze(0)?; // (1, T)
+    let mut heads = serde_json::Map::new();
+    for class in ModelClass::all(args.num_labels) {
+        // ANCHOR: build
+        // The checkpoint's head if it has one; otherwise a new one, N(0, 0.02) from a fixed seed.
+        let (weights, report) = with_head(&model.weights, &model.config, class, HEAD_SEED)?;
+        let head = Gpt2Head::load(
+            weights.var_builder(),
+            &model.config,
+            class,
+            &Dropout::seeded(0),
+        )?;
+        let outputs = head.forward(&input_ids, None)?;
+        // ANCHOR_END: build
+        let shapes: BTreeMap<&str, Vec<usize>> = outputs
+            .iter()
+            .map(|(name, t)| (*name, t.dims().to_vec()))
+            .collect();
+        if args.json {
+            let entry =
+                serde_json::json!({"output_shapes": shapes, "new_weights": report.new_weights});
+            heads.insert(class.class_name().to_string(), entry);
+            continue;
+        }
+        println!("{}\n", module_tree(&model.config, class));
+        println!("  input_ids: {:?}", input_ids.dims());
+        for (name, t) in &outputs {
+            println!("  {name}: {:?}", t.dims());
+        }
+        if report.new_weights.is_empty() {
+            println!("  every weight came from the checkpoint");
+        }
+        // ANCHOR: new_weights
+        for w in report.describe_new(&weights)? {
+            println!(
+                "  newly initialised: {} {:?} (mean {:.4}, std {:.4})",
+                w.name, w.shape, w.mean, w.std
+            );
+        }
+        // ANCHOR_END: new_weights
+        println!();
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "heads": heads }))?
+        );
+    }
+    Ok(())
+}
