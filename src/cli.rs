@@ -6,6 +6,7 @@ use crate::device::{parse_device, Precision};
 use crate::source::{LoadedModel, ModelSource, DEFAULT_MODEL};
 use crate::Result;
 
+// ANCHOR: model_args
 /// Model selection, as `--model`, `--device` and `--dtype`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
@@ -20,6 +21,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
 }
+// ANCHOR_END: model_args
 
 impl ModelArgs {
     /// Arguments for the bundled model on the CPU (what the tests use).

@@ -99,6 +99,7 @@ impl Gpt2Config {
         }
     }
 
+    // ANCHOR: presets
     /// `openai-community/gpt2`: 12 layers, 12 heads, width 768 (124M parameters).
     pub fn gpt2() -> Self {
         Self::preset(768, 12, 12)
@@ -115,6 +116,7 @@ impl Gpt2Config {
     pub fn gpt2_xl() -> Self {
         Self::preset(1600, 48, 25)
     }
+    // ANCHOR_END: presets
     /// The bundled tiny model: GPT-2's real vocabulary and context, but 2 narrow layers.
     pub fn tiny() -> Self {
         Self::preset(64, 2, 4)
@@ -191,6 +193,7 @@ impl Gpt2Config {
         self.n_embd / self.n_head
     }
 
+    // ANCHOR: parameter_count
     /// Every parameter of the base model with its shape, in checkpoint order and naming
     /// (`wte.weight`, `h.0.attn.c_attn.weight`, ...). Conv1D weights are `[in, out]`.
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
@@ -229,4 +232,5 @@ impl Gpt2Config {
             .map(|(_, s)| s.iter().product::<usize>())
             .sum()
     }
+    // ANCHOR_END: parameter_count
 }

@@ -233,6 +233,7 @@ impl LoadedModel {
         })
     }
 
+    // ANCHOR: fallback
     /// Loads `source`; if it is a Hub model that cannot be had (not cached, no network), loads
     /// the bundled model instead and returns a one-line note saying so.
     pub fn load_or_bundled(
@@ -251,4 +252,5 @@ impl LoadedModel {
             other => other.map(|m| (m, None)),
         }
     }
+    // ANCHOR_END: fallback
 }
