@@ -1,4 +1,9 @@
 //! Choosing where tensors live (`--device`) and in which precision (`--dtype`).
+//!
+//! The tutorial runs gpt2-xl in fp16 on a CUDA GPU (`torch_dtype=torch.float16`, `.to("cuda")`);
+//! here that is `--device cuda --dtype f16` on a build with `--features cuda`. Half precision
+//! also runs on the CPU (candle multiplies f16 with the gemm crate and bf16 by widening to f32),
+//! which is slower than f32 there but lets the tests check half-precision numerics anywhere.
 
 use candle_core::{DType, Device};
 
@@ -9,11 +14,11 @@ use crate::{Error, Result};
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec.trim() {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if candle_core::utils::cuda_is_available() {
-            Device::new_cuda(0)?
-        } else {
-            Device::Cpu
-        }),
+        // `cuda_is_available` only says the crate was built with CUDA; a GPU must also be there.
+        "auto" if candle_core::utils::cuda_is_available() => {
+            Ok(Device::new_cuda(0).unwrap_or(Device::Cpu))
+        }
+        "auto" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             if !candle_core::utils::cuda_is_available() {
                 return Err(Error::InvalidArgument(format!(
@@ -48,9 +53,12 @@ pub fn device_name(device: &Device) -> String {
 /// The precisions a model can run in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
+    /// 32-bit floats: what the checkpoints store, and the reference for the others.
     #[default]
     F32,
+    /// IEEE half precision, the tutorial's `torch.float16`: 11-bit mantissa, largest value 65504.
     F16,
+    /// bfloat16: f32's range with an 8-bit mantissa (coarser than f16, but never overflows).
     Bf16,
 }
 
@@ -62,4 +70,27 @@ impl Precision {
             Self::Bf16 => DType::BF16,
         }
     }
+
+    /// The flag's spelling, for output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
 }
+
+// ANCHOR: lowest_finite
+/// The most negative finite value of a float dtype, which masked attention scores are set to.
+/// It must be the dtype's *own*: f32's lowest (-3.4e38) becomes -inf in f16, and a row with
+/// every score -inf (a padding query) softmaxes to NaN, which the next layer spreads.
+pub fn lowest_finite(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => f64::from(half::f16::MIN),
+        DType::BF16 => f64::from(half::bf16::MIN),
+        DType::F64 => f64::MIN,
+        _ => f64::from(f32::MIN),
+    }
+}
+// ANCHOR_END: lowest_finite

@@ -57,6 +57,13 @@ impl LayerNorm {
 
 /// Softmax over the last dimension (fused when no gradient is needed; see `LayerNorm`).
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    // In f16/bf16, candle's CPU softmax (and the composed one training uses, on any device) sums
+    // the exponentials in that precision: a row of 1024 keys then misses 1 by a few percent.
+    // Its CUDA kernel sums in f32, as we do here by widening (tests/dtypes.rs measures it).
+    let half = matches!(x.dtype(), DType::F16 | DType::BF16);
+    if half && (x.device().is_cpu() || x.track_op()) {
+        return Ok(softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?);
+    }
     if x.track_op() {
         Ok(candle_nn::ops::softmax(x, D::Minus1)?)
     } else {
@@ -153,7 +160,8 @@ impl CausalSelfAttention {
             // so a fully masked row (a padding query) softmaxes to uniform instead of NaN.
             Some(mask) => {
                 let mask = mask.broadcast_as(att.shape())?;
-                let fill = Tensor::new(f32::MIN, att.device())?
+                let lowest = crate::device::lowest_finite(att.dtype());
+                let fill = Tensor::new(lowest, att.device())?
                     .to_dtype(att.dtype())?
                     .broadcast_as(att.shape())?;
                 mask.where_cond(&att, &fill)?
