@@ -9,6 +9,7 @@ use candle_core::{DType, Device};
 
 use crate::{Error, Result};
 
+// ANCHOR: parse_device
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` is the first GPU when the crate was built
 /// with the `cuda` feature and one is present, else the CPU.
 pub fn parse_device(spec: &str) -> Result<Device> {
@@ -40,6 +41,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         ))),
     }
 }
+// ANCHOR_END: parse_device
 
 /// A short name for a device, for output.
 pub fn device_name(device: &Device) -> String {
