@@ -57,7 +57,7 @@ pub enum Error {
     #[error("top_p {0} is outside (0, 1]: 1 keeps every token, smaller values keep only the most likely tokens whose probabilities add up to top_p")]
     InvalidTopP(f64),
 
-    #[error("temperature {0} must be above 0: it divides the logits; for the limit of 0 use greedy decoding (no sampling), and 1 samples the model's own distribution")]
+    #[error("temperature {0} must be a finite number above 0: it divides the logits; for the limit of 0 use greedy decoding (no sampling), and 1 samples the model's own distribution")]
     InvalidTemperature(f64),
 
     #[error("labels have shape {labels:?} but {expected:?} is needed: {what}")]

@@ -1,32 +1,288 @@
-//! Text generation: greedy decoding with the key/value cache.
+//! Text generation: what transformers' `generate` (and the `text-generation` pipeline on top of
+//! it) does for GPT-2, greedy or sampled, with the key/value cache.
+//!
+//! The settings are those of transformers' `GenerationConfig` with its defaults: `max_length`
+//! 20 *counting the prompt* (the limit transformers warns about in the tutorial), or
+//! `max_new_tokens` instead; `do_sample` false (greedy); `temperature` 1, `top_k` 50, `top_p` 1
+//! when sampling. Picking a token from the logits is candle-transformers'
+//! [`LogitsProcessor`]: argmax for greedy, temperature → top-k → top-p → multinomial for sampling,
+//! the order transformers applies its logits warpers in.
+//!
+//! `num_return_sequences` rows are decoded as one batch: the prompt repeated `N` times, one
+//! cache for all rows. A row that has produced `<|endoftext|>` is finished; like transformers,
+//! it keeps receiving the pad token (which for GPT-2 is `<|endoftext|>` again) until every row
+//! is finished or `max_length` is reached, so all rows come back with the same length.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::Serialize;
 
+use crate::config::EOS_TOKEN_ID;
 use crate::{Error, Gpt2LmHeadModel, KvCache, Result};
 
-/// Appends `max_new_tokens` greedily chosen tokens to `prompt` (batch of one) and returns the
-/// prompt and the new ids, as transformers' `generate(do_sample=False)` does. The prompt is
-/// run once; every later step feeds only the newest token through the cache.
+/// transformers' default `max_length`: the prompt *and* the new tokens.
+pub const DEFAULT_MAX_LENGTH: usize = 20;
+/// transformers' default `top_k` when sampling.
+pub const DEFAULT_TOP_K: usize = 50;
+/// The seed the examples use unless told otherwise (the tutorial's `set_seed(42)`).
+pub const DEFAULT_SEED: u64 = 42;
+
+// ANCHOR: config
+/// How to generate, with the names and defaults of transformers' `GenerationConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationConfig {
+    /// Stop when a sequence (prompt included) has this many tokens.
+    pub max_length: usize,
+    /// If set, stop after this many new tokens instead (it overrides `max_length`).
+    pub max_new_tokens: Option<usize>,
+    /// Sample the next token (true) or take the most likely one (false: greedy).
+    pub do_sample: bool,
+    /// Divides the logits before the softmax: below 1 sharpens, above 1 flattens.
+    pub temperature: f64,
+    /// Sample only among the `k` most likely tokens (`None`: all of them).
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities add up to `top_p`.
+    pub top_p: f64,
+    /// Seed of the sampler's random number generator.
+    pub seed: u64,
+    /// How many sequences to generate from the one prompt.
+    pub num_return_sequences: usize,
+    /// A row that produces this token is finished (`None`: never stop early).
+    pub eos_token_id: Option<u32>,
+    /// What finished rows receive; `None` means `eos_token_id`, as transformers does for GPT-2.
+    pub pad_token_id: Option<u32>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_length: DEFAULT_MAX_LENGTH,
+            max_new_tokens: None,
+            do_sample: false,
+            temperature: 1.0,
+            top_k: Some(DEFAULT_TOP_K),
+            top_p: 1.0,
+            seed: DEFAULT_SEED,
+            num_return_sequences: 1,
+            eos_token_id: Some(EOS_TOKEN_ID),
+            pad_token_id: None,
+        }
+    }
+}
+// ANCHOR_END: config
+
+impl GenerationConfig {
+    /// Greedy decoding of `max_new_tokens` tokens.
+    pub fn greedy(max_new_tokens: usize) -> Self {
+        Self {
+            max_new_tokens: Some(max_new_tokens),
+            ..Self::default()
+        }
+    }
+
+    /// What the `text-generation` pipeline does when told `do_sample=True`: transformers'
+    /// sampling defaults (temperature 1, top-k 50, top-p 1).
+    pub fn sampling() -> Self {
+        Self {
+            do_sample: true,
+            ..Self::default()
+        }
+    }
+
+    /// The total length generation stops at, for a prompt of `prompt_len` tokens.
+    pub fn resolved_max_length(&self, prompt_len: usize) -> usize {
+        self.max_new_tokens
+            .map_or(self.max_length, |n| prompt_len + n)
+    }
+
+    /// Checks the settings against a prompt of `prompt_len` tokens and a context of
+    /// `n_positions`, and returns the length generation stops at.
+    pub fn validate(&self, prompt_len: usize, n_positions: usize) -> Result<usize> {
+        if prompt_len == 0 {
+            return Err(Error::EmptyPrompt);
+        }
+        if prompt_len > n_positions {
+            return Err(Error::ContextOverflow {
+                len: prompt_len,
+                max: n_positions,
+            });
+        }
+        if self.max_new_tokens == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_new_tokens is 0: ask for at least one new token".into(),
+            ));
+        }
+        let max_length = self.resolved_max_length(prompt_len);
+        if max_length <= prompt_len {
+            return Err(Error::MaxLengthTooShort {
+                max_length,
+                prompt_len,
+            });
+        }
+        if max_length > n_positions {
+            return Err(Error::ContextOverflow {
+                len: max_length,
+                max: n_positions,
+            });
+        }
+        // NaN fails every comparison, so it is named explicitly.
+        let t = self.temperature;
+        if t.is_nan() || t <= 0.0 || t.is_infinite() {
+            return Err(Error::InvalidTemperature(t));
+        }
+        let p = self.top_p;
+        if p.is_nan() || p <= 0.0 || p > 1.0 {
+            return Err(Error::InvalidTopP(p));
+        }
+        if self.top_k == Some(0) {
+            return Err(Error::InvalidArgument(
+                "top_k is 0: give k >= 1, or no top_k to sample among all tokens".into(),
+            ));
+        }
+        if self.num_return_sequences == 0 {
+            return Err(Error::InvalidArgument(
+                "num_return_sequences is 0: ask for at least one sequence".into(),
+            ));
+        }
+        Ok(max_length)
+    }
+
+    // ANCHOR: sampling
+    /// The settings as candle-transformers' [`Sampling`]. A `top_p` of 1 keeps every token, so
+    /// it is left out rather than applied.
+    pub fn sampling_strategy(&self) -> Sampling {
+        let temperature = self.temperature;
+        match (self.do_sample, self.top_k, self.top_p < 1.0) {
+            (false, _, _) => Sampling::ArgMax,
+            (true, None, false) => Sampling::All { temperature },
+            (true, Some(k), false) => Sampling::TopK { k, temperature },
+            (true, None, true) => Sampling::TopP {
+                p: self.top_p,
+                temperature,
+            },
+            (true, Some(k), true) => Sampling::TopKThenTopP {
+                k,
+                p: self.top_p,
+                temperature,
+            },
+        }
+    }
+    // ANCHOR_END: sampling
+
+    /// A fresh sampler for these settings, seeded with `seed`.
+    pub fn logits_processor(&self) -> LogitsProcessor {
+        LogitsProcessor::from_sampling(self.seed, self.sampling_strategy())
+    }
+}
+
+/// The result of [`generate`]: `num_return_sequences` rows, each the prompt followed by the new
+/// tokens, all of the same length (finished rows padded), as transformers returns them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub prompt_len: usize,
+    pub sequences: Vec<Vec<u32>>,
+}
+
+impl Generation {
+    /// The new tokens of row `i` (padding included).
+    pub fn new_tokens(&self, i: usize) -> &[u32] {
+        &self.sequences[i][self.prompt_len..]
+    }
+}
+
+/// Generates from `prompt` (token ids) as transformers' `generate` does.
+pub fn generate(
+    model: &Gpt2LmHeadModel,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+) -> Result<Generation> {
+    let mut generator = Generator::new(model, prompt, cfg)?;
+    while generator.step()?.is_some() {}
+    Ok(generator.finish())
+}
+
+/// [`generate`] one step at a time, for callers that want each token as it comes (streaming).
+pub struct Generator<'a> {
+    model: &'a Gpt2LmHeadModel,
+    eos: Option<u32>,
+    pad: Option<u32>,
+    processor: LogitsProcessor,
+    cache: KvCache,
+    max_length: usize,
+    prompt_len: usize,
+    sequences: Vec<Vec<u32>>,
+    unfinished: Vec<bool>,
+    /// What the next forward pass runs: the prompt at first, then the newest token of each row.
+    input: Tensor,
+}
+
+impl<'a> Generator<'a> {
+    /// Checks the settings and prepares a batch of `num_return_sequences` copies of `prompt`.
+    pub fn new(model: &'a Gpt2LmHeadModel, prompt: &[u32], cfg: &GenerationConfig) -> Result<Self> {
+        let max_length = cfg.validate(prompt.len(), model.config().n_positions)?;
+        let n = cfg.num_return_sequences;
+        // Every row starts from the same prompt, so the first input is the prompt N times.
+        let input = Tensor::new(prompt, model.transformer.device())?
+            .unsqueeze(0)? // (1, T)
+            .repeat((n, 1))?; // (N, T)
+        Ok(Self {
+            model,
+            eos: cfg.eos_token_id,
+            pad: cfg.pad_token_id.or(cfg.eos_token_id),
+            processor: cfg.logits_processor(),
+            cache: KvCache::new(model.config().n_layer),
+            max_length,
+            prompt_len: prompt.len(),
+            sequences: vec![prompt.to_vec(); n],
+            unfinished: vec![true; n],
+            input,
+        })
+    }
+
+    // ANCHOR: step
+    /// Adds one token to every row and returns them, or `None` once generation is over
+    /// (`max_length` reached, or every row finished with `<|endoftext|>`).
+    pub fn step(&mut self) -> Result<Option<Vec<u32>>> {
+        let done = !self.unfinished.contains(&true);
+        if done || self.sequences[0].len() >= self.max_length {
+            return Ok(None);
+        }
+        // The first step runs the whole prompt; every later one only the newest token per row,
+        // the cache holding the keys and values of everything before it.
+        let logits = self
+            .model
+            .forward_last(&self.input, None, Some(&mut self.cache))?; // (N, V)
+        let mut tokens = Vec::with_capacity(self.sequences.len());
+        for (row, seq) in self.sequences.iter_mut().enumerate() {
+            // A finished row gets the pad token, as in transformers.
+            let token = match (self.unfinished[row], self.pad) {
+                (false, Some(pad)) => pad,
+                _ => self.processor.sample(&logits.get(row)?)?,
+            };
+            if self.eos == Some(token) {
+                self.unfinished[row] = false;
+            }
+            seq.push(token);
+            tokens.push(token);
+        }
+        self.input = Tensor::new(tokens.as_slice(), self.input.device())?.unsqueeze(1)?; // (N, 1)
+        Ok(Some(tokens))
+    }
+    // ANCHOR_END: step
+
+    /// The rows generated so far.
+    pub fn finish(self) -> Generation {
+        Generation {
+            prompt_len: self.prompt_len,
+            sequences: self.sequences,
+        }
+    }
+}
+
+/// Appends up to `max_new_tokens` greedily chosen tokens to `prompt` (batch of one), stopping
+/// early at `<|endoftext|>`, and returns the prompt and the new ids, as transformers'
+/// `generate(do_sample=False, max_new_tokens=...)` does.
 pub fn greedy(model: &Gpt2LmHeadModel, prompt: &[u32], max_new_tokens: usize) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(Error::EmptyPrompt);
-    }
-    let n_positions = model.config().n_positions;
-    if prompt.len() + max_new_tokens > n_positions {
-        return Err(Error::ContextOverflow {
-            len: prompt.len() + max_new_tokens,
-            max: n_positions,
-        });
-    }
-    let device = model.transformer.device();
-    let mut cache = KvCache::new(model.config().n_layer);
-    let mut ids = prompt.to_vec();
-    let mut input = Tensor::new(prompt, device)?.unsqueeze(0)?; // (1, T)
-    for _ in 0..max_new_tokens {
-        let logits = model.forward_last(&input, None, Some(&mut cache))?; // (1, V)
-        let next = logits.argmax(D::Minus1)?.squeeze(0)?.to_scalar::<u32>()?;
-        ids.push(next);
-        input = Tensor::new(&[next], device)?.unsqueeze(0)?; // (1, 1)
-    }
-    Ok(ids)
+    let mut generation = generate(model, prompt, &GenerationConfig::greedy(max_new_tokens))?;
+    Ok(generation.sequences.swap_remove(0))
 }

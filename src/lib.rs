@@ -10,6 +10,8 @@
 //! - [`weights`]: GPT-2's initialisation, loading and saving safetensors.
 //! - [`source`]: the Hub, local directories and the bundled tiny model.
 //! - [`tokenizer`]: GPT-2's byte-level BPE.
+//! - [`generation`]: greedy and sampled generation, like transformers' `generate`;
+//!   [`stream`] prints it token by token, [`next_token`] and [`greedy_loops`] take it apart.
 
 pub mod architecture;
 pub mod cache;
@@ -19,10 +21,14 @@ pub mod device;
 pub mod dropout;
 pub mod error;
 pub mod generation;
+pub mod greedy_loops;
 pub mod heads;
 pub mod loss;
 pub mod model;
+pub mod next_token;
+pub mod plot;
 pub mod source;
+pub mod stream;
 pub mod summary;
 pub mod tokenizer;
 pub mod weights;
