@@ -53,7 +53,8 @@ async function checkPage(page, name, problems) {
     const imgs = [...main.querySelectorAll("img")];
     await Promise.all(imgs.map((img) => img.decode().catch(() => {})));
     const images = imgs.map((img) => ({ src: img.getAttribute("src"), width: img.naturalWidth }));
-    return { title: main.querySelector("h1")?.innerText ?? "", leftover, emptyCode, images };
+    const figures = new Set(images.map((img) => img.src)).size;
+    return { title: main.querySelector("h1")?.innerText ?? "", leftover, emptyCode, images, figures };
   });
   if (!found.title) fail(problems, name, "no heading: the page looks empty");
   for (const s of found.leftover) fail(problems, name, `an unresolved \`${s}\` is left in the text`);
@@ -66,9 +67,12 @@ async function checkPage(page, name, problems) {
   if (name.includes("greedy")) {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(shotDir, `${stem}.png`) });
-    shots++;
+    await page.screenshot({ path: join(shotDir, `${stem}-full.png`), fullPage: true });
+    shots += 2;
   }
-  const imgs = page.locator("main img");
+  // mdBook 0.5 wraps each image in a click-to-zoom label holding a second, hidden copy of it:
+  // every copy must load (checked above), and the visible one is the one to photograph.
+  const imgs = page.locator("main img:visible");
   for (let i = 0; i < (await imgs.count()); i++) {
     const img = imgs.nth(i);
     await img.scrollIntoViewIfNeeded();
@@ -81,7 +85,7 @@ async function checkPage(page, name, problems) {
     shots++;
   }
   const verdict = problems.length === before ? "ok" : `FAILED (${problems.length - before} problem(s))`;
-  console.log(`${verdict} ${name}: "${found.title}", ${found.images.length} image(s), ${shots} screenshot(s)`);
+  console.log(`${verdict} ${name}: "${found.title}", ${found.figures} figure(s), ${shots} screenshot(s)`);
 }
 
 async function main() {
