@@ -14,6 +14,7 @@
 //!   [`stream`] prints it token by token, [`next_token`] and [`greedy_loops`] take it apart.
 
 pub mod architecture;
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod generation;
 pub mod greedy_loops;
 pub mod heads;
+pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod next_token;

@@ -13,6 +13,7 @@ use candle_nn::{Embedding, VarBuilder};
 
 use crate::cache::KvCache;
 use crate::dropout::Dropout;
+use crate::kernels;
 use crate::{Error, Gpt2Config, Result};
 
 // ANCHOR: layer_norm
@@ -91,7 +92,10 @@ impl Conv1D {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, n_in) = x.dims3()?;
         let x = x.reshape((b * t, n_in))?; // (B*T, in)
-        let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B*T, out)
+        let y = match kernels::linear_one_row(&x, &self.weight, &self.bias)? {
+            Some(y) => y, // one token (decoding): the same product, split over all cores
+            None => x.matmul(&self.weight)?.broadcast_add(&self.bias)?, // (B*T, out)
+        };
         Ok(y.reshape((b, t, ()))?) // (B, T, out)
     }
 }
@@ -431,7 +435,11 @@ impl Gpt2LmHeadModel {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, c))?; // (B*T, C)
-        let logits = flat.matmul(&self.transformer.wte().t()?)?; // (B*T, V)
+        let wte = self.transformer.wte();
+        let logits = match kernels::tied_head_one_row(&flat, wte)? {
+            Some(logits) => logits, // one position (decoding): split over all cores
+            None => flat.matmul(&wte.t()?)?, // (B*T, V)
+        };
         Ok(logits.reshape((b, t, ()))?) // (B, T, V)
     }
 

@@ -104,10 +104,12 @@ impl Weights {
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let st = SafeTensors::deserialize(&mmap).map_err(|e| corrupt(e.to_string()))?;
 
-        // Copy tensors in file order and hand each copied range back to the kernel, so the
-        // mapped pages and the copies are not both resident: peak memory stays near one copy.
+        // Copy tensors one by one and hand each copied range back to the kernel, so the mapped
+        // pages and the copies are not both resident: peak memory stays near one copy. While a
+        // tensor is copied both its pages and its copy are resident, so the largest (wte, last
+        // in the file) goes first, when nothing else has been copied yet.
         let mut views = st.tensors();
-        views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+        views.sort_by_key(|(_, v)| std::cmp::Reverse(v.data().len()));
         let page = 4096;
         let mut tensors = HashMap::new();
         for (key, view) in views {
@@ -123,13 +125,20 @@ impl Weights {
                 t.to_dtype(dtype)?
             };
             tensors.insert(name, t);
-            let end = view.data().as_ptr() as usize + view.data().len() - mmap.as_ptr() as usize;
-            let done = end / page * page;
-            if done > 0 {
-                // SAFETY: the bytes below `done` were copied into tensors and are never read
-                // through the map again; for a read-only file map DONTNEED only drops pages.
+            let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+            let first = start / page * page;
+            let end = (start + view.data().len()).div_ceil(page) * page;
+            let end = end.min(mmap.len());
+            if end > first {
+                // SAFETY: this tensor's bytes were copied and are never read through the map
+                // again. The pages at either end may hold a neighbour's bytes too: for a read-only
+                // file map DONTNEED only drops pages, and a later read faults them back in.
                 let _ = unsafe {
-                    mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, 0, done)
+                    mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        end - first,
+                    )
                 };
             }
         }

@@ -1,0 +1,231 @@
+//! The benchmark against transformers: this crate's side.
+//!
+//! Times the workloads of `gpt2_tutorial::bench` on a random GPT-2 of a released size and
+//! prints one JSON object of figures. `scripts/bench.py` runs it beside
+//! `scripts/reference/bench_transformers.py` on the same weights and prints the ratios.
+//!
+//! ```text
+//! cargo run --release --example bench -- prepare --size gpt2     # writes target/bench-models/gpt2
+//! cargo run --release --example bench -- run --size gpt2 --reps 3
+//! cargo run --release --example bench -- rss --size gpt2         # peak memory of inference
+//! ```
+//! Threads: candle's CPU kernels use `RAYON_NUM_THREADS`, else every core.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use clap::{Parser, Subcommand, ValueEnum};
+use gpt2_tutorial::bench::{self, TrainStep, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
+use gpt2_tutorial::{Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
+use serde_json::{json, Value};
+
+/// This crate's side of the benchmark against transformers.
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the random benchmark model (config.json + model.safetensors) if it is missing.
+    Prepare(Common),
+    /// Time decoding, the naive loop, prefill and a training step; print JSON.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Timed repetitions of each figure (after one untimed warm-up); the median is reported.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Which figures to time.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = Figure::all())]
+        figures: Vec<Figure>,
+    },
+    /// Load the model, decode once, and print the process's peak resident memory.
+    Rss(Common),
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Which released GPT-2 shape to benchmark (with random weights).
+    #[arg(long, value_enum, default_value_t = Size::Gpt2)]
+    size: Size,
+    /// Where the benchmark models live (one sub-directory per size).
+    #[arg(long, default_value = "target/bench-models")]
+    models_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Size {
+    Gpt2,
+    Gpt2Medium,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Figure {
+    Decode,
+    Naive,
+    Prefill,
+    Train,
+}
+
+impl Figure {
+    fn all() -> Vec<Self> {
+        vec![Self::Decode, Self::Naive, Self::Prefill, Self::Train]
+    }
+}
+
+impl Common {
+    fn config(&self) -> (&'static str, Gpt2Config) {
+        match self.size {
+            Size::Gpt2 => ("gpt2", Gpt2Config::gpt2()),
+            Size::Gpt2Medium => ("gpt2-medium", Gpt2Config::gpt2_medium()),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.models_dir.join(self.config().0)
+    }
+
+    fn load(&self) -> anyhow::Result<LoadedModel> {
+        let dir = self.dir();
+        LoadedModel::load(
+            &ModelSource::Local(dir.clone()),
+            &Device::Cpu,
+            candle_core::DType::F32,
+        )
+        .with_context(|| format!("run `bench prepare --size {}` first", self.config().0))
+    }
+}
+
+/// Runs `f` once untimed, then `reps` times; returns the seconds of each timed run.
+fn time<T>(reps: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<Vec<f64>> {
+    f()?;
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f()?;
+            Ok(start.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn figure(tokens: usize, times: &[f64]) -> Value {
+    let s = median(times);
+    json!({ "seconds": s, "tokens_per_s": tokens as f64 / s, "tokens": tokens, "times": times })
+}
+
+fn weights_bytes(dir: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(dir.join("model.safetensors"))?.len())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Prepare(common) => {
+            let (name, cfg) = common.config();
+            let wrote = bench::prepare_model(&common.dir(), &cfg, SEED)?;
+            let what = if wrote { "wrote" } else { "kept" };
+            eprintln!("{what} {name} in {}", common.dir().display());
+        }
+        Command::Run {
+            common,
+            reps,
+            figures,
+        } => {
+            let m = common.load()?;
+            let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
+            let prompt = m.tokenizer.encode(PROMPT)?;
+            let mut out = json!({
+                "side": "candle",
+                "size": common.config().0,
+                "threads": candle_core::utils::get_num_threads(),
+                "prompt_tokens": prompt.len(),
+            });
+            let mut decode_s = None;
+            if figures.contains(&Figure::Decode) {
+                let t = time(reps, || {
+                    Ok(bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?)
+                })?;
+                decode_s = Some(median(&t));
+                out["decode"] = figure(DECODE_TOKENS, &t);
+            }
+            if figures.contains(&Figure::Naive) {
+                let t = time(reps, || {
+                    Ok(bench::naive_greedy(&model, &prompt, DECODE_TOKENS)?)
+                })?;
+                if let Some(d) = decode_s {
+                    out["cached_over_naive"] = json!(median(&t) / d);
+                }
+                out["naive"] = figure(DECODE_TOKENS, &t);
+            }
+            let long = bench::long_input(LONG_TOKENS, m.config.vocab_size);
+            let long = Tensor::new(long.as_slice(), &Device::Cpu)?.unsqueeze(0)?; // (1, T)
+            if figures.contains(&Figure::Prefill) {
+                let t = time(reps, || Ok(model.forward(&long, None, None)?))?;
+                out["prefill"] = figure(LONG_TOKENS, &t);
+            }
+            if figures.contains(&Figure::Train) {
+                let mut train = TrainStep::new(&m.weights, &m.config, 1e-4, SEED)?;
+                let mut phases = [Vec::new(), Vec::new(), Vec::new()];
+                let t = time(reps, || {
+                    // The phases are timed apart too, to say where a step's time goes.
+                    let start = Instant::now();
+                    let loss = train.forward(&long)?;
+                    let forward = start.elapsed();
+                    let grads = loss.backward()?;
+                    let backward = start.elapsed();
+                    train.update(&grads)?;
+                    let update = start.elapsed();
+                    for (p, d) in
+                        phases
+                            .iter_mut()
+                            .zip([forward, backward - forward, update - backward])
+                    {
+                        p.push(d.as_secs_f64());
+                    }
+                    Ok(())
+                })?;
+                out["train"] = figure(LONG_TOKENS, &t);
+                // The first entry of each phase is the untimed warm-up's.
+                for (name, p) in ["forward_s", "backward_s", "optimizer_s"]
+                    .iter()
+                    .zip(&phases)
+                {
+                    out["train"][name] = json!(median(&p[1..]));
+                }
+            }
+            println!("{out}");
+        }
+        Command::Rss(common) => {
+            let m = common.load()?;
+            let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
+            let prompt = m.tokenizer.encode(PROMPT)?;
+            bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?;
+            let peak = bench::peak_rss_bytes()?;
+            let bytes = weights_bytes(&common.dir())?;
+            let out = json!({
+                "side": "candle",
+                "size": common.config().0,
+                "peak_rss_bytes": peak,
+                "weights_bytes": bytes,
+                "rss_over_weights": peak as f64 / bytes as f64,
+            });
+            println!("{out}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""This crate against Hugging Face transformers, in one run on one machine.
+
+Builds `examples/bench.rs` in release mode, writes the random benchmark models (the crate's own
+initialisation, real GPT-2 shapes) into target/bench-models/, then runs the two sides in turn,
+round after round, on the same weights and the same number of threads, and prints the medians
+and their ratios against the goals of issue 6. The raw figures go to target/bench-results.json.
+
+    python3 scripts/bench.py                       # gpt2, 3 rounds
+    python3 scripts/bench.py --sizes gpt2,gpt2-medium --rounds 5
+
+Take figures on a quiet machine: the script prints the load average and refuses to start above
+--max-load unless told otherwise.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCH = ROOT / "target/release/examples/bench"
+PYTHON_SIDE = ROOT / "scripts/reference/bench_transformers.py"
+MODELS = ROOT / "target/bench-models"
+
+# Goals of issue 6: the crate's tokens/s over transformers'.
+GOALS = {
+    "decode": 1.5,
+    "prefill": 1.0,
+    "train": 1.0,
+}
+CACHED_OVER_NAIVE_GOAL = 5.0
+RSS_GOAL = 1.3
+
+
+def cpu_model():
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs, figure):
+    times = [t for r in runs if figure in r for t in r[figure]["times"]]
+    return statistics.median(times) if times else None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="gpt2", help="comma-separated: gpt2, gpt2-medium")
+    p.add_argument("--rounds", type=int, default=3, help="alternating runs of each side")
+    p.add_argument("--reps", type=int, default=2, help="timed repetitions per figure and run")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
+    p.add_argument("--figures", default="decode,naive,prefill,train")
+    p.add_argument("--max-load", type=float, default=0.5, help="refuse to start above this 1-minute load")
+    p.add_argument("--force", action="store_true", help="start whatever the load")
+    args = p.parse_args()
+
+    load1 = os.getloadavg()[0]
+    if load1 > args.max_load and not args.force:
+        sys.exit(f"load average {load1:.2f} > {args.max_load}: the machine is busy; wait, or pass --force")
+    subprocess.run(["cargo", "build", "--release", "--example", "bench"], cwd=ROOT, check=True)
+
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    machine = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+        "cpu": cpu_model(),
+        "nproc": os.cpu_count(),
+        "threads": args.threads,
+        "load_at_start": load1,
+    }
+    results = {"machine": machine, "sizes": {}}
+    for size in args.sizes.split(","):
+        subprocess.run([str(BENCH), "prepare", "--size", size], cwd=ROOT, check=True)
+        model_dir = MODELS / size
+        candle, torch = [], []
+        for r in range(args.rounds):
+            print(f"[{size}] round {r + 1}/{args.rounds}", file=sys.stderr)
+            common = ["--reps", str(args.reps), "--figures", args.figures]
+            candle.append(run_json([str(BENCH), "run", "--size", size, *common], env))
+            torch.append(run_json([sys.executable, str(PYTHON_SIDE), "run", "--model-dir", str(model_dir),
+                                   "--threads", str(args.threads), *common]))
+        rss_c = run_json([str(BENCH), "rss", "--size", size], env)
+        rss_t = run_json([sys.executable, str(PYTHON_SIDE), "rss", "--model-dir", str(model_dir),
+                          "--threads", str(args.threads)])
+        results["sizes"][size] = {"candle": candle, "transformers": torch, "rss": [rss_c, rss_t]}
+        print_table(size, candle, torch, rss_c, rss_t, machine)
+
+    out = ROOT / "target/bench-results.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nraw figures: {out.relative_to(ROOT)}")
+
+
+def print_table(size, candle, torch, rss_c, rss_t, machine):
+    tokens = {"decode": 64, "naive": 64, "prefill": 500, "train": 500}
+    names = {
+        "decode": "decode, 64 tokens, KV cache (tokens/s)",
+        "naive": "naive loop, 64 tokens, no cache (tokens/s)",
+        "prefill": "prefill, one forward of 500 tokens (tokens/s)",
+        "train": "training step, 500 tokens (tokens/s)",
+    }
+    print(f"\n{size}, f32, batch 1, {machine['threads']} threads, {machine['cpu']} ({machine['nproc']} cores), "
+          f"{machine['date']}")
+    print("| figure | this crate | transformers | ratio | goal |")
+    print("|---|---:|---:|---:|---|")
+    secs = {}
+    for fig, n in tokens.items():
+        c, t = median_of(candle, fig), median_of(torch, fig)
+        if c is None or t is None:
+            continue
+        secs[fig] = (c, t)
+        ratio = t / c
+        goal = GOALS.get(fig)
+        mark = "" if goal is None else f"≥ {goal} {'met' if ratio >= goal else 'NOT met'}"
+        print(f"| {names[fig]} | {n / c:.1f} | {n / t:.1f} | {ratio:.2f}x | {mark} |")
+    if "decode" in secs and "naive" in secs:
+        sc = secs["naive"][0] / secs["decode"][0]
+        st = secs["naive"][1] / secs["decode"][1]
+        ok = "met" if sc >= CACHED_OVER_NAIVE_GOAL else "NOT met"
+        print(f"| cached over naive loop (speed-up) | {sc:.1f}x | {st:.1f}x | | ≥ {CACHED_OVER_NAIVE_GOAL} {ok} |")
+    mib = 1 << 20
+    rc, rt = rss_c["rss_over_weights"], rss_t["rss_over_weights"]
+    ok = "met" if rc <= RSS_GOAL else "NOT met"
+    print(f"| peak RSS of inference (MiB; × weights {rss_c['weights_bytes'] / mib:.0f} MiB) | "
+          f"{rss_c['peak_rss_bytes'] / mib:.0f} ({rc:.2f}x) | {rss_t['peak_rss_bytes'] / mib:.0f} ({rt:.2f}x) | "
+          f"{rt / rc:.2f}x | ≤ {RSS_GOAL}x {ok} |")
+    variants = {fig: torch[0][fig].get("variant") for fig in tokens if fig in torch[0]}
+    print(f"transformers' fastest variants: {variants}")
+
+
+if __name__ == "__main__":
+    main()

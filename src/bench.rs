@@ -1,0 +1,143 @@
+//! The benchmark's workloads, shared by `examples/bench.rs` (which times them) and the tests
+//! (which check that they compute what they claim, never how fast).
+//!
+//! Each workload is the Rust twin of one figure in `scripts/reference/bench_transformers.py`:
+//! greedy decoding with the KV cache (transformers' `generate`), the naive loop that re-reads the
+//! whole sequence every step (the tutorial's first generation loop), one forward pass over a long
+//! input (prefill), and one training step (forward, backward, AdamW). The models are random
+//! GPT-2s of the released sizes, written by the crate's own initialisation, so nothing needs the
+//! Hub and both sides read the very same `model.safetensors`.
+
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use crate::dropout::Dropout;
+use crate::generation::{self, GenerationConfig};
+use crate::{loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
+
+/// The tutorial's prompt, 8 GPT-2 tokens.
+pub const PROMPT: &str = "Hello, I'm a language model,";
+/// New tokens per decoding run.
+pub const DECODE_TOKENS: usize = 64;
+/// Length of the prefill and training inputs.
+pub const LONG_TOKENS: usize = 500;
+/// Seed of the random benchmark weights.
+pub const SEED: u64 = 2019;
+
+/// Writes a random GPT-2 of shape `cfg` into `dir` (`config.json` + `model.safetensors`) unless
+/// the directory already holds one with this very config. Returns whether it wrote anything.
+pub fn prepare_model(dir: &Path, cfg: &Gpt2Config, seed: u64) -> Result<bool> {
+    let config = dir.join("config.json");
+    let weights = dir.join("model.safetensors");
+    if weights.exists() && Gpt2Config::from_file(&config).ok().as_ref() == Some(cfg) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    Weights::init(cfg, seed, &Device::Cpu)?.save(&weights)?;
+    std::fs::write(&config, cfg.to_json()).map_err(|e| Error::io(&config, e))?;
+    Ok(true)
+}
+
+/// A deterministic long input: token `i` is `(1009 i + 17) mod V`, which the Python side
+/// computes the same way. Random weights make the content irrelevant; only the length counts.
+pub fn long_input(len: usize, vocab_size: usize) -> Vec<u32> {
+    (0..len)
+        .map(|i| ((1009 * i + 17) % vocab_size) as u32)
+        .collect()
+}
+
+/// Greedy decoding with the KV cache, exactly `max_new_tokens` new tokens: the library's
+/// [`generation::generate`] with no end-of-text stop (random weights may well pick
+/// `<|endoftext|>`, and a benchmark must do the same work every run).
+pub fn cached_greedy(
+    model: &Gpt2LmHeadModel,
+    prompt: &[u32],
+    max_new_tokens: usize,
+) -> Result<Vec<u32>> {
+    let cfg = GenerationConfig {
+        eos_token_id: None,
+        ..GenerationConfig::greedy(max_new_tokens)
+    };
+    Ok(generation::generate(model, prompt, &cfg)?
+        .sequences
+        .swap_remove(0))
+}
+
+/// Greedy decoding *without* a cache: every step runs the whole sequence again and keeps the
+/// last position's logits. Same tokens as [`cached_greedy`], quadratically more work.
+pub fn naive_greedy(
+    model: &Gpt2LmHeadModel,
+    prompt: &[u32],
+    max_new_tokens: usize,
+) -> Result<Vec<u32>> {
+    if prompt.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let device = model.transformer.device();
+    let mut ids = prompt.to_vec();
+    for _ in 0..max_new_tokens {
+        let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?; // (1, T)
+        let logits = model.forward_last(&input, None, None)?; // (1, V)
+        ids.push(logits.argmax(D::Minus1)?.squeeze(0)?.to_scalar::<u32>()?);
+    }
+    Ok(ids)
+}
+
+/// One language-modelling training setup: trainable copies of the weights, the model in
+/// training mode (dropout on, as PyTorch's `model.train()`), and AdamW over every parameter.
+pub struct TrainStep {
+    pub model: Gpt2LmHeadModel,
+    pub varmap: VarMap,
+    opt: AdamW,
+}
+
+impl TrainStep {
+    pub fn new(weights: &Weights, cfg: &Gpt2Config, lr: f64, seed: u64) -> Result<Self> {
+        let varmap = weights.to_varmap()?;
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, weights.device());
+        let mut model = Gpt2LmHeadModel::load(vb, cfg, &Dropout::seeded(seed))?;
+        model.transformer.set_training(true);
+        let params = ParamsAdamW {
+            lr,
+            ..ParamsAdamW::default()
+        };
+        let opt = AdamW::new(varmap.all_vars(), params)?;
+        Ok(Self { model, varmap, opt })
+    }
+
+    /// Forward, loss, backward and one AdamW update on `ids` `(B, T)`; returns the loss before
+    /// the update.
+    pub fn step(&mut self, ids: &Tensor) -> Result<f32> {
+        let loss = self.forward(ids)?;
+        let grads = loss.backward()?;
+        self.update(&grads)?;
+        Ok(loss.to_scalar::<f32>()?)
+    }
+
+    /// The language-modelling loss of `ids` `(B, T)` predicting themselves, shifted by one.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let logits = self.model.forward(ids, None, None)?; // (B, T, V)
+        let labels = ids.to_dtype(DType::I64)?;
+        loss::lm_loss(&logits, &labels)
+    }
+
+    /// One AdamW update from the gradients of [`TrainStep::forward`]'s loss.
+    pub fn update(&mut self, grads: &GradStore) -> Result<()> {
+        Ok(self.opt.step(grads)?)
+    }
+}
+
+/// The peak resident memory of this process so far (`VmHWM` in `/proc/self/status`), in bytes.
+pub fn peak_rss_bytes() -> Result<u64> {
+    let path = Path::new("/proc/self/status");
+    let status = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| Error::InvalidArgument("no VmHWM line in /proc/self/status".into()))
+}
