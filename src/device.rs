@@ -34,7 +34,12 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                 })?,
                 None => 0,
             };
-            Ok(Device::new_cuda(ordinal)?)
+            // Without a driver or a GPU, CUDA's own error (CUDA_ERROR_NO_DEVICE, ...) needs context.
+            Device::new_cuda(ordinal).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "--device {s}: cannot open GPU {ordinal} ({e}); check that `nvidia-smi` lists it, or use --device cpu"
+                ))
+            })
         }
         other => Err(Error::InvalidArgument(format!(
             "--device {other:?}: expected auto, cpu, cuda or cuda:N"

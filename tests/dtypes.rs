@@ -265,6 +265,27 @@ fn without_the_cuda_feature_auto_is_the_cpu_and_cuda_says_how_to_get_it() {
     }
 }
 
+/// With CUDA built in, `cuda` either opens the GPU or says why not, and `auto` falls back to the
+/// CPU only in the second case.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_device_opens_or_says_why() {
+    match Device::new_cuda(0) {
+        Ok(_) => {
+            assert!(parse_device("cuda").unwrap().is_cuda());
+            assert!(parse_device("auto").unwrap().is_cuda());
+        }
+        Err(_) => {
+            let e = parse_device("cuda").unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains("nvidia-smi")),
+                "{e}"
+            );
+            assert!(matches!(parse_device("auto").unwrap(), Device::Cpu));
+        }
+    }
+}
+
 #[cfg(feature = "cuda")]
 #[test]
 fn cuda_index_must_be_a_number() {
