@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use gpt2_tutorial::bench::{self, TrainStep, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
+use gpt2_tutorial::bench::{self, AdamWKind, TrainStep, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
 use gpt2_tutorial::{Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
 use serde_json::{json, Value};
 
@@ -68,7 +68,10 @@ enum Figure {
     Decode,
     Naive,
     Prefill,
+    /// A training step with the fused AdamW.
     Train,
+    /// The same with `candle_nn::AdamW` (not in the default set).
+    TrainCandleAdamw,
 }
 
 impl Figure {
@@ -128,6 +131,42 @@ fn figure(tokens: usize, times: &[f64]) -> Value {
     json!({ "seconds": s, "tokens_per_s": tokens as f64 / s, "tokens": tokens, "times": times })
 }
 
+/// Times training steps on `long`, each phase apart too, to say where a step's time goes.
+fn train_figure(
+    m: &LoadedModel,
+    long: &Tensor,
+    reps: usize,
+    adamw: AdamWKind,
+) -> anyhow::Result<Value> {
+    let mut train = TrainStep::new(&m.weights, &m.config, 1e-4, SEED, adamw)?;
+    let mut phases = [Vec::new(), Vec::new(), Vec::new()];
+    let t = time(reps, || {
+        let start = Instant::now();
+        let loss = train.forward(long)?;
+        let forward = start.elapsed();
+        let grads = loss.backward()?;
+        let backward = start.elapsed();
+        train.update(&grads)?;
+        let update = start.elapsed();
+        for (p, d) in phases
+            .iter_mut()
+            .zip([forward, backward - forward, update - backward])
+        {
+            p.push(d.as_secs_f64());
+        }
+        Ok(())
+    })?;
+    let mut fig = figure(LONG_TOKENS, &t);
+    // The first entry of each phase is the untimed warm-up's.
+    for (name, p) in ["forward_s", "backward_s", "optimizer_s"]
+        .iter()
+        .zip(&phases)
+    {
+        fig[name] = json!(median(&p[1..]));
+    }
+    Ok(fig)
+}
+
 fn weights_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(dir.join("model.safetensors"))?.len())
 }
@@ -178,34 +217,16 @@ fn main() -> anyhow::Result<()> {
                 let t = time(reps, || Ok(model.forward(&long, None, None)?))?;
                 out["prefill"] = figure(LONG_TOKENS, &t);
             }
-            if figures.contains(&Figure::Train) {
-                let mut train = TrainStep::new(&m.weights, &m.config, 1e-4, SEED)?;
-                let mut phases = [Vec::new(), Vec::new(), Vec::new()];
-                let t = time(reps, || {
-                    // The phases are timed apart too, to say where a step's time goes.
-                    let start = Instant::now();
-                    let loss = train.forward(&long)?;
-                    let forward = start.elapsed();
-                    let grads = loss.backward()?;
-                    let backward = start.elapsed();
-                    train.update(&grads)?;
-                    let update = start.elapsed();
-                    for (p, d) in
-                        phases
-                            .iter_mut()
-                            .zip([forward, backward - forward, update - backward])
-                    {
-                        p.push(d.as_secs_f64());
-                    }
-                    Ok(())
-                })?;
-                out["train"] = figure(LONG_TOKENS, &t);
-                // The first entry of each phase is the untimed warm-up's.
-                for (name, p) in ["forward_s", "backward_s", "optimizer_s"]
-                    .iter()
-                    .zip(&phases)
-                {
-                    out["train"][name] = json!(median(&p[1..]));
+            for (fig, key, adamw) in [
+                (Figure::Train, "train", AdamWKind::Fused),
+                (
+                    Figure::TrainCandleAdamw,
+                    "train_candle_adamw",
+                    AdamWKind::Candle,
+                ),
+            ] {
+                if figures.contains(&fig) {
+                    out[key] = train_figure(&m, &long, reps, adamw)?;
                 }
             }
             println!("{out}");

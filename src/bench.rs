@@ -16,6 +16,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
 use crate::dropout::Dropout;
 use crate::generation::{self, GenerationConfig};
+use crate::kernels::FusedAdamW;
 use crate::{loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
 
 /// The tutorial's prompt, 8 GPT-2 tokens.
@@ -86,16 +87,36 @@ pub fn naive_greedy(
     Ok(ids)
 }
 
+/// Which AdamW a [`TrainStep`] uses: both compute the same update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdamWKind {
+    /// `candle_nn::AdamW`: a dozen tensor operations per parameter.
+    Candle,
+    /// [`FusedAdamW`]: one pass per parameter, in place.
+    Fused,
+}
+
+enum Opt {
+    Candle(AdamW),
+    Fused(FusedAdamW),
+}
+
 /// One language-modelling training setup: trainable copies of the weights, the model in
 /// training mode (dropout on, as PyTorch's `model.train()`), and AdamW over every parameter.
 pub struct TrainStep {
     pub model: Gpt2LmHeadModel,
     pub varmap: VarMap,
-    opt: AdamW,
+    opt: Opt,
 }
 
 impl TrainStep {
-    pub fn new(weights: &Weights, cfg: &Gpt2Config, lr: f64, seed: u64) -> Result<Self> {
+    pub fn new(
+        weights: &Weights,
+        cfg: &Gpt2Config,
+        lr: f64,
+        seed: u64,
+        adamw: AdamWKind,
+    ) -> Result<Self> {
         let varmap = weights.to_varmap()?;
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, weights.device());
         let mut model = Gpt2LmHeadModel::load(vb, cfg, &Dropout::seeded(seed))?;
@@ -104,7 +125,10 @@ impl TrainStep {
             lr,
             ..ParamsAdamW::default()
         };
-        let opt = AdamW::new(varmap.all_vars(), params)?;
+        let opt = match adamw {
+            AdamWKind::Candle => Opt::Candle(AdamW::new(varmap.all_vars(), params)?),
+            AdamWKind::Fused => Opt::Fused(FusedAdamW::new(varmap.all_vars(), params)?),
+        };
         Ok(Self { model, varmap, opt })
     }
 
@@ -126,7 +150,10 @@ impl TrainStep {
 
     /// One AdamW update from the gradients of [`TrainStep::forward`]'s loss.
     pub fn update(&mut self, grads: &GradStore) -> Result<()> {
-        Ok(self.opt.step(grads)?)
+        match &mut self.opt {
+            Opt::Candle(opt) => Ok(opt.step(grads)?),
+            Opt::Fused(opt) => opt.step(grads),
+        }
     }
 }
 

@@ -35,9 +35,12 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // candle's fused kernel has no backward pass, so training takes the composed path;
-        // a test checks the two agree.
+        // candle's fused kernel has no backward pass, so training takes ours (f32 on the CPU,
+        // in src/kernels.rs) or else the composed path; tests check that they all agree.
         if x.track_op() || self.weight.track_op() || !x.is_contiguous() {
+            if let Some(y) = kernels::layer_norm(x, &self.weight, &self.bias, self.eps)? {
+                return Ok(y);
+            }
             Ok(candle_nn::ops::layer_norm_slow(
                 x,
                 &self.weight,
@@ -158,26 +161,34 @@ impl CausalSelfAttention {
             *past_k = Some(k.clone());
             *past_v = Some(v.clone());
         }
-        let att = (q.matmul(&k.t()?)? * self.scale)?; // (B, nh, T, S)
-        let att = match mask {
-            // transformers fills masked scores with the dtype's lowest value rather than -inf,
-            // so a fully masked row (a padding query) softmaxes to uniform instead of NaN.
-            Some(mask) => {
-                let mask = mask.broadcast_as(att.shape())?;
-                let lowest = crate::device::lowest_finite(att.dtype());
-                let fill = Tensor::new(lowest, att.device())?
-                    .to_dtype(att.dtype())?
-                    .broadcast_as(att.shape())?;
-                mask.where_cond(&att, &fill)?
-            }
-            None => att,
+        let att = q.matmul(&k.t()?)?; // (B, nh, T, S)
+        let att = match kernels::scaled_masked_softmax(&att, self.scale, mask)? {
+            Some(att) => att, // f32 on the CPU: the same three steps in one pass
+            None => masked_softmax(&(att * self.scale)?, mask)?,
         };
-        let att = softmax_last_dim(&att)?;
         let att = self.attn_dropout.forward(&att)?;
         let y = att.matmul(&v)?; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C): heads side by side again
         self.resid_dropout.forward(&self.c_proj.forward(&y)?)
     }
+}
+
+/// Softmax over the keys a query may see. transformers fills masked scores with the dtype's
+/// lowest value rather than -inf, so a fully masked row (a padding query) softmaxes to uniform
+/// instead of NaN.
+fn masked_softmax(att: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let att = match mask {
+        Some(mask) => {
+            let mask = mask.broadcast_as(att.shape())?;
+            let lowest = crate::device::lowest_finite(att.dtype());
+            let fill = Tensor::new(lowest, att.device())?
+                .to_dtype(att.dtype())?
+                .broadcast_as(att.shape())?;
+            mask.where_cond(att, &fill)?
+        }
+        None => att.clone(),
+    };
+    softmax_last_dim(&att)
 }
 // ANCHOR_END: attention
 
@@ -217,7 +228,10 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.c_fc.forward(x)?; // (B, T, 4C)
         let h = match self.activation {
-            Activation::GeluTanh => h.gelu()?,
+            Activation::GeluTanh => match kernels::gelu_tanh(&h)? {
+                Some(h) => h, // f32 on the CPU: the same formula on every core
+                None => h.gelu()?,
+            },
             Activation::GeluErf => h.gelu_erf()?,
             Activation::Relu => h.relu()?,
         };
@@ -436,8 +450,8 @@ impl Gpt2LmHeadModel {
         let (b, t, c) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, c))?; // (B*T, C)
         let wte = self.transformer.wte();
-        let logits = match kernels::tied_head_one_row(&flat, wte)? {
-            Some(logits) => logits, // one position (decoding): split over all cores
+        let logits = match kernels::tied_head(&flat, wte)? {
+            Some(logits) => logits, // f32 on the CPU: no transposed view of wte (src/kernels.rs)
             None => flat.matmul(&wte.t()?)?, // (B*T, V)
         };
         Ok(logits.reshape((b, t, ()))?) // (B, T, V)

@@ -6,9 +6,9 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::*;
-use gpt2_tutorial::bench::{self, TrainStep};
+use gpt2_tutorial::bench::{self, AdamWKind, TrainStep};
 use gpt2_tutorial::dropout::Dropout;
-use gpt2_tutorial::kernels;
+use gpt2_tutorial::kernels::{self, FusedAdamW};
 use gpt2_tutorial::weights::normal_tensor;
 use gpt2_tutorial::{generation, Gpt2Config, Gpt2LmHeadModel, KvCache, Weights};
 use rand::SeedableRng;
@@ -57,16 +57,86 @@ fn one_row_linear_equals_matmul_plus_bias() {
 }
 
 #[test]
-fn one_row_tied_head_equals_matmul_with_transposed_wte() {
+fn tied_head_equals_matmul_with_transposed_wte_forward_and_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    for (v, c) in [(50257, 64), (1000, 768), (5, 3)] {
-        let x = unit_input(&mut rng, c);
-        let wte = randn(&mut rng, &[v, c], 1.0 / (c as f64).sqrt());
-        let fast = kernels::tied_head_one_row(&x, &wte)
+    // One position (decoding, threaded over the vocabulary) and several (gemm).
+    for (n, v, c) in [
+        (1, 50257, 64),
+        (1, 1000, 768),
+        (1, 5, 3),
+        (7, 1000, 96),
+        (3, 5, 3),
+    ] {
+        let x =
+            candle_core::Var::from_tensor(&unit_input(&mut rng, n * c).reshape((n, c)).unwrap())
+                .unwrap();
+        let wte = candle_core::Var::from_tensor(&randn(&mut rng, &[v, c], 1.0 / (c as f64).sqrt()))
+            .unwrap();
+        let fast = kernels::tied_head(x.as_tensor(), wte.as_tensor())
             .unwrap()
             .expect("eligible");
         let plain = x.matmul(&wte.t().unwrap()).unwrap();
-        assert_close(&format!("head {v}x{c}"), &fast, &plain, FAST_PATH_TOL);
+        let name = format!("head ({n}, {c}) @ ({v}, {c})^T");
+        assert_close(&name, &fast, &plain, FAST_PATH_TOL);
+        let w = randn(&mut rng, &[n, v], 1.0);
+        let grads = |y: &Tensor| (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gp) = (grads(&fast), grads(&plain));
+        for (what, var) in [("x", &x), ("wte", &wte)] {
+            assert_close(
+                &format!("{name}: gradient of {what}"),
+                gf.get(var.as_tensor()).unwrap(),
+                gp.get(var.as_tensor()).unwrap(),
+                FAST_PATH_TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn gelu_and_layer_norm_equal_candles_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x = candle_core::Var::from_tensor(&randn(&mut rng, &[2, 5, 96], 2.0)).unwrap();
+    let w_out = randn(&mut rng, &[2, 5, 96], 1.0);
+    let grad_of = |y: &Tensor, vars: &[&candle_core::Var]| {
+        let g = (y * &w_out).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| g.get(v.as_tensor()).unwrap().clone())
+            .collect::<Vec<_>>()
+    };
+    let fast = kernels::gelu_tanh(x.as_tensor())
+        .unwrap()
+        .expect("eligible");
+    let plain = x.as_tensor().gelu().unwrap();
+    assert_close("gelu", &fast, &plain, FAST_PATH_TOL);
+    assert_close(
+        "gelu gradient",
+        &grad_of(&fast, &[&x])[0],
+        &grad_of(&plain, &[&x])[0],
+        // candle's gradient uses 6-digit constants (0.797885, 0.0356774, ...): ~1e-6 apart.
+        1e-5,
+    );
+
+    let gain =
+        candle_core::Var::from_tensor(&(randn(&mut rng, &[96], 0.1) + 1.0).unwrap()).unwrap();
+    let shift = candle_core::Var::from_tensor(&randn(&mut rng, &[96], 0.1)).unwrap();
+    let fast = kernels::layer_norm(x.as_tensor(), gain.as_tensor(), shift.as_tensor(), 1e-5)
+        .unwrap()
+        .expect("eligible");
+    let plain =
+        candle_nn::ops::layer_norm_slow(x.as_tensor(), gain.as_tensor(), shift.as_tensor(), 1e-5)
+            .unwrap();
+    assert_close("layer norm", &fast, &plain, FAST_PATH_TOL);
+    let vars = [&x, &gain, &shift];
+    for (what, (a, b)) in ["x", "weight", "bias"]
+        .iter()
+        .zip(grad_of(&fast, &vars).iter().zip(&grad_of(&plain, &vars)))
+    {
+        assert_close(
+            &format!("layer norm gradient of {what}"),
+            a,
+            b,
+            FAST_PATH_TOL,
+        );
     }
 }
 
@@ -92,7 +162,7 @@ fn fast_paths_stand_aside_where_they_do_not_apply() {
     assert!(kernels::linear_one_row(&one, var.as_tensor(), &b)
         .unwrap()
         .is_none());
-    assert!(kernels::tied_head_one_row(&one, var.as_tensor())
+    assert!(kernels::tied_head(&half, &w16.t().unwrap())
         .unwrap()
         .is_none());
 }
@@ -158,7 +228,7 @@ fn long_input_is_the_formula_the_python_side_uses() {
 fn a_training_step_lowers_the_loss_it_reports() {
     let m = bundled();
     let ids = input(&bench::long_input(32, m.config.vocab_size));
-    let mut train = TrainStep::new(&m.weights, &m.config, 1e-2, 0).unwrap();
+    let mut train = TrainStep::new(&m.weights, &m.config, 1e-2, 0, AdamWKind::Fused).unwrap();
     // The loss reported is the one of the weights before the update: with dropout on it is not
     // the eval-mode loss, so check instead that repeated steps on one sequence learn it.
     let first = train.step(&ids).unwrap();
@@ -179,6 +249,113 @@ fn a_training_step_lowers_the_loss_it_reports() {
         .to_scalar::<f32>()
         .unwrap();
     assert!(moved > 0.0);
+}
+
+#[test]
+fn fused_and_candle_adamw_train_alike() {
+    // Same weights, same dropout seed, same data: the two optimisers must walk the same path.
+    let m = bundled();
+    let ids = input(&bench::long_input(24, m.config.vocab_size));
+    let run = |kind| {
+        let mut train = TrainStep::new(&m.weights, &m.config, 1e-3, 7, kind).unwrap();
+        let losses: Vec<f32> = (0..3).map(|_| train.step(&ids).unwrap()).collect();
+        (losses, Weights::from_varmap(&train.varmap).unwrap())
+    };
+    let (fused_losses, fused) = run(AdamWKind::Fused);
+    let (candle_losses, candle) = run(AdamWKind::Candle);
+    for (i, (a, b)) in fused_losses.iter().zip(&candle_losses).enumerate() {
+        assert!((a - b).abs() <= 1e-5, "step {i}: loss {a} vs {b}");
+    }
+    for name in fused.names() {
+        assert_close(
+            &format!("{name} after 3 steps"),
+            fused.get(&name).unwrap(),
+            candle.get(&name).unwrap(),
+            // One AdamW step moves a weight by at most lr (1e-3); the two agree to f32 rounding
+            // of that, far below it.
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn fused_adamw_refuses_what_it_cannot_update() {
+    let half = candle_core::Var::zeros(4, DType::F16, &Device::Cpu).unwrap();
+    let Err(e) = FusedAdamW::new(vec![half], candle_nn::ParamsAdamW::default()) else {
+        panic!("an f16 parameter was accepted");
+    };
+    assert!(e.to_string().contains("candle_nn::AdamW"), "{e}");
+}
+
+/// The plain path of the attention's softmax: scale, fill masked scores, softmax.
+fn plain_masked_softmax(att: &Tensor, scale: f64, mask: Option<&Tensor>) -> Tensor {
+    let att = (att * scale).unwrap();
+    let att = match mask {
+        Some(mask) => {
+            let mask = mask.broadcast_as(att.shape()).unwrap();
+            let fill = Tensor::new(f32::MIN, &Device::Cpu)
+                .unwrap()
+                .broadcast_as(att.shape())
+                .unwrap();
+            mask.where_cond(&att, &fill).unwrap()
+        }
+        None => att,
+    };
+    candle_nn::ops::softmax(&att, candle_core::D::Minus1).unwrap()
+}
+
+#[test]
+fn fused_softmax_equals_scale_mask_softmax_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (b, nh, t, past) = (2, 3, 5, 2);
+    let s = past + t;
+    let causal = gpt2_tutorial::model::attention_bias(b, t, past, None, &Device::Cpu)
+        .unwrap()
+        .unwrap();
+    // Left padding: the second row's first four positions are padding, so its first two
+    // queries see nothing at all and must come out uniform.
+    let am = Tensor::new(
+        &[[1u32, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let padded = gpt2_tutorial::model::attention_bias(b, t, past, Some(&am), &Device::Cpu)
+        .unwrap()
+        .unwrap();
+    let one_query = Tensor::new(&[[1u8, 1, 0, 1, 1, 1, 1]], &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 1, s))
+        .unwrap();
+    let cases: [(&str, usize, Option<&Tensor>); 4] = [
+        ("no mask", t, None),
+        ("causal", t, Some(&causal)),
+        ("causal + padding", t, Some(&padded)),
+        ("one query, (1, 1, 1, S) mask", 1, Some(&one_query)),
+    ];
+    for (name, t, mask) in cases {
+        let att = candle_core::Var::from_tensor(&randn(&mut rng, &[b, nh, t, s], 2.0)).unwrap();
+        // Any downstream use will do for the gradient: a random weighting of the outputs.
+        let w = randn(&mut rng, &[b, nh, t, s], 1.0);
+        let fast = kernels::scaled_masked_softmax(att.as_tensor(), 0.125, mask)
+            .unwrap()
+            .expect("eligible");
+        let plain = plain_masked_softmax(att.as_tensor(), 0.125, mask);
+        assert_close(&format!("{name}: softmax"), &fast, &plain, FAST_PATH_TOL);
+        let grad = |y: &Tensor| {
+            let loss = (y * &w).unwrap().sum_all().unwrap();
+            loss.backward()
+                .unwrap()
+                .get(att.as_tensor())
+                .unwrap()
+                .clone()
+        };
+        assert_close(
+            &format!("{name}: gradient"),
+            &grad(&fast),
+            &grad(&plain),
+            FAST_PATH_TOL,
+        );
+    }
 }
 
 #[test]
