@@ -4,8 +4,9 @@
 # the device, and writes it to WORK/report.md.
 #
 #   scripts/gpu_run.sh                         # build with --features cuda, then run on cuda
-#   scripts/gpu_run.sh --build-only            # only build; binaries land in WORK/bin to carry
-#   scripts/gpu_run.sh --bin-dir DIR           # run prebuilt binaries (a GPU machine without Rust)
+#   scripts/gpu_run.sh --build-only            # only build: WORK/bin, and WORK/gpu-bin.tar.xz to carry
+#   scripts/gpu_run.sh --bin-archive FILE      # on a GPU machine without Rust: unpack and run those
+#   scripts/gpu_run.sh --bin-dir DIR           # run prebuilt binaries from DIR
 #   scripts/gpu_run.sh --device cpu            # the same steps on the CPU (checks the script)
 #
 # Options: --device cuda|cuda:N|cpu (default cuda), --work DIR (default target/gpu-run),
@@ -13,7 +14,7 @@
 #
 # Steps:
 #  1. binaries: 03_greedy, bench (if it exists) and the dtypes test binary, built with the `cuda`
-#     feature (scripts/build_cuda.sh; nvcc from NVIDIA's PyPI wheels) or taken from --bin-dir;
+#     feature (the toolkit from scripts/cuda-build-env.sh) or taken from --bin-archive/--bin-dir;
 #  2. gpt2-size random weights (transformers' own initialisation, seed 0), written once;
 #  3. logits on the device in f32/f16/bf16 against the CPU's f32 (tests/dtypes.rs,
 #     gpu_logits_match_cpu: f32 within 1e-3, f16 within 5e-3 and bf16 within 3e-2 of the largest
@@ -31,6 +32,7 @@ ROOT="$PWD"
 DEVICE=cuda
 WORK="$ROOT/target/gpu-run"
 BIN_DIR=""
+BIN_ARCHIVE=""
 BUILD_ONLY=0
 MAX_NEW=20
 PY=python3
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --device) DEVICE="$2"; shift 2 ;;
     --work) WORK="$2"; shift 2 ;;
     --bin-dir) BIN_DIR="$2"; shift 2 ;;
+    --bin-archive) BIN_ARCHIVE="$2"; shift 2 ;;
     --build-only) BUILD_ONLY=1; shift ;;
     --max-new-tokens) MAX_NEW="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
@@ -91,12 +94,22 @@ for line in sys.stdin:
     say "binaries in $WORK/bin: $(cd "$WORK/bin" && echo *) ($(du -sh "$WORK/bin" | cut -f1))"
 }
 
-if [ -z "$BIN_DIR" ]; then
+if [ -n "$BIN_ARCHIVE" ]; then
+    rm -rf "${WORK:?}/bin"
+    tar -xJf "$BIN_ARCHIVE" -C "$WORK"
+    BIN_DIR="$WORK/bin"
+elif [ -z "$BIN_DIR" ]; then
     collect_binaries
     BIN_DIR="$WORK/bin"
 fi
 BIN_DIR="$(cd "$BIN_DIR" && pwd)"
-[ "$BUILD_ONLY" = 1 ] && exit 0
+if [ "$BUILD_ONLY" = 1 ]; then
+    # Each CUDA binary is over 50 MB even stripped (candle's kernels are inside); xz shrinks them
+    # about sevenfold, which matters where what can be carried to the GPU machine is limited.
+    tar -cJf "$WORK/gpu-bin.tar.xz" -C "$WORK" bin
+    say "to carry: $WORK/gpu-bin.tar.xz ($(du -h "$WORK/gpu-bin.tar.xz" | cut -f1)); run it with --bin-archive"
+    exit 0
+fi
 for need in 03_greedy dtypes; do
     [ -x "$BIN_DIR/$need" ] || { say "$BIN_DIR/$need is missing: build with scripts/gpu_run.sh --build-only"; exit 1; }
 done
