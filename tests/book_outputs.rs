@@ -7,30 +7,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
-
-/// `target/<profile>/examples/<name>`: this test runs from `target/<profile>/deps/`.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is not built; run `cargo test` (which builds the examples) or `cargo build --example {name}` first",
-        bin.display()
-    );
-    bin
-}
 
 /// Runs an example on the bundled model on the CPU and returns its standard output.
 fn run_example(name: &str, extra: &[&str]) -> String {
-    let bin = example_binary(name);
+    let bin = common::example_binary(name);
     let out = Command::new(&bin)
         .args(["--model", "bundled", "--device", "cpu"])
         .args(extra)

@@ -491,23 +491,6 @@ fn committed_figure_is_what_the_bundled_model_draws() {
 
 // ---- the examples ----
 
-/// `target/<profile>/examples/<name>`: this test runs from `target/<profile>/deps/`.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps")
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is not built; run `cargo test` (which builds the examples) or `cargo build --example {name}` first",
-        bin.display()
-    );
-    bin
-}
-
 fn example(name: &str, extra: &[&str]) -> std::process::Output {
     let bin = example_binary(name);
     Command::new(&bin)

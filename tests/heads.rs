@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
@@ -635,24 +634,6 @@ fn a_head_of_another_size_is_a_clear_error() {
 }
 
 // ----- the examples ---------------------------------------------------------------------------
-
-/// `target/<profile>/examples/<name>`: this test runs from `target/<profile>/deps/`. `cargo test`
-/// builds the examples; with `cargo test --test heads` alone, `cargo build --examples` first.
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary lives in target/<profile>/deps")
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is not built; run `cargo test` (which builds the examples) or `cargo build --example {name}` first",
-        bin.display()
-    );
-    bin
-}
 
 fn run_example(name: &str, extra: &[&str]) -> String {
     let bin = example_binary(name);

@@ -117,3 +117,22 @@ pub fn with_snapshots<R>(f: impl FnOnce() -> R) -> R {
     s.set_omit_expression(true);
     s.bind(f)
 }
+
+/// `target/<profile>/examples/<name>`: the test binaries run from `target/<profile>/deps/`, and
+/// `cargo test` builds the examples beside them (with `--test X` alone, `cargo build --examples`
+/// first).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps")
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is not built; run `cargo test` (which builds the examples) or `cargo build --example {name}` first",
+        bin.display()
+    );
+    bin
+}
