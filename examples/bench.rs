@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- prepare --size gpt2     # writes target/bench-models/gpt2
 //! cargo run --release --example bench -- run --size gpt2 --reps 3
 //! cargo run --release --example bench -- rss --size gpt2         # peak memory of inference
+//! cargo run --release --example bench -- profile                   # where the time goes
 //! ```
 //! Threads: candle's CPU kernels use `RAYON_NUM_THREADS`, else every core.
 
@@ -18,7 +19,7 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
 use gpt2_tutorial::bench::{self, AdamWKind, TrainStep, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
-use gpt2_tutorial::{Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
+use gpt2_tutorial::{kernels, loss, Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
 use serde_json::{json, Value};
 
 /// This crate's side of the benchmark against transformers.
@@ -45,6 +46,14 @@ enum Command {
     },
     /// Load the model, decode once, and print the process's peak resident memory.
     Rss(Common),
+    /// The pieces behind the figures, on gpt2's shapes with random data: matmul GFLOP/s,
+    /// decoding's weight streaming in GB/s, and what candle's autograd adds around a matmul and
+    /// in the LM loss.
+    Profile {
+        /// Timed repetitions per piece.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -167,6 +176,99 @@ fn train_figure(
     Ok(fig)
 }
 
+/// The `profile` subcommand's figures.
+fn profile(reps: usize) -> anyhow::Result<Value> {
+    let cpu = &Device::Cpu;
+    let randn = |shape: &[usize], std: f32| Tensor::randn(0f32, std, shape, cpu);
+    let mut out = json!({});
+
+    // Matmul throughput, GFLOP/s, on a 500-token prefill's shapes (batch, m, k, n).
+    for (name, b, m, k, n) in [
+        ("matmul c_attn", 1, 500, 768, 2304),
+        ("matmul attn.c_proj", 1, 500, 768, 768),
+        ("matmul c_fc", 1, 500, 768, 3072),
+        ("matmul mlp.c_proj", 1, 500, 3072, 768),
+        ("matmul q k^T", 12, 500, 64, 500),
+        ("matmul att v", 12, 500, 500, 64),
+    ] {
+        let (a, w) = (randn(&[b, m, k], 1.0)?, randn(&[b, k, n], 1.0)?);
+        let t = time(reps, || Ok(a.matmul(&w)?))?;
+        out[name] = json!(2.0 * (b * m * k * n) as f64 / median(&t) / 1e9);
+    }
+    let (h, wte) = (randn(&[500, 768], 1.0)?, randn(&[50257, 768], 0.02)?);
+    let t = time(reps, || Ok(h.matmul(&wte.t()?)?))?;
+    out["matmul lm head"] = json!(2.0 * 500.0 * 768.0 * 50257.0 / median(&t) / 1e9);
+
+    // Decoding: one row times each weight, as GB/s of weights read, against reading alone.
+    for (name, k, n) in [
+        ("gemv c_attn", 768, 2304),
+        ("gemv c_fc", 768, 3072),
+        ("gemv mlp.c_proj", 3072, 768),
+    ] {
+        let ws = (0..12)
+            .map(|_| randn(&[k, n], 0.02))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let (x, b) = (randn(&[1, k], 1.0)?, randn(&[n], 1.0)?);
+        let t = time(reps, || {
+            for w in &ws {
+                kernels::linear(&x, w, &b)?;
+            }
+            Ok(())
+        })?;
+        out[name] = json!((12 * k * n * 4) as f64 / median(&t) / 1e9);
+    }
+    let x = randn(&[1, 768], 1.0)?;
+    let t = time(reps, || Ok(kernels::tied_head(&x, &wte)?))?;
+    out["gemv lm head"] = json!((50257 * 768 * 4) as f64 / median(&t) / 1e9);
+    let t = time(reps, || Ok(wte.sum_all()?))?;
+    out["read only (sum_all)"] = json!((50257 * 768 * 4) as f64 / median(&t) / 1e9);
+
+    // Training: a Conv1D (c_fc) forward + backward through candle's ops, through
+    // kernels::linear, and its three matmuls alone; seconds.
+    let x = candle_core::Var::from_tensor(&randn(&[1, 500, 768], 1.0)?)?;
+    let w = candle_core::Var::from_tensor(&randn(&[768, 3072], 0.02)?)?;
+    let b = candle_core::Var::from_tensor(&randn(&[3072], 0.02)?)?;
+    let gy = randn(&[1, 500, 3072], 1.0)?;
+    let backward = |y: Tensor| -> anyhow::Result<()> {
+        (y * &gy)?.sum_all()?.backward()?;
+        Ok(())
+    };
+    let t = time(reps, || {
+        let flat = x.as_tensor().reshape((500, 768))?;
+        let y = flat.matmul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+        backward(y.reshape((1, 500, 3072))?)
+    })?;
+    out["c_fc fwd+bwd, candle ops (s)"] = json!(median(&t));
+    let t = time(reps, || {
+        let y = kernels::linear(x.as_tensor(), w.as_tensor(), b.as_tensor())?;
+        backward(y.context("f32 on the CPU")?)
+    })?;
+    out["c_fc fwd+bwd, kernels::linear (s)"] = json!(median(&t));
+    let (x2, g2) = (x.as_tensor().reshape((500, 768))?, gy.reshape((500, 3072))?);
+    let t = time(reps, || {
+        x2.matmul(w.as_tensor())?;
+        g2.matmul(&w.as_tensor().t()?)?;
+        Ok(x2.t()?.matmul(&g2)?)
+    })?;
+    out["c_fc's 3 matmuls alone (s)"] = json!(median(&t));
+
+    // The LM loss of a 500-token step (loss::lm_loss), forward and forward + backward; seconds.
+    let logits = candle_core::Var::from_tensor(&randn(&[1, 500, 50257], 1.0)?)?;
+    let labels = Tensor::new(bench::long_input(500, 50257).as_slice(), cpu)?
+        .to_dtype(candle_core::DType::I64)?
+        .unsqueeze(0)?; // (1, T)
+    let mut forward = Vec::new();
+    let t = time(reps, || {
+        let start = Instant::now();
+        let l = loss::lm_loss(logits.as_tensor(), &labels)?;
+        forward.push(start.elapsed().as_secs_f64());
+        Ok(l.backward()?)
+    })?;
+    out["lm_loss forward (s)"] = json!(median(&forward[1..]));
+    out["lm_loss forward + backward (s)"] = json!(median(&t));
+    Ok(out)
+}
+
 fn weights_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(dir.join("model.safetensors"))?.len())
 }
@@ -231,6 +333,7 @@ fn main() -> anyhow::Result<()> {
             }
             println!("{out}");
         }
+        Command::Profile { reps } => println!("{}", profile(reps)?),
         Command::Rss(common) => {
             let m = common.load()?;
             let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;

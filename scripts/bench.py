@@ -4,13 +4,19 @@
 Builds `examples/bench.rs` in release mode, writes the random benchmark models (the crate's own
 initialisation, real GPT-2 shapes) into target/bench-models/, then runs the two sides in turn,
 round after round, on the same weights and the same number of threads, and prints the medians
-and their ratios against the goals of issue 6. The raw figures go to target/bench-results.json.
+and their ratios against the goals of issue 6. The raw figures go to target/bench-results-<malloc>.json.
 
     python3 scripts/bench.py                       # gpt2, 3 rounds
     python3 scripts/bench.py --sizes gpt2,gpt2-medium --rounds 5
+    python3 scripts/bench.py --malloc tuned        # both sides with glibc's malloc tuned
 
 Take figures on a quiet machine: the script prints the load average and refuses to start above
 --max-load unless told otherwise.
+
+`--malloc tuned` runs both processes with GLIBC_TUNABLES set so that freed memory is kept for
+reuse and backed by huge pages (see TUNED_MALLOC). Both frameworks allocate a fresh buffer for
+most operations; with glibc's defaults every buffer over 32 MiB is mapped from the kernel and
+zero-filled page by page, and given back on free.
 """
 
 import argparse
@@ -35,6 +41,7 @@ GOALS = {
     "train": 1.0,
 }
 CACHED_OVER_NAIVE_GOAL = 5.0
+TUNED_MALLOC = "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=100000000000"
 RSS_GOAL = 1.3
 
 
@@ -61,7 +68,10 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="alternating runs of each side")
     p.add_argument("--reps", type=int, default=2, help="timed repetitions per figure and run")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
-    p.add_argument("--figures", default="decode,naive,prefill,train")
+    p.add_argument("--figures", default="decode,naive,prefill,train",
+                   help="any of decode, naive, prefill, train, train-candle-adamw (the crate's train with candle_nn::AdamW)")
+    p.add_argument("--malloc", choices=["default", "tuned"], default="default",
+                   help="glibc malloc settings for both sides")
     p.add_argument("--max-load", type=float, default=0.5, help="refuse to start above this 1-minute load")
     p.add_argument("--force", action="store_true", help="start whatever the load")
     args = p.parse_args()
@@ -71,13 +81,19 @@ def main():
         sys.exit(f"load average {load1:.2f} > {args.max_load}: the machine is busy; wait, or pass --force")
     subprocess.run(["cargo", "build", "--release", "--example", "bench"], cwd=ROOT, check=True)
 
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    base = dict(os.environ)
+    if args.malloc == "tuned":
+        base["GLIBC_TUNABLES"] = TUNED_MALLOC
+    else:
+        base.pop("GLIBC_TUNABLES", None)
+    env = dict(base, RAYON_NUM_THREADS=str(args.threads))
     machine = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
         "cpu": cpu_model(),
         "nproc": os.cpu_count(),
         "threads": args.threads,
         "load_at_start": load1,
+        "malloc": args.malloc,
     }
     results = {"machine": machine, "sizes": {}}
     for size in args.sizes.split(","):
@@ -89,33 +105,35 @@ def main():
             common = ["--reps", str(args.reps), "--figures", args.figures]
             candle.append(run_json([str(BENCH), "run", "--size", size, *common], env))
             torch.append(run_json([sys.executable, str(PYTHON_SIDE), "run", "--model-dir", str(model_dir),
-                                   "--threads", str(args.threads), *common]))
+                                   "--threads", str(args.threads), *common], base))
         rss_c = run_json([str(BENCH), "rss", "--size", size], env)
         rss_t = run_json([sys.executable, str(PYTHON_SIDE), "rss", "--model-dir", str(model_dir),
-                          "--threads", str(args.threads)])
+                          "--threads", str(args.threads)], base)
         results["sizes"][size] = {"candle": candle, "transformers": torch, "rss": [rss_c, rss_t]}
         print_table(size, candle, torch, rss_c, rss_t, machine)
 
-    out = ROOT / "target/bench-results.json"
+    out = ROOT / f"target/bench-results-{args.malloc}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nraw figures: {out.relative_to(ROOT)}")
 
 
 def print_table(size, candle, torch, rss_c, rss_t, machine):
-    tokens = {"decode": 64, "naive": 64, "prefill": 500, "train": 500}
+    tokens = {"decode": 64, "naive": 64, "prefill": 500, "train": 500, "train_candle_adamw": 500}
     names = {
         "decode": "decode, 64 tokens, KV cache (tokens/s)",
         "naive": "naive loop, 64 tokens, no cache (tokens/s)",
         "prefill": "prefill, one forward of 500 tokens (tokens/s)",
         "train": "training step, 500 tokens (tokens/s)",
+        "train_candle_adamw": "training step with candle_nn::AdamW (tokens/s)",
     }
     print(f"\n{size}, f32, batch 1, {machine['threads']} threads, {machine['cpu']} ({machine['nproc']} cores), "
-          f"{machine['date']}")
+          f"{machine['date']}, {machine['malloc']} malloc, load {machine['load_at_start']:.2f} at start")
     print("| figure | this crate | transformers | ratio | goal |")
     print("|---|---:|---:|---:|---|")
     secs = {}
     for fig, n in tokens.items():
-        c, t = median_of(candle, fig), median_of(torch, fig)
+        # The candle_nn::AdamW variant is compared with the same transformers step.
+        c, t = median_of(candle, fig), median_of(torch, "train" if fig == "train_candle_adamw" else fig)
         if c is None or t is None:
             continue
         secs[fig] = (c, t)
@@ -135,6 +153,10 @@ def print_table(size, candle, torch, rss_c, rss_t, machine):
           f"{rss_c['peak_rss_bytes'] / mib:.0f} ({rc:.2f}x) | {rss_t['peak_rss_bytes'] / mib:.0f} ({rt:.2f}x) | "
           f"{rt / rc:.2f}x | ≤ {RSS_GOAL}x {ok} |")
     variants = {fig: torch[0][fig].get("variant") for fig in tokens if fig in torch[0]}
+    phases = {k: round(statistics.median([r["train"][k] for r in candle if "train" in r]), 2)
+              for k in ("forward_s", "backward_s", "optimizer_s") if any("train" in r for r in candle)}
+    if phases:
+        print(f"this crate's training step, median seconds by phase: {phases}")
     print(f"transformers' fastest variants: {variants}")
 
 

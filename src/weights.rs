@@ -117,8 +117,14 @@ impl Weights {
             if is_ignored(&name) {
                 continue;
             }
-            let t = candle_core::safetensors::Load::load(&view, device)
-                .map_err(|e| corrupt(format!("tensor {key}: {e}")))?;
+            let t = if view.dtype() == safetensors::Dtype::F32 && device.is_cpu() {
+                // f32 on the CPU: copied by hand onto huge pages (src/kernels.rs).
+                crate::kernels::f32_tensor_on_huge_pages(view.data(), view.shape())
+                    .map_err(|e| corrupt(format!("tensor {key}: {e}")))?
+            } else {
+                candle_core::safetensors::Load::load(&view, device)
+                    .map_err(|e| corrupt(format!("tensor {key}: {e}")))?
+            };
             let t = if t.dtype() == dtype {
                 t
             } else {

@@ -36,23 +36,55 @@ fn input(ids: &[u32]) -> Tensor {
 }
 
 #[test]
-fn one_row_linear_equals_matmul_plus_bias() {
+fn linear_equals_matmul_plus_bias_forward_and_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    // Widths that are not multiples of the chunk alignment, and GPT-2's own.
-    for (n_in, n_out) in [(70, 203), (768, 2304), (3, 1), (64, 17)] {
-        let x = unit_input(&mut rng, n_in);
-        let w = randn(&mut rng, &[n_in, n_out], 1.0 / (n_in as f64).sqrt());
-        let b = randn(&mut rng, &[n_out], 1.0);
-        let fast = kernels::linear_one_row(&x, &w, &b)
+    // One row (decoding: threaded over the weight's rows) at widths that are not multiples of
+    // anything, and GPT-2's own; then several rows (gemm) with leading dimensions.
+    let cases: [(&[usize], usize); 6] = [
+        (&[1, 70], 203),
+        (&[1, 768], 2304),
+        (&[1, 3], 1),
+        (&[1, 1, 64], 17),
+        (&[2, 5, 96], 40),
+        (&[7, 64], 3),
+    ];
+    for (x_dims, n_out) in cases {
+        let n_in = *x_dims.last().unwrap();
+        let x = candle_core::Var::from_tensor(&randn(&mut rng, x_dims, 1.0)).unwrap();
+        let w = candle_core::Var::from_tensor(&randn(
+            &mut rng,
+            &[n_in, n_out],
+            1.0 / (n_in as f64).sqrt(),
+        ))
+        .unwrap();
+        let b = candle_core::Var::from_tensor(&randn(&mut rng, &[n_out], 1.0)).unwrap();
+        let fast = kernels::linear(x.as_tensor(), w.as_tensor(), b.as_tensor())
             .unwrap()
             .expect("eligible");
-        let plain = x.matmul(&w).unwrap().broadcast_add(&b).unwrap();
-        assert_close(
-            &format!("linear {n_in}x{n_out}"),
-            &fast,
-            &plain,
-            FAST_PATH_TOL,
-        );
+        let rows: usize = x_dims[..x_dims.len() - 1].iter().product();
+        let plain = x
+            .as_tensor()
+            .reshape((rows, n_in))
+            .unwrap()
+            .matmul(w.as_tensor())
+            .unwrap()
+            .broadcast_add(b.as_tensor())
+            .unwrap()
+            .reshape(fast.shape())
+            .unwrap();
+        let name = format!("linear {x_dims:?} x ({n_in}, {n_out})");
+        assert_close(&name, &fast, &plain, FAST_PATH_TOL);
+        let w_out = randn(&mut rng, fast.dims(), 1.0);
+        let grads = |y: &Tensor| (y * &w_out).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gp) = (grads(&fast), grads(&plain));
+        for (what, var) in [("x", &x), ("weight", &w), ("bias", &b)] {
+            assert_close(
+                &format!("{name}: gradient of {what}"),
+                gf.get(var.as_tensor()).unwrap(),
+                gp.get(var.as_tensor()).unwrap(),
+                FAST_PATH_TOL,
+            );
+        }
     }
 }
 
@@ -142,27 +174,25 @@ fn gelu_and_layer_norm_equal_candles_forward_and_backward() {
 
 #[test]
 fn fast_paths_stand_aside_where_they_do_not_apply() {
+    // Half precision takes the plain path (the fast paths are f32 kernels for the CPU).
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let w = randn(&mut rng, &[8, 4], 1.0);
-    let b = randn(&mut rng, &[4], 1.0);
-    // Two rows: the plain matmul is already threaded.
-    let two = randn(&mut rng, &[2, 8], 1.0);
-    assert!(kernels::linear_one_row(&two, &w, &b).unwrap().is_none());
-    // Half precision, and anything that needs a gradient, take the plain path.
-    let half = unit_input(&mut rng, 8).to_dtype(DType::F16).unwrap();
-    let (w16, b16) = (
-        w.to_dtype(DType::F16).unwrap(),
-        b.to_dtype(DType::F16).unwrap(),
-    );
-    assert!(kernels::linear_one_row(&half, &w16, &b16)
-        .unwrap()
-        .is_none());
-    let var = candle_core::Var::from_tensor(&w).unwrap();
-    let one = unit_input(&mut rng, 8);
-    assert!(kernels::linear_one_row(&one, var.as_tensor(), &b)
-        .unwrap()
-        .is_none());
-    assert!(kernels::tied_head(&half, &w16.t().unwrap())
+    let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
+    let x = half(unit_input(&mut rng, 8));
+    let w = half(randn(&mut rng, &[8, 4], 1.0));
+    let b = half(randn(&mut rng, &[4], 1.0));
+    assert!(kernels::linear(&x, &w, &b).unwrap().is_none());
+    assert!(kernels::tied_head(&x, &w.t().unwrap()).unwrap().is_none());
+    assert!(kernels::gelu_tanh(&x).unwrap().is_none());
+    assert!(kernels::layer_norm(
+        &x,
+        &half(Tensor::ones(8, DType::F32, &Device::Cpu).unwrap()),
+        &half(Tensor::zeros(8, DType::F32, &Device::Cpu).unwrap()),
+        1e-5
+    )
+    .unwrap()
+    .is_none());
+    let att = half(randn(&mut rng, &[1, 2, 3, 3], 1.0));
+    assert!(kernels::scaled_masked_softmax(&att, 0.5, None)
         .unwrap()
         .is_none());
 }
@@ -399,4 +429,35 @@ fn peak_rss_is_read_from_proc_in_bytes() {
     let after = bench::peak_rss_bytes().unwrap();
     assert_eq!(big.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
     assert!(after >= before && after >= 64 << 20, "{before} -> {after}");
+}
+
+#[test]
+fn gelu_and_softmax_exponentials_hold_over_the_whole_range() {
+    // The fast paths use their own exponential; check it where libm's would overflow, underflow
+    // or lose digits: GELU from -100 to 100 (relative error), softmax rows spanning 200 nats.
+    let xs: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 0.005).collect();
+    let x = Tensor::new(xs.as_slice(), &Device::Cpu).unwrap();
+    let fast: Vec<f32> = kernels::gelu_tanh(&x)
+        .unwrap()
+        .expect("eligible")
+        .to_vec1()
+        .unwrap();
+    let plain: Vec<f32> = x.gelu().unwrap().to_vec1().unwrap();
+    for ((a, b), x) in fast.iter().zip(&plain).zip(&xs) {
+        // 2e-6 relative, or 1e-6 absolute where GELU is near 0.
+        assert!(
+            (a - b).abs() <= 2e-6 * b.abs().max(0.5),
+            "gelu({x}) = {a}, candle says {b}"
+        );
+    }
+    let row: Vec<f32> = (0..400).map(|i| i as f32 * 0.5 - 100.0).collect();
+    let att = Tensor::new(row.as_slice(), &Device::Cpu)
+        .unwrap()
+        .reshape((1, 1, 1, 400))
+        .unwrap();
+    let fast = kernels::scaled_masked_softmax(&att, 1.0, None)
+        .unwrap()
+        .expect("eligible");
+    let plain = candle_nn::ops::softmax_last_dim(&att).unwrap();
+    assert_close("softmax over 200 nats", &fast, &plain, 1e-7);
 }
