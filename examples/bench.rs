@@ -275,6 +275,9 @@ fn weights_bytes(dir: &Path) -> anyhow::Result<u64> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // As every example does through ModelArgs::load (src/memory.rs); `--malloc tuned` in
+    // scripts/bench.py sets the same (and more) for both sides from outside.
+    gpt2_tutorial::memory::reuse_freed_buffers();
     match args.command {
         Command::Prepare(common) => {
             let (name, cfg) = common.config();

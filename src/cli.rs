@@ -38,8 +38,10 @@ impl ModelArgs {
     }
 
     /// Loads the chosen model. A Hub model that cannot be had falls back to the bundled one,
-    /// and the one-line reason goes to stderr so that `--json` output stays clean.
+    /// and the one-line reason goes to stderr so that `--json` output stays clean. Large freed
+    /// buffers are kept for reuse from here on ([`crate::memory::reuse_freed_buffers`]).
     pub fn load(&self) -> Result<LoadedModel> {
+        crate::memory::reuse_freed_buffers();
         let source: ModelSource = self.model.parse()?;
         let device = self.device()?;
         let (model, note) = LoadedModel::load_or_bundled(&source, &device, self.dtype.dtype())?;

@@ -9,8 +9,12 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::Result;
+
+/// Mask elements per block of random numbers (one ChaCha stream each).
+const MASK_BLOCK: usize = 1 << 16;
 
 /// A dropout layer: in training, zeroes each element with probability `p` and scales the rest
 /// by `1 / (1 - p)`, so the expected value is unchanged.
@@ -51,18 +55,26 @@ impl Dropout {
         }
         let keep = 1.0 - self.p;
         let n = x.elem_count();
-        let mask: Vec<f32> = {
-            let mut rng = self.rng.lock().expect("dropout generator poisoned");
-            (0..n)
-                .map(|_| {
+        // One draw from the shared stream seeds this mask; the mask itself is made in blocks,
+        // block i from its own ChaCha stream i, on every core. A block's numbers depend only on
+        // the seed and i, so the mask is the same whatever the number of threads.
+        let seed: u64 = self
+            .rng
+            .lock()
+            .expect("dropout generator poisoned")
+            .random();
+        let mut mask = vec![0f32; n];
+        mask.par_chunks_mut(MASK_BLOCK)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(i as u64);
+                for m in block {
                     if rng.random::<f32>() < keep {
-                        1.0 / keep
-                    } else {
-                        0.0
+                        *m = 1.0 / keep;
                     }
-                })
-                .collect()
-        };
+                }
+            });
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         let mask = if x.dtype() == DType::F32 {
             mask

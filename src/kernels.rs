@@ -111,15 +111,15 @@ fn sigmoid_fast(x: f32) -> f32 {
 /// loops; compiled for AVX2 they handle eight floats per instruction. Both compile the same
 /// arithmetic (Rust never fuses a multiply and an add on its own), so both give the same bits.
 macro_rules! simd_fn {
-    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
-        fn $name($($a: $t),*) {
+        fn $name($($a: $t),*) $(-> $r)? {
             #[inline(always)]
-            fn generic($($a: $t),*) $body
+            fn generic($($a: $t),*) $(-> $r)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($a: $t),*) {
+                unsafe fn avx2($($a: $t),*) $(-> $r)? {
                     generic($($a),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
@@ -742,7 +742,12 @@ struct MaskIndex {
 
 impl MaskIndex {
     fn new(att: &Layout, mask: &Layout) -> candle_core::Result<Self> {
-        let (_, nh, t, _) = att.shape().dims4()?;
+        let (b, nh, t, _) = att.shape().dims4()?;
+        Self::for_scores((b, nh, t), mask)
+    }
+
+    /// For scores `(B, nh, T, S)` given as `(B, nh, T)`.
+    fn for_scores((_, nh, t): (usize, usize, usize), mask: &Layout) -> candle_core::Result<Self> {
         let (mb, _, mt, _) = mask.shape().dims4()?;
         Ok(Self { nh, t, mb, mt })
     }
@@ -952,6 +957,379 @@ impl CustomOp3 for MaskedSoftmaxGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let m = contiguous_u8(CustomOp3::name(self), ms, ml)?;
         self.run(ys, yl, gs, gl, Some((m, MaskIndex::new(yl, ml)?)))
+    }
+}
+
+// ----- attention without a cache, head by head ------------------------------------------------
+
+/// Query rows per block: each block's scores are computed only up to the last key any of its
+/// rows may see, which skips most of the masked upper triangle of a causal prefill.
+const ATTENTION_ROW_BLOCK: usize = 64;
+
+/// Multi-head attention for inference without a KV cache (prefill, the naive loop):
+/// `softmax(where(mask, q k^T * scale, lowest)) v` for every head, read straight out of the
+/// `(B, T, 3C)` output of `c_attn` and written straight into `(B, T, C)` with the heads side by
+/// side. The plain path copies q, k and v into `(B, nh, T, hs)`, materialises all `(B, nh, T, T)`
+/// scores, and copies the result back; here each head is one task on the pool, its scores live
+/// in a scratch block, and keys no query of a block may see are never multiplied. Masked scores
+/// contribute exactly 0 on the plain path too, so the result is the same up to summation order.
+/// `mask` is `None` (every key visible) or u8 `(B or 1, 1, T or 1, T)`. Returns `None` when this
+/// does not apply (a gradient to track, other devices or dtypes, a mask of another shape).
+pub fn causal_attention(
+    qkv: &Tensor,
+    n_head: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    if !cpu_f32(qkv) || qkv.track_op() || qkv.rank() != 3 {
+        return Ok(None);
+    }
+    let (b, t, c3) = qkv.dims3()?;
+    if c3 % (3 * n_head) != 0 {
+        return Ok(None);
+    }
+    let op = CausalAttention {
+        n_head,
+        scale: scale as f32,
+    };
+    let qkv = qkv.contiguous()?;
+    match mask {
+        None => Ok(Some(qkv.apply_op1_no_bwd(&op)?)),
+        Some(m) => {
+            let fits = m.dtype() == DType::U8
+                && m.device().is_cpu()
+                && matches!(m.dims4()?, (mb, 1, mt, ms) if (mb == 1 || mb == b) && (mt == 1 || mt == t) && ms == t);
+            if !fits {
+                return Ok(None);
+            }
+            Ok(Some(qkv.apply_op2_no_bwd(&m.contiguous()?, &op)?))
+        }
+    }
+}
+
+struct CausalAttention {
+    n_head: usize,
+    scale: f32,
+}
+
+/// A pointer that rayon tasks may share because each writes a disjoint part of its buffer.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: see `CausalAttention::run`: tasks write disjoint (row, head) slices.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer, through a method so that closures capture the whole (Sync) wrapper.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+impl CausalAttention {
+    fn run(
+        &self,
+        qkv: &[f32],
+        (b, t, c3): (usize, usize, usize),
+        mask: Option<(&[u8], MaskIndex)>,
+    ) -> Vec<f32> {
+        let (nh, c) = (self.n_head, c3 / 3);
+        let hs = c / nh;
+        let mut y = zeros_on_huge_pages(b * t * c);
+        let out = SharedOut(y.as_mut_ptr());
+        (0..b * nh).into_par_iter().for_each(|task| {
+            let (bi, h) = (task / nh, task % nh);
+            let base = bi * t * c3;
+            let (q, k, v) = (base + h * hs, base + c + h * hs, base + 2 * c + h * hs);
+            let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut probs = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
+                let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
+                let rows = i1 - i0;
+                // The mask row of query i (of batch row bi) in MaskIndex's flat numbering.
+                let mask_row = |i: usize| {
+                    mask.map(|(m, idx)| {
+                        let r = idx.row((bi * nh + h) * t + i);
+                        &m[r * t..(r + 1) * t]
+                    })
+                };
+                // Keys beyond the last one any row of the block may see get probability 0; a
+                // row that may see nothing is uniform over all keys, as on the plain path.
+                let width = (i0..i1)
+                    .map(|i| match mask_row(i) {
+                        None => t,
+                        Some(m) => match m.iter().rposition(|&a| a != 0) {
+                            Some(j) => j + 1,
+                            None => t,
+                        },
+                    })
+                    .max()
+                    .unwrap_or(t);
+                let (scores, probs) = (&mut scores[..rows * width], &mut probs[..rows * width]);
+                // SAFETY: q rows i0..i1 and k rows 0..width of head h, batch bi, read with row
+                // stride 3C from `qkv`; `scores` is (rows, width) row-major.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        width,
+                        hs,
+                        scores.as_mut_ptr(),
+                        1,
+                        width as isize,
+                        false,
+                        qkv.as_ptr().add(q + i0 * c3),
+                        1,
+                        c3 as isize,
+                        qkv.as_ptr().add(k),
+                        c3 as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+                for (r, i) in (i0..i1).enumerate() {
+                    let row = r * width..(r + 1) * width;
+                    let m = mask_row(i).map(|m| &m[..width]);
+                    masked_softmax_row(&mut probs[row.clone()], &scores[row], m, self.scale);
+                }
+                // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C) are
+                // written by this task alone; v rows 0..width are read with row stride 3C.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        hs,
+                        width,
+                        out.at(bi * t * c + i0 * c + h * hs),
+                        1,
+                        c as isize,
+                        false,
+                        probs.as_ptr(),
+                        1,
+                        width as isize,
+                        qkv.as_ptr().add(v),
+                        1,
+                        c3 as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    )
+                }
+            }
+        });
+        y
+    }
+}
+
+impl CustomOp1 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(CustomOp1::name(self), s, l)?;
+        let (b, t, c3) = l.shape().dims3()?;
+        let y = self.run(qkv, (b, t, c3), None);
+        Ok((CpuStorage::F32(y), Shape::from((b, t, c3 / 3))))
+    }
+}
+
+impl CustomOp2 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
+        let m = contiguous_u8(CustomOp2::name(self), ms, ml)?;
+        let (b, t, c3) = l.shape().dims3()?;
+        // The mask is indexed like the (B, nh, T, T) scores it would apply to.
+        let idx = MaskIndex::for_scores((b, self.n_head, t), ml)?;
+        let y = self.run(qkv, (b, t, c3), Some((m, idx)));
+        Ok((CpuStorage::F32(y), Shape::from((b, t, c3 / 3))))
+    }
+}
+
+// ----- cross-entropy: log-softmax, pick and mean in one pass -----------------------------------
+
+/// `-sum_i weights[i] * log_softmax(logits[i])[targets[i]]` for `logits` `(N, V)` f32, `targets`
+/// `(N)` u32 and `weights` `(N)` f32: the mean cross-entropy of [`crate::loss::cross_entropy`]
+/// with the ignored rows weighted 0 and the others `1 / counted`. Differentiable in `logits`.
+///
+/// The plain path is a log-softmax, a gather, a product and a sum, and its backward pass
+/// another five passes over the `(N, V)` logits (100 MB for a 500-token step of GPT-2), each
+/// into a fresh buffer. Here one pass over the logits gives the loss and, when the logits are
+/// tracked for a gradient, their gradient `w_i * (softmax - onehot)` too, which the backward
+/// pass hands on. Returns `None` for other devices and dtypes.
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<Option<Tensor>> {
+    if !cpu_f32(logits) || !cpu_f32(weights) || logits.rank() != 2 {
+        return Ok(None);
+    }
+    let n = logits.dim(0)?;
+    if targets.dtype() != DType::U32 || targets.dims() != [n] || weights.dims() != [n] {
+        return Ok(None);
+    }
+    let op = CrossEntropy {
+        keep_grad: logits.track_op(),
+        grad: Mutex::new(None),
+    };
+    Ok(Some(logits.contiguous()?.apply_op3(
+        &targets.contiguous()?,
+        &weights.contiguous()?,
+        op,
+    )?))
+}
+
+simd_fn! {
+    /// One row: `e_j = w * e^(x_j - lse)`, then `e_t -= w` (the gradient of `-w * log_softmax(x)_t`
+    /// with respect to `x`), and the row's loss `w * (lse - x_t)`. `e` is scratch when only the
+    /// loss is wanted.
+    fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
+        let max = lane_max(x);
+        for (e, &v) in e.iter_mut().zip(x) {
+            *e = exp_fast(v - max);
+        }
+        let sum = lane_sum(e);
+        let lse = max + sum.ln();
+        let scale = w / sum;
+        for e in e.iter_mut() {
+            *e *= scale;
+        }
+        e[t] -= w;
+        f64::from(w) * f64::from(lse - x[t])
+    }
+}
+
+/// Logits, targets, weights and the number of classes.
+type CrossEntropyInputs<'a> = (&'a [f32], &'a [u32], &'a [f32], usize);
+
+/// The rows' data of the three inputs, checked: logits `(N, V)`, targets in `[0, V)`.
+fn cross_entropy_inputs<'a>(
+    op: &str,
+    (xs, xl): (&'a CpuStorage, &Layout),
+    (ts, tl): (&'a CpuStorage, &Layout),
+    (ws, wl): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<CrossEntropyInputs<'a>> {
+    let x = contiguous_f32(op, xs, xl)?;
+    let w = contiguous_f32(op, ws, wl)?;
+    let t = match (ts, tl.contiguous_offsets()) {
+        (CpuStorage::U32(t), Some((start, end))) => &t[start..end],
+        _ => candle_core::bail!("{op}: expected contiguous u32 targets"),
+    };
+    let (_, v) = xl.shape().dims2()?;
+    if let Some(bad) = t.iter().find(|&&t| t as usize >= v) {
+        candle_core::bail!("{op}: target {bad} is not below the {v} classes");
+    }
+    Ok((x, t, w, v))
+}
+
+/// The loss, and with `keep_grad` the gradient of the logits for an upstream gradient of 1,
+/// computed in the same pass and kept for [`CustomOp3::bwd`].
+struct CrossEntropy {
+    keep_grad: bool,
+    grad: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp3 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, t, w, v) = cross_entropy_inputs(self.name(), (xs, xl), (ts, tl), (ws, wl))?;
+        let row = |e: &mut [f32], x: &[f32], t: u32, w: f32| {
+            // Ignored rows (weight 0) add nothing and keep a zero gradient.
+            if w == 0.0 {
+                0.0
+            } else {
+                cross_entropy_row(e, x, t as usize, w)
+            }
+        };
+        let losses: Vec<f64> = if self.keep_grad {
+            let mut grad = zeros_on_huge_pages(x.len());
+            let losses = grad
+                .par_chunks_mut(v)
+                .zip(x.par_chunks(v))
+                .zip(t.par_iter().zip(w.par_iter()))
+                .map(|((e, x), (&t, &w))| row(e, x, t, w))
+                .collect();
+            *self
+                .grad
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned".into()))? =
+                Some(grad);
+            losses
+        } else {
+            x.par_chunks(v)
+                .zip(t.par_iter().zip(w.par_iter()))
+                .map_init(|| vec![0f32; v], |e, (x, (&t, &w))| row(e, x, t, w))
+                .collect()
+        };
+        // Summed in row order, in f64: the same bits whatever the number of threads.
+        let loss = losses.iter().sum::<f64>() as f32;
+        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        w: &Tensor,
+        _loss: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let kept = self
+            .grad
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("cross-entropy: poisoned".into()))?
+            .take();
+        let dx = match kept {
+            Some(grad) => Tensor::from_vec(grad, x.shape(), x.device())?,
+            // Not kept (the logits were not tracked when the loss was computed), or already
+            // handed out by an earlier backward pass: compute it again.
+            None => {
+                let mut op = CrossEntropy {
+                    keep_grad: true,
+                    grad: Mutex::new(None),
+                };
+                x.apply_op3_no_bwd(t, w, &op)?;
+                let grad = op.grad.get_mut().ok().and_then(Option::take);
+                let grad = grad
+                    .ok_or_else(|| candle_core::Error::Msg("cross-entropy: no gradient".into()))?;
+                Tensor::from_vec(grad, x.shape(), x.device())?
+            }
+        };
+        let scale = g.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let dx = if scale == 1.0 {
+            dx
+        } else {
+            (dx * f64::from(scale))?
+        };
+        Ok((Some(dx), None, None))
     }
 }
 

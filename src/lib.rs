@@ -12,6 +12,8 @@
 //! - [`tokenizer`]: GPT-2's byte-level BPE.
 //! - [`generation`]: greedy and sampled generation, like transformers' `generate`;
 //!   [`stream`] prints it token by token, [`next_token`] and [`greedy_loops`] take it apart.
+//! - [`kernels`] and [`memory`]: the CPU fast paths and the allocator setting behind the
+//!   benchmark figures.
 
 pub mod architecture;
 pub mod bench;
@@ -26,6 +28,7 @@ pub mod greedy_loops;
 pub mod heads;
 pub mod kernels;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod next_token;
 pub mod plot;

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::{Error, Result};
+use crate::{kernels, Error, Result};
 
 /// The label PyTorch's cross-entropy ignores by default.
 pub const IGNORE_INDEX: i64 = -100;
@@ -43,6 +43,13 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             "labels must be in [0, {v}) or -100, found {}",
             if min < 0 { min } else { max }
         )));
+    }
+    if let Some(loss) = kernels::cross_entropy(
+        logits,
+        &safe.to_dtype(DType::U32)?,
+        &(keep.to_dtype(DType::F32)? / counted as f64)?,
+    )? {
+        return Ok(loss); // f32 on the CPU: the same in one pass (src/kernels.rs)
     }
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?; // (N, V)
     let picked = log_probs

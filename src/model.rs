@@ -114,6 +114,7 @@ pub struct CausalSelfAttention {
     resid_dropout: Dropout,
     n_head: usize,
     scale: f64,
+    training: bool,
 }
 
 impl CausalSelfAttention {
@@ -131,6 +132,7 @@ impl CausalSelfAttention {
             } else {
                 1.0
             },
+            training: false,
         })
     }
 
@@ -145,6 +147,13 @@ impl CausalSelfAttention {
         let (b, t, c) = x.dims3()?;
         let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
+        if cache.is_none() && !self.training {
+            // Inference without a cache, f32 on the CPU: the same attention head by head, with
+            // no copies of q, k, v and no full score matrix (src/kernels.rs).
+            if let Some(y) = kernels::causal_attention(&qkv, self.n_head, self.scale, mask)? {
+                return self.resid_dropout.forward(&self.c_proj.forward(&y)?);
+            }
+        }
         let split = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(D::Minus1, i * c, c)? // (B, T, C)
@@ -369,6 +378,7 @@ impl Gpt2Model {
     pub fn set_training(&mut self, training: bool) {
         self.drop.set_training(training);
         for block in &mut self.h {
+            block.attn.training = training;
             block.attn.attn_dropout.set_training(training);
             block.attn.resid_dropout.set_training(training);
             block.mlp.dropout.set_training(training);

@@ -461,3 +461,163 @@ fn gelu_and_softmax_exponentials_hold_over_the_whole_range() {
     let plain = candle_nn::ops::softmax_last_dim(&att).unwrap();
     assert_close("softmax over 200 nats", &fast, &plain, 1e-7);
 }
+
+#[test]
+fn cacheless_attention_equals_split_heads_softmax_merge() {
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let (nh, hs) = (3, 8);
+    let c = nh * hs;
+    // 70 queries cross a row block (64) of the kernel; the second batch row is left-padded
+    // by 66 tokens, so its first queries see nothing and must come out uniform.
+    for (b, t, padded) in [(1, 70, false), (2, 70, true), (2, 5, false), (1, 1, false)] {
+        let qkv = randn(&mut rng, &[b, t, 3 * c], 1.0);
+        let am = padded.then(|| {
+            let rows: Vec<u32> = (0..b * t)
+                .map(|i| u32::from(i / t == 0 || i % t >= 66))
+                .collect();
+            Tensor::from_vec(rows, (b, t), &Device::Cpu).unwrap()
+        });
+        let mask =
+            gpt2_tutorial::model::attention_bias(b, t, 0, am.as_ref(), &Device::Cpu).unwrap();
+        let fast = kernels::causal_attention(&qkv, nh, 0.25, mask.as_ref())
+            .unwrap()
+            .expect("eligible");
+        let split = |i: usize| {
+            qkv.narrow(2, i * c, c)
+                .unwrap()
+                .reshape((b, t, nh, hs))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let att = q.matmul(&k.t().unwrap()).unwrap();
+        let att = plain_masked_softmax(&att, 0.25, mask.as_ref());
+        let plain = att
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, c))
+            .unwrap();
+        assert_close(
+            &format!("attention B={b} T={t} padded={padded}"),
+            &fast,
+            &plain,
+            FAST_PATH_TOL,
+        );
+    }
+    // With a gradient to track it stands aside (training takes the differentiable path).
+    let var = candle_core::Var::from_tensor(&randn(&mut rng, &[1, 4, 3 * c], 1.0)).unwrap();
+    assert!(kernels::causal_attention(var.as_tensor(), nh, 0.25, None)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn fused_cross_entropy_equals_log_softmax_gather_mean_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // Rows whose width is not a multiple of 8, logits spread wide enough (std 8) that the
+    // softmax is far from uniform, and some labels -100 (ignored).
+    for (n, v) in [(6, 301), (1, 8), (5, 50257)] {
+        let logits = candle_core::Var::from_tensor(&randn(&mut rng, &[n, v], 8.0)).unwrap();
+        let labels: Vec<i64> = (0..n)
+            .map(|i| {
+                if i % 3 == 1 {
+                    gpt2_tutorial::loss::IGNORE_INDEX
+                } else {
+                    ((i * 7919 + 3) % v) as i64
+                }
+            })
+            .collect();
+        let targets = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+        let keep: Vec<f32> = labels.iter().map(|&l| f32::from(l >= 0)).collect();
+        let safe: Vec<u32> = labels.iter().map(|&l| l.max(0) as u32).collect();
+        let counted: f32 = keep.iter().sum();
+        let weights: Vec<f32> = keep.iter().map(|k| k / counted).collect();
+        let fast = kernels::cross_entropy(
+            logits.as_tensor(),
+            &Tensor::new(safe.as_slice(), &Device::Cpu).unwrap(),
+            &Tensor::new(weights.as_slice(), &Device::Cpu).unwrap(),
+        )
+        .unwrap()
+        .expect("eligible");
+        // loss::cross_entropy takes this path for f32 on the CPU.
+        let loss = gpt2_tutorial::loss::cross_entropy(logits.as_tensor(), &targets).unwrap();
+        assert_close("loss::cross_entropy", &loss, &fast, 0.0);
+
+        // The plain path, as loss::cross_entropy writes it for other devices.
+        let picked = candle_nn::ops::log_softmax(logits.as_tensor(), 1)
+            .unwrap()
+            .gather(
+                &Tensor::new(safe.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(1)
+                    .unwrap(),
+                1,
+            )
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let plain = (picked
+            .mul(&Tensor::new(keep.as_slice(), &Device::Cpu).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .neg()
+            .unwrap()
+            / f64::from(counted))
+        .unwrap();
+        let name = format!("cross-entropy ({n}, {v})");
+        assert_close(&name, &fast, &plain, 1e-5);
+
+        // Backward with an upstream gradient other than 1, as when the loss is scaled.
+        let grad = |loss: &Tensor| {
+            let g = (loss * 0.5).unwrap().backward().unwrap();
+            g.get(logits.as_tensor()).unwrap().clone()
+        };
+        let (gf, gp) = (grad(&fast), grad(&plain));
+        // Gradients are at most 1 in size: a few ulps of it.
+        assert_close(&format!("{name} gradient"), &gf, &gp, 5e-7);
+        // The gradient kept from the forward pass is handed out once; a second backward pass
+        // through the same loss computes it again, to the same bits.
+        assert_close(&format!("{name} gradient again"), &grad(&fast), &gf, 0.0);
+        // Ignored rows get no gradient at all.
+        for i in (0..n).filter(|i| i % 3 == 1) {
+            let row = gf.i(i).unwrap().abs().unwrap().sum_all().unwrap();
+            assert_eq!(row.to_scalar::<f32>().unwrap(), 0.0, "row {i} is ignored");
+        }
+    }
+}
+
+#[test]
+fn dropout_masks_do_not_depend_on_the_number_of_threads() {
+    // Large enough for several mask blocks, with a ragged last block.
+    let x = Tensor::ones((3, 70_001), DType::F32, &Device::Cpu).unwrap();
+    let masks: Vec<Vec<f32>> = [1, 3]
+        .into_iter()
+        .map(|threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut d = Dropout::seeded(11).with_p(0.1);
+            d.set_training(true);
+            pool.install(|| d.forward(&x).unwrap())
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(masks[0], masks[1]);
+    let dropped = masks[0].iter().filter(|&&m| m == 0.0).count() as f64 / masks[0].len() as f64;
+    assert!(
+        (dropped - 0.1).abs() < 0.005,
+        "dropped {dropped}, expected 0.1"
+    );
+    let kept = masks[0].iter().find(|&&m| m != 0.0).unwrap();
+    assert!((kept - 1.0 / 0.9).abs() < 1e-6);
+}

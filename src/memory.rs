@@ -1,0 +1,35 @@
+//! How the process's allocator treats large buffers.
+//!
+//! Every tensor op allocates its output, and in a forward or training step of GPT-2 many of
+//! those outputs are tens of megabytes (a `(500, 50257)` logits buffer is 100 MB). With glibc's
+//! defaults every buffer over 32 MiB is mapped fresh from the kernel, zero-filled page by page as
+//! it is first written, and unmapped again when dropped - so the same memory is faulted in again
+//! and again, step after step. Measured with `examples/bench.rs`, that costs a training step a
+//! quarter of its time and prefill a tenth (README, "Performance").
+
+/// Tells glibc's malloc to serve large buffers from its heap and keep freed memory for the next
+/// allocation instead of returning it to the kernel: `mallopt(M_MMAP_MAX, 0)`, a trim
+/// threshold of 2 GiB, and one arena for all threads (`M_ARENA_MAX`: a thread's own arena is
+/// made of 64 MiB heaps, and glibc maps anything larger for it anyway). These are the tunables
+/// `glibc.malloc.mmap_max`, `trim_threshold` and `arena_max`, set from inside the process. The examples call it once at start (through
+/// [`crate::cli::ModelArgs::load`]); it changes the whole process, so a library user opts in.
+///
+/// The cost is that memory freed by one step stays in the process for the next: peak resident
+/// memory is what the largest step needed, as it would be with a caching allocator. Returns
+/// whether the settings were applied (only on Linux with glibc; elsewhere it does nothing).
+pub fn reuse_freed_buffers() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes malloc's parameters; both are documented settings and
+        // take effect for later allocations.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
