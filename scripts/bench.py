@@ -74,7 +74,21 @@ def main():
                    help="glibc malloc settings for both sides")
     p.add_argument("--max-load", type=float, default=0.5, help="refuse to start above this 1-minute load")
     p.add_argument("--force", action="store_true", help="start whatever the load")
+    p.add_argument("--record", metavar="PREFIX",
+                   help="also write PREFIX.json (the raw figures) and PREFIX.md (the tables), e.g. "
+                        "benchmarks/cpu-2026-11-25: the README and the book quote those, and "
+                        "tests/benchmarks.rs checks every quoted figure against the raw ones")
+    p.add_argument("--from-results", metavar="FILE",
+                   help="run nothing: render the tables of a results file this script wrote (with --record, record them)")
     args = p.parse_args()
+    if args.from_results:
+        results = json.loads((ROOT / args.from_results).read_text())
+        tables = ["\n".join(table_lines(size, r["candle"], r["transformers"], *r["rss"], results["machine"]))
+                  for size, r in results["sizes"].items()]
+        print("\n\n".join(tables))
+        if args.record:
+            record(args.record, results, tables)
+        return
 
     load1 = os.getloadavg()[0]
     if load1 > args.max_load and not args.force:
@@ -95,7 +109,10 @@ def main():
         "load_at_start": load1,
         "malloc": args.malloc,
     }
-    results = {"machine": machine, "sizes": {}}
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    results = {"machine": machine, "command": " ".join(["python3", "scripts/bench.py", *sys.argv[1:]]),
+               "commit": commit.stdout.strip() or "unknown", "sizes": {}}
+    tables = []
     for size in args.sizes.split(","):
         subprocess.run([str(BENCH), "prepare", "--size", size], cwd=ROOT, check=True)
         model_dir = MODELS / size
@@ -110,14 +127,33 @@ def main():
         rss_t = run_json([sys.executable, str(PYTHON_SIDE), "rss", "--model-dir", str(model_dir),
                           "--threads", str(args.threads)], base)
         results["sizes"][size] = {"candle": candle, "transformers": torch, "rss": [rss_c, rss_t]}
-        print_table(size, candle, torch, rss_c, rss_t, machine)
+        table = table_lines(size, candle, torch, rss_c, rss_t, machine)
+        print("\n" + "\n".join(table))
+        tables.append("\n".join(table))
 
     out = ROOT / f"target/bench-results-{args.malloc}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"\nraw figures: {out.relative_to(ROOT)}")
+    if args.record:
+        record(args.record, results, tables)
 
 
-def print_table(size, candle, torch, rss_c, rss_t, machine):
+def record(prefix, results, tables):
+    """PREFIX.json with the raw figures, PREFIX.md with the tables the README and the book quote."""
+    path = ROOT / prefix
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    path.with_suffix(".md").write_text(
+        f"<!-- scripts/bench.py --from-results {prefix}.json writes this again; tests/benchmarks.rs "
+        f"checks it against the raw figures. Measured with: {results.get('command', 'scripts/bench.py')} "
+        f"at commit {results.get('commit', 'unknown')} -->\n\n"
+        + "\n\n".join(tables) + "\n")
+    print(f"recorded: {prefix}.json, {prefix}.md")
+
+
+def table_lines(size, candle, torch, rss_c, rss_t, machine):
+    """The results of one size as markdown: a heading line, the table, and two notes."""
+    lines = []
     tokens = {"decode": 64, "naive": 64, "prefill": 500, "train": 500, "train_candle_adamw": 500}
     names = {
         "decode": "decode, 64 tokens, KV cache (tokens/s)",
@@ -126,10 +162,11 @@ def print_table(size, candle, torch, rss_c, rss_t, machine):
         "train": "training step, 500 tokens (tokens/s)",
         "train_candle_adamw": "training step with candle_nn::AdamW (tokens/s)",
     }
-    print(f"\n{size}, f32, batch 1, {machine['threads']} threads, {machine['cpu']} ({machine['nproc']} cores), "
-          f"{machine['date']}, {machine['malloc']} malloc, load {machine['load_at_start']:.2f} at start")
-    print("| figure | this crate | transformers | ratio | goal |")
-    print("|---|---:|---:|---:|---|")
+    lines.append(f"{size}, f32, batch 1, {machine['threads']} threads, {machine['cpu']} ({machine['nproc']} cores), "
+                 f"{machine['date']}, {machine['malloc']} malloc, load {machine['load_at_start']:.2f} at start:")
+    lines.append("")
+    lines.append("| figure | this crate | transformers | ratio | goal |")
+    lines.append("|---|---:|---:|---:|---|")
     secs = {}
     for fig, n in tokens.items():
         # The candle_nn::AdamW variant is compared with the same transformers step.
@@ -140,24 +177,27 @@ def print_table(size, candle, torch, rss_c, rss_t, machine):
         ratio = t / c
         goal = GOALS.get(fig)
         mark = "" if goal is None else f"≥ {goal} {'met' if ratio >= goal else 'NOT met'}"
-        print(f"| {names[fig]} | {n / c:.1f} | {n / t:.1f} | {ratio:.2f}x | {mark} |")
+        lines.append(f"| {names[fig]} | {n / c:.1f} | {n / t:.1f} | {ratio:.2f}x | {mark} |")
     if "decode" in secs and "naive" in secs:
         sc = secs["naive"][0] / secs["decode"][0]
         st = secs["naive"][1] / secs["decode"][1]
         ok = "met" if sc >= CACHED_OVER_NAIVE_GOAL else "NOT met"
-        print(f"| cached over naive loop (speed-up) | {sc:.1f}x | {st:.1f}x | | ≥ {CACHED_OVER_NAIVE_GOAL} {ok} |")
+        lines.append(f"| cached over naive loop (speed-up) | {sc:.1f}x | {st:.1f}x | | ≥ {CACHED_OVER_NAIVE_GOAL} {ok} |")
     mib = 1 << 20
     rc, rt = rss_c["rss_over_weights"], rss_t["rss_over_weights"]
     ok = "met" if rc <= RSS_GOAL else "NOT met"
-    print(f"| peak RSS of inference (MiB; × weights {rss_c['weights_bytes'] / mib:.0f} MiB) | "
-          f"{rss_c['peak_rss_bytes'] / mib:.0f} ({rc:.2f}x) | {rss_t['peak_rss_bytes'] / mib:.0f} ({rt:.2f}x) | "
-          f"{rt / rc:.2f}x | ≤ {RSS_GOAL}x {ok} |")
+    lines.append(f"| peak RSS of inference (MiB; × weights {rss_c['weights_bytes'] / mib:.0f} MiB) | "
+                 f"{rss_c['peak_rss_bytes'] / mib:.0f} ({rc:.2f}x) | {rss_t['peak_rss_bytes'] / mib:.0f} ({rt:.2f}x) | "
+                 f"{rt / rc:.2f}x | ≤ {RSS_GOAL}x {ok} |")
     variants = {fig: torch[0][fig].get("variant") for fig in tokens if fig in torch[0]}
     phases = {k: round(statistics.median([r["train"][k] for r in candle if "train" in r]), 2)
               for k in ("forward_s", "backward_s", "optimizer_s") if any("train" in r for r in candle)}
     if phases:
-        print(f"this crate's training step, median seconds by phase: {phases}")
-    print(f"transformers' fastest variants: {variants}")
+        lines.append("")
+        lines.append(f"This crate's training step, median seconds by phase: {phases}.")
+    lines.append("")
+    lines.append(f"transformers' fastest variants (the figure above is the fastest): {variants}.")
+    return lines
 
 
 if __name__ == "__main__":

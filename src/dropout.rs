@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -53,34 +53,83 @@ impl Dropout {
         if !self.training || self.p == 0.0 {
             return Ok(x.clone());
         }
-        let keep = 1.0 - self.p;
-        let n = x.elem_count();
-        // One draw from the shared stream seeds this mask; the mask itself is made in blocks,
-        // block i from its own ChaCha stream i, on every core. A block's numbers depend only on
-        // the seed and i, so the mask is the same whatever the number of threads.
+        // One draw from the shared stream seeds this mask (see `Mask`).
         let seed: u64 = self
             .rng
             .lock()
             .expect("dropout generator poisoned")
             .random();
-        let mut mask = vec![0f32; n];
-        mask.par_chunks_mut(MASK_BLOCK)
-            .enumerate()
-            .for_each(|(i, block)| {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                rng.set_stream(i as u64);
-                for m in block {
-                    if rng.random::<f32>() < keep {
-                        *m = 1.0 / keep;
-                    }
-                }
-            });
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        let mask = Mask {
+            seed,
+            keep: 1.0 - self.p,
+        };
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            // One pass each way, and no mask tensor: the backward pass makes the same mask again.
+            return Ok(x.contiguous()?.apply_op1(mask)?);
+        }
+        let mask = Tensor::from_vec(mask.values(x.elem_count()), x.shape(), x.device())?;
         let mask = if x.dtype() == DType::F32 {
             mask
         } else {
             mask.to_dtype(x.dtype())?
         };
         Ok((x * mask)?)
+    }
+}
+
+/// A dropout mask: element `j` is `1 / keep` with probability `keep`, else 0. It is made in
+/// blocks, block `i` from its own ChaCha stream `i` of `seed`, on every core; a block's numbers
+/// depend only on the seed and `i`, so the mask is the same whatever the number of threads, and
+/// the same again when the backward pass needs it.
+#[derive(Clone, Copy)]
+struct Mask {
+    seed: u64,
+    keep: f32,
+}
+
+impl Mask {
+    /// `f(j, m_j)` for every element of a mask of `n` elements, block by block in parallel.
+    fn apply(&self, out: &mut [f32], f: impl Fn(usize, f32) -> f32 + Sync) {
+        out.par_chunks_mut(MASK_BLOCK)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+                rng.set_stream(i as u64);
+                for (j, o) in block.iter_mut().enumerate() {
+                    let m = if rng.random::<f32>() < self.keep {
+                        1.0 / self.keep
+                    } else {
+                        0.0
+                    };
+                    *o = f(i * MASK_BLOCK + j, m);
+                }
+            });
+    }
+
+    fn values(&self, n: usize) -> Vec<f32> {
+        let mut mask = vec![0f32; n];
+        self.apply(&mut mask, |_, m| m);
+        mask
+    }
+}
+
+/// `x * mask` as one operation, whose gradient is `g * mask` (the same operation).
+impl CustomOp1 for Mask {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
+            _ => candle_core::bail!("dropout: expected contiguous f32 data"),
+        };
+        let mut y = vec![0f32; x.len()];
+        self.apply(&mut y, |j, m| x[j] * m);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(self)?))
     }
 }

@@ -4,8 +4,8 @@
 //! those outputs are tens of megabytes (a `(500, 50257)` logits buffer is 100 MB). With glibc's
 //! defaults every buffer over 32 MiB is mapped fresh from the kernel, zero-filled page by page as
 //! it is first written, and unmapped again when dropped - so the same memory is faulted in again
-//! and again, step after step. Measured with `examples/bench.rs`, that costs a training step a
-//! quarter of its time and prefill a tenth (README, "Performance").
+//! and again, step after step: in `examples/bench.rs` the kernel's page faults and zeroing were
+//! a large part of a training step until this setting (README, "Performance").
 
 /// Tells glibc's malloc to serve large buffers from its heap and keep freed memory for the next
 /// allocation instead of returning it to the kernel: `mallopt(M_MMAP_MAX, 0)`, a trim

@@ -621,3 +621,41 @@ fn dropout_masks_do_not_depend_on_the_number_of_threads() {
     let kept = masks[0].iter().find(|&&m| m != 0.0).unwrap();
     assert!((kept - 1.0 / 0.9).abs() < 1e-6);
 }
+
+#[test]
+fn fused_dropout_equals_multiplying_by_the_mask_forward_and_backward() {
+    // f32 on the CPU takes the fused op; f64 multiplies by a mask tensor (the plain path). The
+    // same seed must drop the same elements, forward and backward.
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let x32 = candle_core::Var::from_tensor(&randn(&mut rng, &[5, 30_011], 1.0)).unwrap();
+    let x64 = candle_core::Var::from_tensor(&x32.to_dtype(DType::F64).unwrap()).unwrap();
+    let w = randn(&mut rng, &[5, 30_011], 1.0);
+    let run = |x: &candle_core::Var| {
+        let mut d = Dropout::seeded(3).with_p(0.25);
+        d.set_training(true);
+        let y = d.forward(x.as_tensor()).unwrap();
+        let loss = (&y * w.to_dtype(x.dtype()).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+        (
+            y.to_dtype(DType::F32).unwrap(),
+            g.to_dtype(DType::F32).unwrap(),
+        )
+    };
+    let ((y32, g32), (y64, g64)) = (run(&x32), run(&x64));
+    assert_close("dropout forward", &y32, &y64, 1e-6);
+    assert_close("dropout backward", &g32, &g64, 1e-6);
+    let zeros = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .filter(|&&v| v == 0.0)
+            .count()
+    };
+    assert_eq!(zeros(&y32), zeros(&y64));
+    assert!(zeros(&y32) > 30_000, "about a quarter dropped");
+}

@@ -1,0 +1,177 @@
+//! The performance figures quoted in README.md and the book come from a recorded run of
+//! `scripts/bench.py` (`benchmarks/*.json`, the raw times of both sides). This test recomputes
+//! every table row from those raw times, exactly as the script does, and checks that the
+//! recorded tables (`benchmarks/*.md`, included by the book) and the README quote them
+//! unchanged. Nothing here is timed.
+
+mod common;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn benchmarks_dir() -> PathBuf {
+    common::root().join("benchmarks")
+}
+
+/// Python's `statistics.median` of every timed repetition of `figure` over all rounds.
+fn median(runs: &Value, figure: &str) -> Option<f64> {
+    let mut times: Vec<f64> = runs
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.get(figure))
+        .flat_map(|f| f["times"].as_array().cloned().unwrap_or_default())
+        .map(|t| t.as_f64().expect("times are numbers"))
+        .collect();
+    if times.is_empty() {
+        return None;
+    }
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    Some(if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    })
+}
+
+/// The table rows `scripts/bench.py` prints for one size.
+fn rows(size: &Value) -> Vec<String> {
+    let (candle, torch) = (&size["candle"], &size["transformers"]);
+    let figures = [
+        (
+            "decode",
+            "decode, 64 tokens, KV cache (tokens/s)",
+            64.0,
+            Some(("1.5", 1.5)),
+        ),
+        (
+            "naive",
+            "naive loop, 64 tokens, no cache (tokens/s)",
+            64.0,
+            None,
+        ),
+        (
+            "prefill",
+            "prefill, one forward of 500 tokens (tokens/s)",
+            500.0,
+            Some(("1.0", 1.0)),
+        ),
+        (
+            "train",
+            "training step, 500 tokens (tokens/s)",
+            500.0,
+            Some(("1.0", 1.0)),
+        ),
+    ];
+    let mut out = Vec::new();
+    let mut secs = std::collections::HashMap::new();
+    for (fig, name, n, goal) in figures {
+        let (Some(c), Some(t)) = (median(candle, fig), median(torch, fig)) else {
+            continue;
+        };
+        secs.insert(fig, (c, t));
+        let ratio = t / c;
+        let mark = match goal {
+            None => String::new(),
+            Some((text, g)) => format!("≥ {text} {}", if ratio >= g { "met" } else { "NOT met" }),
+        };
+        out.push(format!(
+            "| {name} | {:.1} | {:.1} | {ratio:.2}x | {mark} |",
+            n / c,
+            n / t
+        ));
+    }
+    if let (Some(d), Some(nv)) = (secs.get("decode"), secs.get("naive")) {
+        let (sc, st) = (nv.0 / d.0, nv.1 / d.1);
+        let ok = if sc >= 5.0 { "met" } else { "NOT met" };
+        out.push(format!(
+            "| cached over naive loop (speed-up) | {sc:.1}x | {st:.1}x | | ≥ 5.0 {ok} |"
+        ));
+    }
+    let (rc, rt) = (&size["rss"][0], &size["rss"][1]);
+    let mib = (1u64 << 20) as f64;
+    let f = |v: &Value, k: &str| v[k].as_f64().expect("a number");
+    let (oc, ot) = (f(rc, "rss_over_weights"), f(rt, "rss_over_weights"));
+    out.push(format!(
+        "| peak RSS of inference (MiB; × weights {:.0} MiB) | {:.0} ({oc:.2}x) | {:.0} ({ot:.2}x) | {:.2}x | ≤ 1.3x {} |",
+        f(rc, "weights_bytes") / mib,
+        f(rc, "peak_rss_bytes") / mib,
+        f(rt, "peak_rss_bytes") / mib,
+        ot / oc,
+        if oc <= 1.3 { "met" } else { "NOT met" },
+    ));
+    out
+}
+
+fn recorded() -> Vec<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(benchmarks_dir())
+        .expect("benchmarks/ holds the recorded runs")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no recorded benchmark in benchmarks/");
+    files
+        .into_iter()
+        .map(|p| {
+            let v = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            (p, v)
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_tables_are_the_raw_figures() {
+    for (json, results) in recorded() {
+        let md = std::fs::read_to_string(json.with_extension("md"))
+            .unwrap_or_else(|e| panic!("{}: {e}", json.with_extension("md").display()));
+        let sizes = results["sizes"].as_object().expect("sizes");
+        assert!(!sizes.is_empty());
+        for (name, size) in sizes {
+            let rows = rows(size);
+            assert!(rows.len() >= 6, "{name}: every figure was measured");
+            for row in rows {
+                assert!(
+                    md.contains(&row),
+                    "{}: {name}: missing row\n{row}",
+                    json.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn readme_quotes_the_recorded_figures() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Performance")
+        .nth(1)
+        .expect("README has a Performance section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let known: Vec<String> = recorded()
+        .iter()
+        .flat_map(|(_, r)| {
+            r["sizes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(rows)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let quoted: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
+        .collect();
+    assert!(quoted.len() >= 6, "the Performance section quotes a table");
+    for line in quoted {
+        assert!(
+            known.iter().any(|k| k == line),
+            "README quotes a figure no recorded run has:\n{line}"
+        );
+    }
+}
