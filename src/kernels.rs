@@ -194,6 +194,73 @@ fn column_chunks(n: usize) -> usize {
     per.div_ceil(COLUMN_ALIGN).max(1) * COLUMN_ALIGN
 }
 
+/// Where a matrix's elements are: element `(i, j)` lives at `ptr + i * row_stride + j * col_stride`.
+#[derive(Clone, Copy)]
+struct Strided<P> {
+    ptr: P,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<P> Strided<P> {
+    /// A row-major matrix with rows `row_stride` elements apart.
+    fn rows(ptr: P, row_stride: usize) -> Self {
+        Self {
+            ptr,
+            row_stride,
+            col_stride: 1,
+        }
+    }
+}
+
+/// `dst = lhs @ rhs` for `(m, k) @ (k, n)` in f32, or `dst += lhs @ rhs` with `accumulate`:
+/// the `gemm` crate's call with everything this file does not vary left out.
+///
+/// # Safety
+/// Every element addressed through the three views for these dimensions must be in bounds,
+/// and nothing else may read or write `dst`'s elements meanwhile.
+unsafe fn matmul_f32(
+    (m, k, n): (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Strided<*const f32>,
+    rhs: Strided<*const f32>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's guarantee; gemm reads lhs and rhs and writes dst.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col_stride as isize,
+            dst.row_stride as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.ptr,
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// gemm's threading on candle's pool size (one thread: none).
+fn pool_parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        threads => gemm::Parallelism::Rayon(threads),
+    }
+}
+
 /// `dst[j] = sum_k x[k] * rhs[k, j]` for the `dst.len()` columns starting at `col`, where
 /// `rhs[k, j]` lives at `rhs[k * rhs_rs + j * rhs_cs]`: candle's gemm call restricted to a chunk.
 ///
@@ -211,24 +278,15 @@ unsafe fn gemv_chunk(
     // SAFETY: the pointers address `dst` (1 × n, row-major), `x` (1 × k) and the caller-checked
     // range of `rhs`; gemm reads `rhs` and `x`, writes `dst`, and nothing else aliases `dst`.
     unsafe {
-        gemm::gemm(
-            1,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr().add(col * rhs_cs),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
+        matmul_f32(
+            (1, k, n),
+            Strided::rows(dst.as_mut_ptr(), n),
+            Strided::rows(x.as_ptr(), k),
+            Strided {
+                ptr: rhs.as_ptr().add(col * rhs_cs),
+                row_stride: rhs_rs,
+                col_stride: rhs_cs,
+            },
             false,
             gemm::Parallelism::None,
         )
@@ -277,33 +335,15 @@ fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
     for _ in 0..m {
         y.extend_from_slice(b);
     }
-    let threads = candle_core::utils::get_num_threads();
     // SAFETY: dst (m, n), lhs x (m, k) and rhs W (k, n) are the row-major buffers they are.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
+        matmul_f32(
+            (m, k, n),
+            Strided::rows(y.as_mut_ptr(), n),
+            Strided::rows(x.as_ptr(), k),
+            Strided::rows(w.as_ptr(), n),
             true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
+            pool_parallelism(),
         )
     }
     y
@@ -426,34 +466,20 @@ impl CustomOp2 for TiedHead {
                 unsafe { gemv_chunk(dst, x, wte, i * chunk, 1, c) };
             });
         } else {
-            let threads = candle_core::utils::get_num_threads();
             // SAFETY: dst (N, V), lhs x (N, C) and rhs wte^T (C, V) are read as the row-major
             // buffers they are; element (k, j) of wte^T is wte[j * C + k].
             unsafe {
-                gemm::gemm(
-                    n,
-                    v,
-                    c,
-                    y.as_mut_ptr(),
-                    1,
-                    v as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    c as isize,
-                    wte.as_ptr(),
-                    c as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    if threads > 1 {
-                        gemm::Parallelism::Rayon(threads)
-                    } else {
-                        gemm::Parallelism::None
+                matmul_f32(
+                    (n, c, v),
+                    Strided::rows(y.as_mut_ptr(), v),
+                    Strided::rows(x.as_ptr(), c),
+                    Strided {
+                        ptr: wte.as_ptr(),
+                        row_stride: 1,
+                        col_stride: c,
                     },
+                    false,
+                    pool_parallelism(),
                 )
             }
         }
@@ -1069,24 +1095,16 @@ impl CausalAttention {
                 // SAFETY: q rows i0..i1 and k rows 0..width of head h, batch bi, read with row
                 // stride 3C from `qkv`; `scores` is (rows, width) row-major.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        width,
-                        hs,
-                        scores.as_mut_ptr(),
-                        1,
-                        width as isize,
-                        false,
-                        qkv.as_ptr().add(q + i0 * c3),
-                        1,
-                        c3 as isize,
-                        qkv.as_ptr().add(k),
-                        c3 as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
+                    matmul_f32(
+                        (rows, hs, width),
+                        Strided::rows(scores.as_mut_ptr(), width),
+                        Strided::rows(qkv.as_ptr().add(q + i0 * c3), c3),
+                        // k^T: element (d, j) is k[j * 3C + d].
+                        Strided {
+                            ptr: qkv.as_ptr().add(k),
+                            row_stride: 1,
+                            col_stride: c3,
+                        },
                         false,
                         gemm::Parallelism::None,
                     )
@@ -1099,24 +1117,11 @@ impl CausalAttention {
                 // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C) are
                 // written by this task alone; v rows 0..width are read with row stride 3C.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        hs,
-                        width,
-                        out.at(bi * t * c + i0 * c + h * hs),
-                        1,
-                        c as isize,
-                        false,
-                        probs.as_ptr(),
-                        1,
-                        width as isize,
-                        qkv.as_ptr().add(v),
-                        1,
-                        c3 as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
+                    matmul_f32(
+                        (rows, width, hs),
+                        Strided::rows(out.at(bi * t * c + i0 * c + h * hs), c),
+                        Strided::rows(probs.as_ptr(), width),
+                        Strided::rows(qkv.as_ptr().add(v), c3),
                         false,
                         gemm::Parallelism::None,
                     )
