@@ -143,6 +143,23 @@ fn recorded_tables_are_the_raw_figures() {
     }
 }
 
+/// Every "1.23x" in a text (digits, a point, digits, then x).
+fn ratios_in(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'x'))
+        .filter(|w| {
+            w.strip_suffix('x').is_some_and(|n| {
+                n.split_once('.').is_some_and(|(a, b)| {
+                    !a.is_empty()
+                        && !b.is_empty()
+                        && a.bytes().all(|c| c.is_ascii_digit())
+                        && b.bytes().all(|c| c.is_ascii_digit())
+                })
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn readme_quotes_the_recorded_figures() {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
@@ -169,6 +186,19 @@ fn readme_quotes_the_recorded_figures() {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
         .collect();
     assert!(quoted.len() >= 6, "the Performance section quotes a table");
+    // Ratios quoted in the prose ("decode 1.69x") are in some recorded table too.
+    let tables: String = recorded()
+        .iter()
+        .map(|(json, _)| std::fs::read_to_string(json.with_extension("md")).unwrap())
+        .collect();
+    let ratios = ratios_in(section);
+    assert!(ratios.len() >= 6, "the prose quotes ratios: {ratios:?}");
+    for ratio in ratios {
+        assert!(
+            tables.contains(&format!(" {ratio}")) || tables.contains(&format!("({ratio}")),
+            "README quotes {ratio}, which no recorded table has"
+        );
+    }
     for line in quoted {
         assert!(
             known.iter().any(|k| k == line),
