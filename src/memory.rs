@@ -22,11 +22,15 @@ pub fn reuse_freed_buffers() -> bool {
     {
         // SAFETY: mallopt only changes malloc's parameters; both are documented settings and
         // take effect for later allocations.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
-                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
-        }
+        // Each setting is tried even when another is refused; all must take.
+        let applied = unsafe {
+            [
+                libc::mallopt(libc::M_MMAP_MAX, 0),
+                libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX),
+                libc::mallopt(libc::M_ARENA_MAX, 1),
+            ]
+        };
+        applied.iter().all(|&ok| ok == 1)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

@@ -659,3 +659,9 @@ fn fused_dropout_equals_multiplying_by_the_mask_forward_and_backward() {
     assert_eq!(zeros(&y32), zeros(&y64));
     assert!(zeros(&y32) > 30_000, "about a quarter dropped");
 }
+
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_takes_every_allocator_setting() {
+    assert!(gpt2_tutorial::memory::reuse_freed_buffers());
+}
