@@ -6,7 +6,8 @@
 //! `max_new_tokens` instead; `do_sample` false (greedy); `temperature` 1, `top_k` 50, `top_p` 1
 //! when sampling. Picking a token from the logits is candle-transformers'
 //! [`LogitsProcessor`]: argmax for greedy, temperature → top-k → top-p → multinomial for sampling,
-//! the order transformers applies its logits warpers in.
+//! the order transformers applies its logits warpers in (see [`Sampler`] for the one step done
+//! here rather than there).
 //!
 //! `num_return_sequences` rows are decoded as one batch: the prompt repeated `N` times, one
 //! cache for all rows. A row that has produced `<|endoftext|>` is finished; like transformers,
@@ -149,19 +150,15 @@ impl GenerationConfig {
 
     // ANCHOR: sampling
     /// The settings as candle-transformers' [`Sampling`]. A `top_p` of 1 keeps every token, so
-    /// it is left out rather than applied.
+    /// it is left out rather than applied. Top-k together with top-p is [`Sampling::TopP`] here:
+    /// the top-k cut is made by [`Sampler`] first.
     pub fn sampling_strategy(&self) -> Sampling {
         let temperature = self.temperature;
         match (self.do_sample, self.top_k, self.top_p < 1.0) {
             (false, _, _) => Sampling::ArgMax,
             (true, None, false) => Sampling::All { temperature },
             (true, Some(k), false) => Sampling::TopK { k, temperature },
-            (true, None, true) => Sampling::TopP {
-                p: self.top_p,
-                temperature,
-            },
-            (true, Some(k), true) => Sampling::TopKThenTopP {
-                k,
+            (true, _, true) => Sampling::TopP {
                 p: self.top_p,
                 temperature,
             },
@@ -170,8 +167,56 @@ impl GenerationConfig {
     // ANCHOR_END: sampling
 
     /// A fresh sampler for these settings, seeded with `seed`.
-    pub fn logits_processor(&self) -> LogitsProcessor {
-        LogitsProcessor::from_sampling(self.seed, self.sampling_strategy())
+    pub fn sampler(&self) -> Sampler {
+        let top_k_before_top_p = match self.sampling_strategy() {
+            Sampling::TopP { .. } => self.top_k,
+            _ => None,
+        };
+        Sampler {
+            processor: LogitsProcessor::from_sampling(self.seed, self.sampling_strategy()),
+            top_k_before_top_p,
+        }
+    }
+}
+
+/// Picks tokens from logits: candle-transformers' [`LogitsProcessor`], plus transformers' way of
+/// combining top-k with top-p. transformers cuts to the `k` most likely tokens, *renormalises*,
+/// and then keeps the smallest set whose probabilities reach `p`; candle's `TopKThenTopP`
+/// measures `p` against the un-renormalised top-k probabilities, which keeps more tokens (and
+/// none are cut when the top k hold less than `p`). So the top-k cut is made here, and
+/// candle's top-p does the rest on the renormalised probabilities.
+pub struct Sampler {
+    processor: LogitsProcessor,
+    top_k_before_top_p: Option<usize>,
+}
+
+impl Sampler {
+    /// The next token for one row of logits `(V)`.
+    pub fn sample(&mut self, logits: &Tensor) -> Result<u32> {
+        let Some(k) = self.top_k_before_top_p else {
+            return Ok(self.processor.sample(logits)?);
+        };
+        Ok(self
+            .processor
+            .sample_f(logits, |probs| keep_top_k(probs, k))?)
+    }
+}
+
+/// Zeroes all but the `k` largest of `probs` and rescales those to sum to 1.
+fn keep_top_k(probs: &mut [f32], k: usize) {
+    if k >= probs.len() {
+        return;
+    }
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.select_nth_unstable_by(k, |&i, &j| probs[j].total_cmp(&probs[i]));
+    for &i in &order[k..] {
+        probs[i] = 0.0;
+    }
+    let kept: f32 = order[..k].iter().map(|&i| probs[i]).sum();
+    if kept > 0.0 {
+        for &i in &order[..k] {
+            probs[i] /= kept;
+        }
     }
 }
 
@@ -206,7 +251,7 @@ pub struct Generator<'a> {
     model: &'a Gpt2LmHeadModel,
     eos: Option<u32>,
     pad: Option<u32>,
-    processor: LogitsProcessor,
+    sampler: Sampler,
     cache: KvCache,
     max_length: usize,
     prompt_len: usize,
@@ -229,7 +274,7 @@ impl<'a> Generator<'a> {
             model,
             eos: cfg.eos_token_id,
             pad: cfg.pad_token_id.or(cfg.eos_token_id),
-            processor: cfg.logits_processor(),
+            sampler: cfg.sampler(),
             cache: KvCache::new(model.config().n_layer),
             max_length,
             prompt_len: prompt.len(),
@@ -254,10 +299,12 @@ impl<'a> Generator<'a> {
             .forward_last(&self.input, None, Some(&mut self.cache))?; // (N, V)
         let mut tokens = Vec::with_capacity(self.sequences.len());
         for (row, seq) in self.sequences.iter_mut().enumerate() {
-            // A finished row gets the pad token, as in transformers.
+            // Every row draws, finished or not, as transformers does: a row's samples then do
+            // not depend on when the other rows finish. A finished row keeps the pad token.
+            let sampled = self.sampler.sample(&logits.get(row)?)?;
             let token = match (self.unfinished[row], self.pad) {
                 (false, Some(pad)) => pad,
-                _ => self.processor.sample(&logits.get(row)?)?,
+                _ => sampled,
             };
             if self.eos == Some(token) {
                 self.unfinished[row] = false;

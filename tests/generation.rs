@@ -228,6 +228,34 @@ fn sample_cfg() -> GenerationConfig {
     }
 }
 
+/// transformers renormalises after the top-k cut, then applies top-p. Full distribution:
+/// 0.5, 0.3 and 98 tokens sharing 0.2. After top-k 2: 0.625 and 0.375. With p = 0.55 only the
+/// first token is left (candle's own top-k-then-top-p, measuring p against 0.5 + 0.3, would keep
+/// both); with p = 0.7 both are, and never a third.
+#[test]
+fn top_k_then_top_p_renormalises_as_transformers_does() {
+    let mut probs = vec![0.2f32 / 98.0; 100];
+    probs[0] = 0.5;
+    probs[1] = 0.3;
+    let logits: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+    let logits = candle_core::Tensor::new(logits.as_slice(), &candle_core::Device::Cpu).unwrap();
+    let draw = |top_p: f64| {
+        let cfg = GenerationConfig {
+            top_k: Some(2),
+            top_p,
+            ..sample_cfg()
+        };
+        let mut sampler = cfg.sampler();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..400 {
+            seen.insert(sampler.sample(&logits).unwrap());
+        }
+        seen.into_iter().collect::<Vec<u32>>()
+    };
+    assert_eq!(draw(0.55), [0]);
+    assert_eq!(draw(0.7), [0, 1]);
+}
+
 #[test]
 fn top_k_1_and_top_p_near_0_are_greedy() {
     let model = bundled_lm();
