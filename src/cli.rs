@@ -37,14 +37,20 @@ impl ModelArgs {
         parse_device(&self.device)
     }
 
-    /// Loads the chosen model. A Hub model that cannot be had falls back to the bundled one,
-    /// and the one-line reason goes to stderr so that `--json` output stays clean. Large freed
-    /// buffers are kept for reuse from here on ([`crate::memory::reuse_freed_buffers`]).
+    /// Loads the chosen model. The default model, when it cannot be had (not cached, no
+    /// network), falls back to the bundled one, and the one-line reason goes to stderr so that
+    /// `--json` output stays clean; a model asked for by name is loaded or is an error, never
+    /// silently replaced. Large freed buffers are kept for reuse from here on
+    /// ([`crate::memory::reuse_freed_buffers`]).
     pub fn load(&self) -> Result<LoadedModel> {
         crate::memory::reuse_freed_buffers();
         let source: ModelSource = self.model.parse()?;
         let device = self.device()?;
-        let (model, note) = LoadedModel::load_or_bundled(&source, &device, self.dtype.dtype())?;
+        let dtype = self.dtype.dtype();
+        if self.model != DEFAULT_MODEL {
+            return LoadedModel::load(&source, &device, dtype);
+        }
+        let (model, note) = LoadedModel::load_or_bundled(&source, &device, dtype)?;
         if let Some(note) = note {
             eprintln!("note: {note}");
         }
