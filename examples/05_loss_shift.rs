@@ -1,20 +1,21 @@
 //! Chapter 5: how the language-modelling loss shifts logits and labels.
 //!
 //! Runs the tutorial's prompt with `labels = input_ids`, prints the loss the model returns, then
-//! computes the same by hand - shift, flatten, cross-entropy - with every intermediate shape, and
-//! finally the loss with the first labels set to -100 (ignored), as one does for a prompt that
-//! should not be learned.
+//! computes the same by hand - shift, flatten, log-softmax, gather, mean - with every intermediate
+//! shape, and finally the loss with the first labels set to -100 (ignored), as one does for a
+//! prompt that should not be learned.
 //!
 //! ```text
 //! cargo run --release --example 05_loss_shift                     # openai-community/gpt2, or bundled offline
 //! cargo run --release --example 05_loss_shift -- --model bundled --json
 //! ```
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, D};
+use candle_nn::ops::log_softmax;
 use clap::Parser;
 use gpt2_tutorial::cli::ModelArgs;
 use gpt2_tutorial::heads::TUTORIAL_PROMPT;
-use gpt2_tutorial::loss::{cross_entropy, IGNORE_INDEX};
+use gpt2_tutorial::loss::IGNORE_INDEX;
 use gpt2_tutorial::Gpt2LmHeadModel;
 
 /// The LM loss from the model and by hand.
@@ -53,7 +54,10 @@ fn main() -> anyhow::Result<()> {
     let shift_labels = labels.narrow(1, 1, t - 1)?; // labels[..., 1:]  (1, T-1)
     let flat_logits = shift_logits.reshape((t - 1, v))?; // (T-1, V)
     let flat_labels = shift_labels.flatten_all()?; // (T-1)
-    let manual_loss = cross_entropy(&flat_logits, &flat_labels)?.to_scalar::<f32>()?;
+                                                   // cross-entropy: minus the mean log-probability of the right token
+    let log_probs = log_softmax(&flat_logits, D::Minus1)?; // (T-1, V)
+    let picked = log_probs.gather(&flat_labels.unsqueeze(1)?, 1)?; // (T-1, 1)
+    let manual_loss = picked.neg()?.mean_all()?.to_scalar::<f32>()?;
     // ANCHOR_END: by_hand
 
     // ANCHOR: ignored
@@ -82,6 +86,8 @@ fn main() -> anyhow::Result<()> {
                 "shift_labels": shift_labels.dims(),
                 "flat_logits": flat_logits.dims(),
                 "flat_labels": flat_labels.dims(),
+                "log_probs": log_probs.dims(),
+                "picked": picked.dims(),
             },
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -102,7 +108,15 @@ fn main() -> anyhow::Result<()> {
     );
     println!("  flattened logits     {:?}", flat_logits.dims());
     println!("  flattened labels     {:?}", flat_labels.dims());
-    println!("  cross-entropy        {manual_loss:.4}\n");
+    println!(
+        "  log_softmax          {:?}  (log-probabilities over the vocabulary)",
+        log_probs.dims()
+    );
+    println!(
+        "  gather(labels)       {:?}  (the log-probability of each right token)",
+        picked.dims()
+    );
+    println!("  -mean = cross-entropy {manual_loss:.4}\n");
     println!("labels with the first {n_ignored} set to -100: {ignored:?}");
     println!("loss over the {counted} predictions that still count: {loss_with_ignored:.4}");
     Ok(())

@@ -23,6 +23,9 @@ fn default_eps() -> f64 {
 fn default_act() -> String {
     "gelu_new".to_string()
 }
+/// transformers' dropout for a token classifier when the config names none.
+pub const DEFAULT_TOKEN_CLASSIFIER_DROPOUT: f32 = 0.1;
+
 fn default_pdrop() -> f32 {
     0.1
 }
@@ -68,6 +71,12 @@ pub struct Gpt2Config {
     /// Number of classes for the classification heads (transformers derives it from `id2label`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_labels: Option<usize>,
+    /// Dropout before a token classifier; GPT-2's own configs have none (see
+    /// [`Gpt2Config::token_classifier_dropout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_dropout: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_dropout: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,9 +103,20 @@ impl Gpt2Config {
             eos_token_id: Some(EOS_TOKEN_ID),
             pad_token_id: None,
             num_labels: None,
+            classifier_dropout: None,
+            hidden_dropout: None,
             model_type: Some("gpt2".to_string()),
             architectures: Some(vec!["GPT2LMHeadModel".to_string()]),
         }
+    }
+
+    /// The dropout of `GPT2ForTokenClassification`, chosen as transformers chooses it:
+    /// `classifier_dropout` if the config has one, else `hidden_dropout`, else 0.1 (what
+    /// OpenAI's GPT-2 configs, which have neither, get).
+    pub fn token_classifier_dropout(&self) -> f32 {
+        self.classifier_dropout
+            .or(self.hidden_dropout)
+            .unwrap_or(DEFAULT_TOKEN_CLASSIFIER_DROPOUT)
     }
 
     // ANCHOR: presets

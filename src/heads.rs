@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::dropout::Dropout;
 use crate::loss::{lm_loss, sequence_classification_loss, token_classification_loss};
-use crate::summary::{ModelClass, TOKEN_CLASSIFIER_DROPOUT};
+use crate::summary::ModelClass;
 use crate::weights::normal_tensor;
 use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Model, Result, Weights};
 
@@ -333,7 +333,7 @@ impl Gpt2ForTokenClassification {
         }
         Ok(Self {
             transformer: Gpt2Model::load(vb.clone(), cfg, dropout)?,
-            dropout: dropout.with_p(TOKEN_CLASSIFIER_DROPOUT),
+            dropout: dropout.with_p(cfg.token_classifier_dropout()),
             classifier: head_linear(&vb, "classifier", cfg.n_embd, num_labels, true)?,
         })
     }

@@ -65,10 +65,6 @@ fn py_float(x: f64) -> String {
     }
 }
 
-/// The dropout of `GPT2ForTokenClassification`: GPT2Config has neither `classifier_dropout` nor
-/// `hidden_dropout`, so transformers uses 0.1.
-pub const TOKEN_CLASSIFIER_DROPOUT: f32 = 0.1;
-
 fn layer_norm(c: usize, eps: f64) -> String {
     format!(
         "LayerNorm(({c},), eps={}, elementwise_affine=True, bias=True)",
@@ -150,9 +146,8 @@ pub fn module_tree(cfg: &Gpt2Config, class: ModelClass) -> String {
         // Tied to wte: printed as a layer, but it adds no parameters.
         ModelClass::LmHead => vec![linear("lm_head", cfg.vocab_size, false)],
         ModelClass::SequenceClassification(n) => vec![linear("score", n, false)],
-        // GPT2Config has no classifier_dropout, so transformers falls back to 0.1.
         ModelClass::TokenClassification(n) => vec![
-            format!("(dropout): {}", dropout(TOKEN_CLASSIFIER_DROPOUT)),
+            format!("(dropout): {}", dropout(cfg.token_classifier_dropout())),
             linear("classifier", n, true),
         ],
         ModelClass::QuestionAnswering => vec![linear("qa_outputs", 2, true)],
