@@ -300,6 +300,12 @@ fn every_image_a_chapter_shows_exists() {
                 continue;
             }
             let path = normalize(&chapter.parent().unwrap().join(&img));
+            if !path.starts_with(chapters_dir().join("figures")) || !img.ends_with(".svg") {
+                problems.push(format!(
+                    "{}: {img}: figures are the SVGs the examples write into chapters/figures/",
+                    rel(&chapter)
+                ));
+            }
             match std::fs::metadata(&path) {
                 Ok(m) if m.len() > 0 => {}
                 _ => problems.push(format!(
@@ -307,6 +313,41 @@ fn every_image_a_chapter_shows_exists() {
                     rel(&chapter),
                     rel(&path)
                 )),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Code and outputs are never pasted into a chapter: a `rust` or `text` block holds one
+/// `{{#include}}` and nothing else, so it is always the compiled code or the recorded output.
+/// Shell commands (`sh`) are what the reader types, and are written out.
+#[test]
+fn code_and_output_blocks_are_included_not_pasted() {
+    let mut problems = Vec::new();
+    for chapter in markdown_files() {
+        let text = read(&chapter);
+        let mut lines = text.lines().enumerate();
+        while let Some((n, line)) = lines.next() {
+            let Some(info) = line.trim_start().strip_prefix("```") else {
+                continue;
+            };
+            let lang = info.split(',').next().unwrap_or("").trim().to_string();
+            let body: Vec<&str> = lines
+                .by_ref()
+                .map(|(_, l)| l)
+                .take_while(|l| !l.trim_start().starts_with("```"))
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            let included = body.len() == 1
+                && body[0].trim().starts_with("{{#include ")
+                && body[0].trim().ends_with("}}");
+            if lang != "sh" && !included {
+                problems.push(format!(
+                    "{}:{}: a ```{info} block that is not one {{{{#include}}}}",
+                    rel(&chapter),
+                    n + 1
+                ));
             }
         }
     }
