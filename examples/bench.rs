@@ -9,6 +9,8 @@
 //! cargo run --release --example bench -- run --size gpt2 --reps 3
 //! cargo run --release --example bench -- rss --size gpt2         # peak memory of inference
 //! cargo run --release --example bench -- profile                   # where the time goes
+//! cargo run --release --features cuda --example bench -- run --device cuda --dtype f16 \
+//!     --train-precision mixed-f16                                     # on a GPU
 //! ```
 //! Threads: candle's CPU kernels use `RAYON_NUM_THREADS`, else every core.
 
@@ -18,7 +20,9 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use gpt2_tutorial::bench::{self, AdamWKind, TrainStep, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
+use gpt2_tutorial::bench::{self, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
+use gpt2_tutorial::device::{parse_device, Precision};
+use gpt2_tutorial::train::{AdamWKind, TrainPrecision, TrainStep};
 use gpt2_tutorial::{kernels, loss, Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
 use serde_json::{json, Value};
 
@@ -43,6 +47,16 @@ enum Command {
         /// Which figures to time.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = Figure::all())]
         figures: Vec<Figure>,
+        /// Where to run: cpu, cuda or cuda:N (auto: CUDA when built with it and present).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Precision of the inference figures (decode, naive, prefill).
+        #[arg(long, value_enum, default_value_t = Precision::F32)]
+        dtype: Precision,
+        /// Precision of the training step: f32, mixed-f16, mixed-bf16 (f32 master weights), or
+        /// f16, bf16 (everything in half precision).
+        #[arg(long, default_value = "f32", value_parser = parse_precision)]
+        train_precision: TrainPrecision,
     },
     /// Load the model, decode once, and print the process's peak resident memory.
     Rss(Common),
@@ -101,27 +115,38 @@ impl Common {
         self.models_dir.join(self.config().0)
     }
 
-    fn load(&self) -> anyhow::Result<LoadedModel> {
+    fn load(&self, device: &Device, dtype: candle_core::DType) -> anyhow::Result<LoadedModel> {
         let dir = self.dir();
-        LoadedModel::load(
-            &ModelSource::Local(dir.clone()),
-            &Device::Cpu,
-            candle_core::DType::F32,
-        )
-        .with_context(|| format!("run `bench prepare --size {}` first", self.config().0))
+        LoadedModel::load(&ModelSource::Local(dir.clone()), device, dtype)
+            .with_context(|| format!("run `bench prepare --size {}` first", self.config().0))
     }
 }
 
-/// Runs `f` once untimed, then `reps` times; returns the seconds of each timed run.
-fn time<T>(reps: usize, mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<Vec<f64>> {
+fn parse_precision(s: &str) -> Result<TrainPrecision, String> {
+    TrainPrecision::parse(s).map_err(|e| e.to_string())
+}
+
+/// Runs `f` once untimed, then `reps` times; returns the seconds of each timed run. A GPU runs
+/// asynchronously, so the clock stops only once the device has finished.
+fn time_on<T>(
+    device: &Device,
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<f64>> {
     f()?;
+    device.synchronize()?;
     (0..reps)
         .map(|_| {
             let start = Instant::now();
             f()?;
+            device.synchronize()?;
             Ok(start.elapsed().as_secs_f64())
         })
         .collect()
+}
+
+fn time<T>(reps: usize, f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<Vec<f64>> {
+    time_on(&Device::Cpu, reps, f)
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -140,23 +165,46 @@ fn figure(tokens: usize, times: &[f64]) -> Value {
     json!({ "seconds": s, "tokens_per_s": tokens as f64 / s, "tokens": tokens, "times": times })
 }
 
-/// Times training steps on `long`, each phase apart too, to say where a step's time goes.
+/// Times training steps on `long`, each phase apart too, to say where a step's time goes
+/// (a whole step only when loss scaling joins the phases). The losses of the first and last
+/// step show that the steps learn: every one trains on the same input.
 fn train_figure(
     m: &LoadedModel,
     long: &Tensor,
     reps: usize,
     adamw: AdamWKind,
+    precision: TrainPrecision,
 ) -> anyhow::Result<Value> {
-    let mut train = TrainStep::new(&m.weights, &m.config, 1e-4, SEED, adamw)?;
+    let device = m.weights.device();
+    let mut train = TrainStep::new(&m.weights, &m.config, 1e-4, SEED, adamw, precision)?;
+    let mut losses = Vec::new();
+    if train.loss_scaler().is_some() {
+        let mut applied = 0;
+        let t = time_on(device, reps, || {
+            let report = train.step(long)?;
+            applied += usize::from(report.applied);
+            losses.push(report.loss);
+            Ok(())
+        })?;
+        let mut fig = figure(LONG_TOKENS, &t);
+        fig["steps_applied"] = json!(applied);
+        fig["loss_first"] = json!(losses.first());
+        fig["loss_last"] = json!(losses.last());
+        return Ok(fig);
+    }
     let mut phases = [Vec::new(), Vec::new(), Vec::new()];
-    let t = time(reps, || {
+    let t = time_on(device, reps, || {
         let start = Instant::now();
         let loss = train.forward(long)?;
+        device.synchronize()?;
         let forward = start.elapsed();
         let grads = loss.backward()?;
+        device.synchronize()?;
         let backward = start.elapsed();
         train.update(&grads)?;
+        device.synchronize()?;
         let update = start.elapsed();
+        losses.push(loss.to_scalar::<f32>()?);
         for (p, d) in phases
             .iter_mut()
             .zip([forward, backward - forward, update - backward])
@@ -173,6 +221,8 @@ fn train_figure(
     {
         fig[name] = json!(median(&p[1..]));
     }
+    fig["loss_first"] = json!(losses.first());
+    fig["loss_last"] = json!(losses.last());
     Ok(fig)
 }
 
@@ -289,8 +339,12 @@ fn main() -> anyhow::Result<()> {
             common,
             reps,
             figures,
+            device,
+            dtype,
+            train_precision,
         } => {
-            let m = common.load()?;
+            let device = parse_device(&device)?;
+            let m = common.load(&device, dtype.dtype())?;
             let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
             let prompt = m.tokenizer.encode(PROMPT)?;
             let mut out = json!({
@@ -299,16 +353,23 @@ fn main() -> anyhow::Result<()> {
                 "threads": candle_core::utils::get_num_threads(),
                 "prompt_tokens": prompt.len(),
             });
+            // Figures on the CPU in f32 keep the keys the recorded benchmarks have.
+            if !device.is_cpu() || dtype != Precision::F32 || train_precision != TrainPrecision::F32
+            {
+                out["device"] = json!(format!("{device:?}"));
+                out["dtype"] = json!(dtype.name());
+                out["train_precision"] = json!(train_precision.to_string());
+            }
             let mut decode_s = None;
             if figures.contains(&Figure::Decode) {
-                let t = time(reps, || {
+                let t = time_on(&device, reps, || {
                     Ok(bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?)
                 })?;
                 decode_s = Some(median(&t));
                 out["decode"] = figure(DECODE_TOKENS, &t);
             }
             if figures.contains(&Figure::Naive) {
-                let t = time(reps, || {
+                let t = time_on(&device, reps, || {
                     Ok(bench::naive_greedy(&model, &prompt, DECODE_TOKENS)?)
                 })?;
                 if let Some(d) = decode_s {
@@ -317,11 +378,17 @@ fn main() -> anyhow::Result<()> {
                 out["naive"] = figure(DECODE_TOKENS, &t);
             }
             let long = bench::long_input(LONG_TOKENS, m.config.vocab_size);
-            let long = Tensor::new(long.as_slice(), &Device::Cpu)?.unsqueeze(0)?; // (1, T)
+            let long = Tensor::new(long.as_slice(), &device)?.unsqueeze(0)?; // (1, T)
             if figures.contains(&Figure::Prefill) {
-                let t = time(reps, || Ok(model.forward(&long, None, None)?))?;
+                let t = time_on(&device, reps, || Ok(model.forward(&long, None, None)?))?;
                 out["prefill"] = figure(LONG_TOKENS, &t);
             }
+            // Training starts from f32 weights whatever --dtype is: the precision is the step's.
+            let m = if dtype == Precision::F32 {
+                m
+            } else {
+                common.load(&device, candle_core::DType::F32)?
+            };
             for (fig, key, adamw) in [
                 (Figure::Train, "train", AdamWKind::Fused),
                 (
@@ -331,14 +398,14 @@ fn main() -> anyhow::Result<()> {
                 ),
             ] {
                 if figures.contains(&fig) {
-                    out[key] = train_figure(&m, &long, reps, adamw)?;
+                    out[key] = train_figure(&m, &long, reps, adamw, train_precision)?;
                 }
             }
             println!("{out}");
         }
         Command::Profile { reps } => println!("{}", profile(reps)?),
         Command::Rss(common) => {
-            let m = common.load()?;
+            let m = common.load(&Device::Cpu, candle_core::DType::F32)?;
             let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
             let prompt = m.tokenizer.encode(PROMPT)?;
             bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?;

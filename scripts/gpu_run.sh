@@ -10,7 +10,9 @@
 #   scripts/gpu_run.sh --device cpu            # the same steps on the CPU (checks the script)
 #
 # Options: --device cuda|cuda:N|cpu (default cuda), --work DIR (default target/gpu-run),
-# --max-new-tokens N (default 20, the tutorial's), --python PY (default python3).
+# --max-new-tokens N (default 20, the tutorial's), --bench-reps N (default 5), --train-steps N
+# (default 200), --bench-precisions "LIST" (default "f32 mixed-bf16 mixed-f16 bf16"), --python PY
+# (default python3).
 #
 # Steps:
 #  1. binaries: 03_greedy, bench (if it exists) and the dtypes test binary, built with the `cuda`
@@ -20,7 +22,9 @@
 #     gpu_logits_match_cpu: f32 within 1e-3, f16 within 5e-3 and bf16 within 3e-2 of the largest
 #     |logit|; the reasons are beside the constants there);
 #  4. 03_greedy on the device in each dtype: next token, greedy ids against the CPU, decode speed;
-#  5. the benchmark example, when it exists and takes --device;
+#  5. the bench example against scripts/reference/bench_transformers.py on the device: decoding
+#     and a 500-token training step in f32, mixed-bf16, mixed-f16 and pure bf16, then a run of
+#     TRAIN_STEPS training steps (mixed-bf16) whose first and last losses are reported;
 #  6. transformers' greedy `generate` on the same device, weights and prompt ids, in each dtype;
 #  7. the table.
 # At run time the binaries need the CUDA driver and CUDA 13's runtime, cuBLAS, cuRAND and NVRTC;
@@ -35,6 +39,9 @@ BIN_DIR=""
 BIN_ARCHIVE=""
 BUILD_ONLY=0
 MAX_NEW=20
+BENCH_REPS=5
+TRAIN_STEPS=200
+BENCH_PRECISIONS="f32 mixed-bf16 mixed-f16 bf16"
 PY=python3
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,6 +51,9 @@ while [ $# -gt 0 ]; do
     --bin-archive) BIN_ARCHIVE="$2"; shift 2 ;;
     --build-only) BUILD_ONLY=1; shift ;;
     --max-new-tokens) MAX_NEW="$2"; shift 2 ;;
+    --bench-reps) BENCH_REPS="$2"; shift 2 ;;
+    --train-steps) TRAIN_STEPS="$2"; shift 2 ;;
+    --bench-precisions) BENCH_PRECISIONS="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_run: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -167,16 +177,33 @@ for dt in f32 f16 bf16; do
     run_greedy "$DEVICE" "$dt"
 done
 
-# --- 5. the benchmark example ----------------------------------------------------------------
+# --- 5. training and decoding against PyTorch: the bench example and bench_transformers.py -----
+# For each training precision: a 500-token training step (forward, backward, AdamW) and decoding
+# of 64 tokens, both sides on the same device and the same random gpt2-size weights; then
+# TRAIN_STEPS steps in mixed-bf16 to show that a long run stays finite and learns.
 BENCH_NOTE="not run: no bench binary"
 if [ -x "$BIN_DIR/bench" ]; then
-    if "$BIN_DIR/bench" run --help 2>/dev/null | grep -q -- '--device'; then
-        say "bench on $DEVICE"
+    if "$BIN_DIR/bench" run --help 2>/dev/null | grep -q -- '--train-precision'; then
         "$BIN_DIR/bench" prepare --models-dir "$WORK/bench-models" >"$LOG/bench-prepare.txt" 2>&1
-        "$BIN_DIR/bench" run --models-dir "$WORK/bench-models" --device "$DEVICE" >"$LOG/bench.json" 2>"$LOG/bench.err"
-        BENCH_NOTE="$LOG/bench.json"
+        for prec in $BENCH_PRECISIONS; do
+            case "$prec" in *bf16) dt=bf16 ;; *f16) dt=f16 ;; *) dt=f32 ;; esac
+            say "bench on $DEVICE: decode in $dt, training step in $prec (candle, then PyTorch)"
+            "$BIN_DIR/bench" run --models-dir "$WORK/bench-models" --device "$DEVICE" --figures decode,train \
+                --dtype "$dt" --train-precision "$prec" --reps "$BENCH_REPS" \
+                >"$LOG/bench-candle-$prec.json" 2>"$LOG/bench-candle-$prec.err" ||
+                { cat "$LOG/bench-candle-$prec.err" >&2; say "bench --train-precision $prec failed"; exit 1; }
+            "$PY" scripts/reference/bench_transformers.py run --model-dir "$WORK/bench-models/gpt2" \
+                --device "$TORCH_DEVICE" --figures decode,train --dtype "$dt" --train-precision "$prec" \
+                --reps "$BENCH_REPS" >"$LOG/bench-torch-$prec.json" 2>"$LOG/bench-torch-$prec.err" ||
+                { cat "$LOG/bench-torch-$prec.err" >&2; say "bench_transformers --train-precision $prec failed"; exit 1; }
+        done
+        say "bench on $DEVICE: $TRAIN_STEPS training steps in mixed-bf16"
+        "$BIN_DIR/bench" run --models-dir "$WORK/bench-models" --device "$DEVICE" --figures train \
+            --train-precision mixed-bf16 --reps "$TRAIN_STEPS" >"$LOG/bench-long.json" 2>"$LOG/bench-long.err" ||
+            { cat "$LOG/bench-long.err" >&2; say "the long training run failed"; exit 1; }
+        BENCH_NOTE="$LOG"
     else
-        BENCH_NOTE="not run: the bench example has no --device flag (it measures the CPU)"
+        BENCH_NOTE="not run: this bench binary has no --train-precision flag"
     fi
 fi
 
@@ -236,7 +263,34 @@ for dt in ["f32", "f16", "bf16"]:
           f"| {tps / theirs['tokens_per_s']:.2f} |")
 print(f"\ncandle decode tok/s: {max_new} tokens over 03_greedy's `seconds_cached` (one run, prefill "
       "included); transformers: median of 3 `generate` calls after a warm-up.")
-print(f"\nbench example: {bench}")
+if os.path.isdir(bench):
+    print("\n## Training and decoding against PyTorch (gpt2-size random weights, batch 1)\n")
+    print("| precision | candle train tok/s | PyTorch train tok/s | candle / PyTorch | candle decode tok/s "
+          "| PyTorch decode tok/s | candle / PyTorch | loss first -> last (candle) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for prec in ["f32", "mixed-bf16", "mixed-f16", "bf16"]:
+        try:
+            c = json.load(open(os.path.join(bench, f"bench-candle-{prec}.json")))
+            t = json.load(open(os.path.join(bench, f"bench-torch-{prec}.json")))
+        except (OSError, ValueError):
+            continue
+        ct, tt = c["train"]["tokens_per_s"], t["train"]["tokens_per_s"]
+        cd, td = c["decode"]["tokens_per_s"], t["decode"]["tokens_per_s"]
+        print(f"| {prec} (decode in {c.get('dtype', 'f32')}) | {ct:.0f} | {tt:.0f} | {ct / tt:.2f} | {cd:.1f} | {td:.1f} "
+              f"| {cd / td:.2f} | {c['train']['loss_first']:.4f} -> {c['train']['loss_last']:.4f} |")
+    print("\nTraining: one step (forward, loss, backward, AdamW) on 500 tokens, median of the timed steps "
+          "after a warm-up; PyTorch with autocast (+ GradScaler for f16) for mixed, the model cast to half "
+          "for pure bf16, the faster of eager and sdpa attention, fused AdamW. Decoding: 64 new tokens after "
+          "the 8-token prompt, KV cache, greedy.")
+    try:
+        long = json.load(open(os.path.join(bench, "bench-long.json")))["train"]
+        n = len(long["times"]) + 1
+        print(f"\nLong run: {n} mixed-bf16 training steps on one 500-token input: loss "
+              f"{long['loss_first']:.4f} -> {long['loss_last']:.4f}, {long['tokens_per_s']:.0f} tokens/s (median).")
+    except (OSError, ValueError, KeyError):
+        print("\nLong run: missing")
+else:
+    print(f"\nbench: {bench}")
 PY
 cat "$WORK/report.md"
 if [ "$LOGITS_RC" -ne 0 ]; then

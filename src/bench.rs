@@ -4,20 +4,16 @@
 //! Each workload is the Rust twin of one figure in `scripts/reference/bench_transformers.py`:
 //! greedy decoding with the KV cache (transformers' `generate`), the naive loop that re-reads the
 //! whole sequence every step (the tutorial's first generation loop), one forward pass over a long
-//! input (prefill), and one training step (forward, backward, AdamW). The models are random
+//! input (prefill), and one training step (forward, backward, AdamW: [`crate::train`]). The models are random
 //! GPT-2s of the released sizes, written by the crate's own initialisation, so nothing needs the
 //! Hub and both sides read the very same `model.safetensors`.
 
 use std::path::Path;
 
-use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_core::{Device, Tensor, D};
 
-use crate::dropout::Dropout;
 use crate::generation::{self, GenerationConfig};
-use crate::kernels::FusedAdamW;
-use crate::{loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
+use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
 
 /// The tutorial's prompt, 8 GPT-2 tokens.
 pub const PROMPT: &str = "Hello, I'm a language model,";
@@ -85,76 +81,6 @@ pub fn naive_greedy(
         ids.push(logits.argmax(D::Minus1)?.squeeze(0)?.to_scalar::<u32>()?);
     }
     Ok(ids)
-}
-
-/// Which AdamW a [`TrainStep`] uses: both compute the same update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdamWKind {
-    /// `candle_nn::AdamW`: a dozen tensor operations per parameter.
-    Candle,
-    /// [`FusedAdamW`]: one pass per parameter, in place.
-    Fused,
-}
-
-enum Opt {
-    Candle(AdamW),
-    Fused(FusedAdamW),
-}
-
-/// One language-modelling training setup: trainable copies of the weights, the model in
-/// training mode (dropout on, as PyTorch's `model.train()`), and AdamW over every parameter.
-pub struct TrainStep {
-    pub model: Gpt2LmHeadModel,
-    pub varmap: VarMap,
-    opt: Opt,
-}
-
-impl TrainStep {
-    pub fn new(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        lr: f64,
-        seed: u64,
-        adamw: AdamWKind,
-    ) -> Result<Self> {
-        let varmap = weights.to_varmap()?;
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, weights.device());
-        let mut model = Gpt2LmHeadModel::load(vb, cfg, &Dropout::seeded(seed))?;
-        model.transformer.set_training(true);
-        let params = ParamsAdamW {
-            lr,
-            ..ParamsAdamW::default()
-        };
-        let opt = match adamw {
-            AdamWKind::Candle => Opt::Candle(AdamW::new(varmap.all_vars(), params)?),
-            AdamWKind::Fused => Opt::Fused(FusedAdamW::new(varmap.all_vars(), params)?),
-        };
-        Ok(Self { model, varmap, opt })
-    }
-
-    /// Forward, loss, backward and one AdamW update on `ids` `(B, T)`; returns the loss before
-    /// the update.
-    pub fn step(&mut self, ids: &Tensor) -> Result<f32> {
-        let loss = self.forward(ids)?;
-        let grads = loss.backward()?;
-        self.update(&grads)?;
-        Ok(loss.to_scalar::<f32>()?)
-    }
-
-    /// The language-modelling loss of `ids` `(B, T)` predicting themselves, shifted by one.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let logits = self.model.forward(ids, None, None)?; // (B, T, V)
-        let labels = ids.to_dtype(DType::I64)?;
-        loss::lm_loss(&logits, &labels)
-    }
-
-    /// One AdamW update from the gradients of [`TrainStep::forward`]'s loss.
-    pub fn update(&mut self, grads: &GradStore) -> Result<()> {
-        match &mut self.opt {
-            Opt::Candle(opt) => Ok(opt.step(grads)?),
-            Opt::Fused(opt) => opt.step(grads),
-        }
-    }
 }
 
 /// The peak resident memory of this process so far (`VmHWM` in `/proc/self/status`), in bytes.

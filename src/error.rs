@@ -79,6 +79,9 @@ pub enum Error {
     #[error("the loss is not finite ({0}): lower the learning rate or check the data")]
     NonFiniteLoss(f32),
 
+    #[error("f16 gradients overflow at every loss scale down to {0}: train in mixed-bf16 or f32, or lower the learning rate")]
+    LossScaleCollapsed(f64),
+
     #[error("dataset error: {0}")]
     Dataset(String),
 

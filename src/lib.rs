@@ -12,6 +12,7 @@
 //! - [`tokenizer`]: GPT-2's byte-level BPE.
 //! - [`generation`]: greedy and sampled generation, like transformers' `generate`;
 //!   [`stream`] prints it token by token, [`next_token`] and [`greedy_loops`] take it apart.
+//! - [`loss`] and [`train`]: the losses, and a training step in f32 or half precision.
 //! - [`kernels`] and [`memory`]: the CPU fast paths and the allocator setting behind the
 //!   benchmark figures.
 
@@ -36,6 +37,7 @@ pub mod source;
 pub mod stream;
 pub mod summary;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use cache::KvCache;

@@ -6,9 +6,10 @@ mod common;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::*;
-use gpt2_tutorial::bench::{self, AdamWKind, TrainStep};
+use gpt2_tutorial::bench;
 use gpt2_tutorial::dropout::Dropout;
 use gpt2_tutorial::kernels::{self, FusedAdamW};
+use gpt2_tutorial::train::{AdamWKind, TrainPrecision, TrainStep};
 use gpt2_tutorial::weights::normal_tensor;
 use gpt2_tutorial::{generation, Gpt2Config, Gpt2LmHeadModel, KvCache, Weights};
 use rand::SeedableRng;
@@ -258,13 +259,21 @@ fn long_input_is_the_formula_the_python_side_uses() {
 fn a_training_step_lowers_the_loss_it_reports() {
     let m = bundled();
     let ids = input(&bench::long_input(32, m.config.vocab_size));
-    let mut train = TrainStep::new(&m.weights, &m.config, 1e-2, 0, AdamWKind::Fused).unwrap();
+    let mut train = TrainStep::new(
+        &m.weights,
+        &m.config,
+        1e-2,
+        0,
+        AdamWKind::Fused,
+        TrainPrecision::F32,
+    )
+    .unwrap();
     // The loss reported is the one of the weights before the update: with dropout on it is not
     // the eval-mode loss, so check instead that repeated steps on one sequence learn it.
-    let first = train.step(&ids).unwrap();
+    let first = train.step(&ids).unwrap().loss;
     let mut last = first;
     for _ in 0..4 {
-        last = train.step(&ids).unwrap();
+        last = train.step(&ids).unwrap().loss;
     }
     assert!(first.is_finite() && last < first, "loss {first} -> {last}");
     // The updates reach the VarMap the model reads from.
@@ -287,8 +296,9 @@ fn fused_and_candle_adamw_train_alike() {
     let m = bundled();
     let ids = input(&bench::long_input(24, m.config.vocab_size));
     let run = |kind| {
-        let mut train = TrainStep::new(&m.weights, &m.config, 1e-3, 7, kind).unwrap();
-        let losses: Vec<f32> = (0..3).map(|_| train.step(&ids).unwrap()).collect();
+        let mut train =
+            TrainStep::new(&m.weights, &m.config, 1e-3, 7, kind, TrainPrecision::F32).unwrap();
+        let losses: Vec<f32> = (0..3).map(|_| train.step(&ids).unwrap().loss).collect();
         (losses, Weights::from_varmap(&train.varmap).unwrap())
     };
     let (fused_losses, fused) = run(AdamWKind::Fused);

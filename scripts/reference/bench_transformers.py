@@ -13,6 +13,10 @@ Attention runs as "eager" and "sdpa" and each figure reports the faster; AdamW i
 `fused=True` (faster than its default here). The crate is compared with transformers at its best.
 `rss` is a separate process that loads, generates once and reports its peak resident memory.
 
+On a GPU (scripts/gpu_run.sh does this): `--device cuda --dtype f16` for the inference figures,
+`--train-precision mixed-f16|mixed-bf16` (autocast, with GradScaler for f16; f32 master weights)
+or `f16|bf16` (the model cast to half, as `model.half()`) for the training step.
+
 Usually run by scripts/bench.py; alone:
     python scripts/reference/bench_transformers.py run --model-dir target/bench-models/gpt2 --threads 2
 """
@@ -41,12 +45,23 @@ def long_input(n, vocab):
     return torch.tensor([[(1009 * i + 17) % vocab for i in range(n)]])
 
 
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+DEVICE = torch.device("cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(reps, f):
     f()  # warm-up, untimed
+    sync()
     out = []
     for _ in range(reps):
         start = time.perf_counter()
         f()
+        sync()
         out.append(time.perf_counter() - start)
     return out
 
@@ -62,8 +77,8 @@ def best(tokens, runs):
     return figure(tokens, runs[name], variant=name, variants={k: statistics.median(v) for k, v in runs.items()})
 
 
-def load(model_dir, attn):
-    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation=attn, dtype=torch.float32)
+def load(model_dir, attn, dtype=torch.float32):
+    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation=attn, dtype=dtype).to(DEVICE)
     # Random weights may well pick <|endoftext|>: never stop early, as the crate's side does not.
     model.generation_config.eos_token_id = None
     return model.eval()
@@ -71,7 +86,7 @@ def load(model_dir, attn):
 
 def prompt_ids():
     tok = GPT2TokenizerFast(tokenizer_file=str(ROOT / "data/gpt2-tokenizer/tokenizer.json"))
-    return tok(PROMPT, return_tensors="pt").input_ids
+    return tok(PROMPT, return_tensors="pt").input_ids.to(DEVICE)
 
 
 def generate(model, ids):
@@ -98,15 +113,23 @@ def prefill(model, ids):
         return model(ids, use_cache=False).logits
 
 
-def train_times(model_dir, attn, fused, ids, reps):
-    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation=attn, dtype=torch.float32)
+def train_times(model_dir, attn, fused, ids, reps, precision="f32"):
+    """One training step's times. precision: f32; mixed-f16 / mixed-bf16 (f32 weights, autocast,
+    GradScaler for f16); f16 / bf16 (the model itself in half, as after `model.half()`)."""
+    mixed = precision.startswith("mixed-")
+    weights = torch.float32 if mixed else DTYPES[precision]
+    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation=attn, dtype=weights).to(DEVICE)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=fused)
+    half = DTYPES[precision.removeprefix("mixed-")]
+    scaler = torch.amp.GradScaler(DEVICE.type, enabled=precision == "mixed-f16")
 
     def step():
-        loss = model(ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        opt.step()
+        with torch.autocast(DEVICE.type, dtype=half, enabled=mixed):
+            loss = model(ids, labels=ids, use_cache=False).loss
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
@@ -117,7 +140,7 @@ def run(args):
     model_dir = args.model_dir
     figures = set(args.figures.split(","))
     ids = prompt_ids()
-    long = long_input(LONG_TOKENS, 50257)
+    long = long_input(LONG_TOKENS, 50257).to(DEVICE)
     out = {
         "side": "transformers",
         "size": model_dir.name,
@@ -126,9 +149,11 @@ def run(args):
         "transformers": transformers.__version__,
         "prompt_tokens": ids.shape[1],
     }
+    if DEVICE.type != "cpu" or args.dtype != "f32" or args.train_precision != "f32":
+        out.update(device=str(DEVICE), dtype=args.dtype, train_precision=args.train_precision)
     decode, naive_runs, pre = {}, {}, {}
     for attn in ATTENTION:
-        model = load(model_dir, attn)
+        model = load(model_dir, attn, DTYPES[args.dtype])
         if "decode" in figures:
             decode[attn] = timed(args.reps, lambda: generate(model, ids))
         if "naive" in figures:
@@ -146,7 +171,8 @@ def run(args):
         out["prefill"] = best(LONG_TOKENS, pre)
     if "train" in figures:
         # AdamW with fused=True: one kernel per step, PyTorch's fastest on the CPU.
-        runs = {f"{attn}, fused AdamW": train_times(model_dir, attn, True, long, args.reps) for attn in ATTENTION}
+        runs = {f"{attn}, fused AdamW": train_times(model_dir, attn, True, long, args.reps, args.train_precision)
+                for attn in ATTENTION}
         out["train"] = best(LONG_TOKENS, runs)
     print(json.dumps(out))
 
@@ -172,7 +198,13 @@ def main():
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up; median reported")
     p.add_argument("--figures", default="decode,naive,prefill,train", help="comma-separated subset")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=list(DTYPES), default="f32", help="precision of decode, naive, prefill")
+    p.add_argument("--train-precision", choices=["f32", "mixed-f16", "mixed-bf16", "f16", "bf16"], default="f32",
+                   help="precision of the training step")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if not (args.model_dir / "model.safetensors").exists():
         raise SystemExit(f"{args.model_dir} has no model.safetensors: run `cargo run --release --example bench -- prepare`")
     torch.set_num_threads(args.threads)
