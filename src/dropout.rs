@@ -49,9 +49,12 @@ impl Dropout {
         self.training = training;
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The mask this layer's next forward pass would apply, drawn from the shared stream just
+    /// as [`Dropout::forward`] draws it; `None` when the layer would not drop anything. For
+    /// operations that apply dropout inside themselves (the attention of src/kernels.rs).
+    pub(crate) fn next_mask(&self) -> Option<Mask> {
         if !self.training || self.p == 0.0 {
-            return Ok(x.clone());
+            return None;
         }
         // One draw from the shared stream seeds this mask (see `Mask`).
         let seed: u64 = self
@@ -59,9 +62,15 @@ impl Dropout {
             .lock()
             .expect("dropout generator poisoned")
             .random();
-        let mask = Mask {
+        Some(Mask {
             seed,
             keep: 1.0 - self.p,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(mask) = self.next_mask() else {
+            return Ok(x.clone());
         };
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             // One pass each way, and no mask tensor: the backward pass makes the same mask again.
@@ -81,29 +90,54 @@ impl Dropout {
 /// blocks, block `i` from its own ChaCha stream `i` of `seed`, on every core; a block's numbers
 /// depend only on the seed and `i`, so the mask is the same whatever the number of threads, and
 /// the same again when the backward pass needs it.
-#[derive(Clone, Copy)]
-struct Mask {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mask {
     seed: u64,
     keep: f32,
 }
 
 impl Mask {
+    /// The generator of the block holding element `j`, positioned at `j`.
+    fn rng_at(&self, j: usize) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream((j / MASK_BLOCK) as u64);
+        // One 32-bit word per element (an f32 draw takes one).
+        rng.set_word_pos((j % MASK_BLOCK) as u128);
+        rng
+    }
+
+    fn next(&self, rng: &mut ChaCha8Rng) -> f32 {
+        if rng.random::<f32>() < self.keep {
+            1.0 / self.keep
+        } else {
+            0.0
+        }
+    }
+
     /// `f(j, m_j)` for every element of a mask of `n` elements, block by block in parallel.
     fn apply(&self, out: &mut [f32], f: impl Fn(usize, f32) -> f32 + Sync) {
         out.par_chunks_mut(MASK_BLOCK)
             .enumerate()
             .for_each(|(i, block)| {
-                let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-                rng.set_stream(i as u64);
+                let mut rng = self.rng_at(i * MASK_BLOCK);
                 for (j, o) in block.iter_mut().enumerate() {
-                    let m = if rng.random::<f32>() < self.keep {
-                        1.0 / self.keep
-                    } else {
-                        0.0
-                    };
-                    *o = f(i * MASK_BLOCK + j, m);
+                    *o = f(i * MASK_BLOCK + j, self.next(&mut rng));
                 }
             });
+    }
+
+    /// Elements `start..start + out.len()` of the mask, on this thread.
+    pub(crate) fn fill(&self, start: usize, out: &mut [f32]) {
+        let mut done = 0;
+        while done < out.len() {
+            let j = start + done;
+            let n = (MASK_BLOCK - j % MASK_BLOCK).min(out.len() - done);
+            let mut rng = self.rng_at(j);
+            for o in &mut out[done..done + n] {
+                *o = self.next(&mut rng);
+            }
+            done += n;
+        }
     }
 
     fn values(&self, n: usize) -> Vec<f32> {

@@ -23,7 +23,7 @@
 //! when no gradient is needed); everything else takes the plain path, which is what the book
 //! shows.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::backprop::GradStore;
 use candle_core::{
@@ -1164,6 +1164,380 @@ impl CustomOp2 for CausalAttention {
         let idx = MaskIndex::for_scores((b, self.n_head, t), ml)?;
         let y = self.run(qkv, (b, t, c3), Some((m, idx)));
         Ok((CpuStorage::F32(y), Shape::from((b, t, c3 / 3))))
+    }
+}
+
+// ----- attention with a backward pass, for training -------------------------------------------
+
+/// Multi-head causal attention as one differentiable operation, for training (and for any
+/// forward pass whose gradient is wanted): `dropout(softmax(where(mask, q k^T * scale, lowest))) v`
+/// head by head, read from the `(B, T, 3C)` output of `c_attn` and written into `(B, T, C)`,
+/// with a backward pass that writes the gradient of q, k and v straight into a `(B, T, 3C)`
+/// buffer. The plain path is a dozen tensors - the split of q, k and v, the transposes, the
+/// score matrix, the softmax, the dropout, the product, the merge - and in the backward pass
+/// each of them gets a zeroed gradient buffer to add into. Here each head is one task, its
+/// softmax probabilities are kept for the backward pass, and the dropout mask is made again
+/// from its seed rather than stored; it is the mask the plain path's [`Dropout`] would draw for
+/// the `(B, nh, T, T)` probabilities. Returns `None` (and draws nothing from `dropout`) where
+/// this does not apply: other devices or dtypes, no mask, or a mask of another shape.
+///
+/// [`Dropout`]: crate::dropout::Dropout
+pub fn attention(
+    qkv: &Tensor,
+    n_head: usize,
+    scale: f64,
+    mask: &Tensor,
+    dropout: &crate::dropout::Dropout,
+) -> Result<Option<Tensor>> {
+    if !cpu_f32(qkv) || qkv.rank() != 3 {
+        return Ok(None);
+    }
+    let (b, t, c3) = qkv.dims3()?;
+    let fits = c3 % (3 * n_head) == 0
+        && mask.dtype() == DType::U8
+        && mask.device().is_cpu()
+        && matches!(mask.dims4()?, (mb, 1, mt, ms) if (mb == 1 || mb == b) && (mt == 1 || mt == t) && ms == t);
+    if !fits {
+        return Ok(None);
+    }
+    let op = AttentionWithGrad {
+        n_head,
+        scale: scale as f32,
+        dropout: dropout.next_mask(),
+        probs: Arc::new(Mutex::new(None)),
+    };
+    Ok(Some(qkv.contiguous()?.apply_op2(&mask.contiguous()?, op)?))
+}
+
+struct AttentionWithGrad {
+    n_head: usize,
+    scale: f32,
+    dropout: Option<crate::dropout::Mask>,
+    /// The softmax probabilities `(B, nh, T, T)` of the forward pass (before dropout; zero
+    /// beyond the keys a row block may see), for the backward pass.
+    probs: Arc<Mutex<Option<Vec<f32>>>>,
+}
+
+/// The shapes and masks both passes walk through, block of query rows by block.
+struct AttentionGeometry<'a> {
+    b: usize,
+    t: usize,
+    nh: usize,
+    hs: usize,
+    mask: &'a [u8],
+    idx: MaskIndex,
+}
+
+impl AttentionGeometry<'_> {
+    fn c3(&self) -> usize {
+        3 * self.nh * self.hs
+    }
+
+    /// The mask row of query `i` of head `h`, batch row `bi`.
+    fn mask_row(&self, bi: usize, h: usize, i: usize) -> &[u8] {
+        let r = self.idx.row((bi * self.nh + h) * self.t + i);
+        &self.mask[r * self.t..(r + 1) * self.t]
+    }
+
+    /// How many keys the rows `i0..i1` need: up to the last one any of them may see, or all of
+    /// them when a row may see none (its softmax is uniform, as on the plain path).
+    fn width(&self, bi: usize, h: usize, rows: std::ops::Range<usize>) -> usize {
+        rows.map(
+            |i| match self.mask_row(bi, h, i).iter().rposition(|&a| a != 0) {
+                Some(j) => j + 1,
+                None => self.t,
+            },
+        )
+        .max()
+        .unwrap_or(self.t)
+    }
+
+    /// Offset of the dropout mask's element `(bi, h, i, 0)` in the `(B, nh, T, T)` numbering.
+    fn mask_offset(&self, bi: usize, h: usize, i: usize) -> usize {
+        ((bi * self.nh + h) * self.t + i) * self.t
+    }
+}
+
+impl AttentionWithGrad {
+    fn geometry<'a>(
+        &self,
+        l: &Layout,
+        mask: &'a [u8],
+        ml: &Layout,
+    ) -> candle_core::Result<AttentionGeometry<'a>> {
+        let (b, t, c3) = l.shape().dims3()?;
+        let nh = self.n_head;
+        Ok(AttentionGeometry {
+            b,
+            t,
+            nh,
+            hs: c3 / 3 / nh,
+            mask,
+            idx: MaskIndex::for_scores((b, nh, t), ml)?,
+        })
+    }
+
+    /// `y` `(B, T, C)` and the probabilities `(B, nh, T, T)`.
+    fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f32>) {
+        let (t, nh, hs, c3) = (g.t, g.nh, g.hs, g.c3());
+        let c = nh * hs;
+        let mut y = zeros_on_huge_pages(g.b * t * c);
+        let mut probs = zeros_on_huge_pages(g.b * nh * t * t);
+        let out = SharedOut(y.as_mut_ptr());
+        probs
+            .par_chunks_mut(t * t)
+            .enumerate()
+            .for_each(|(task, p)| {
+                let (bi, h) = (task / nh, task % nh);
+                let base = bi * t * c3;
+                let (q, k, v) = (base + h * hs, base + c + h * hs, base + 2 * c + h * hs);
+                let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
+                let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
+                for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
+                    let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
+                    let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+                    // SAFETY: q rows i0..i1 and k rows 0..width of head h, batch bi, read with
+                    // row stride 3C; `scores` is (rows, width).
+                    unsafe {
+                        matmul_f32(
+                            (rows, hs, width),
+                            Strided::rows(scores.as_mut_ptr(), width),
+                            Strided::rows(qkv.as_ptr().add(q + i0 * c3), c3),
+                            Strided {
+                                ptr: qkv.as_ptr().add(k),
+                                row_stride: 1,
+                                col_stride: c3,
+                            },
+                            false,
+                            gemm::Parallelism::None,
+                        )
+                    }
+                    for (r, i) in (i0..i1).enumerate() {
+                        let m = &g.mask_row(bi, h, i)[..width];
+                        let row = &mut p[i * t..i * t + width];
+                        masked_softmax_row(
+                            row,
+                            &scores[r * width..(r + 1) * width],
+                            Some(m),
+                            self.scale,
+                        );
+                        if let Some(mask) = &self.dropout {
+                            let d = &mut dropped[r * width..(r + 1) * width];
+                            mask.fill(g.mask_offset(bi, h, i), d);
+                            for (d, &p) in d.iter_mut().zip(row.iter()) {
+                                *d *= p;
+                            }
+                        }
+                    }
+                    let lhs = match self.dropout {
+                        Some(_) => Strided::rows(dropped.as_ptr(), width),
+                        None => Strided::rows(p[i0 * t..].as_ptr(), t),
+                    };
+                    // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C)
+                    // are written by this task alone; v rows 0..width read with row stride 3C.
+                    unsafe {
+                        matmul_f32(
+                            (rows, width, hs),
+                            Strided::rows(out.at(bi * t * c + i0 * c + h * hs), c),
+                            lhs,
+                            Strided::rows(qkv.as_ptr().add(v), c3),
+                            false,
+                            gemm::Parallelism::None,
+                        )
+                    }
+                }
+            });
+        (y, probs)
+    }
+
+    /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
+    fn backward(&self, qkv: &[f32], dy: &[f32], probs: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+        let (t, nh, hs, c3) = (g.t, g.nh, g.hs, g.c3());
+        let c = nh * hs;
+        let mut dqkv = zeros_on_huge_pages(g.b * t * c3);
+        let out = SharedOut(dqkv.as_mut_ptr());
+        (0..g.b * nh).into_par_iter().for_each(|task| {
+            let (bi, h) = (task / nh, task % nh);
+            let base = bi * t * c3;
+            let (q, k, v) = (base + h * hs, base + c + h * hs, base + 2 * c + h * hs);
+            let p = &probs[task * t * t..(task + 1) * t * t];
+            let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut dp = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
+                let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
+                let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+                // The probabilities after dropout, as the forward pass multiplied v by them.
+                let pd = match &self.dropout {
+                    Some(mask) => {
+                        for (r, i) in (i0..i1).enumerate() {
+                            let m = &mut keep[r * width..(r + 1) * width];
+                            mask.fill(g.mask_offset(bi, h, i), m);
+                            let d = &mut dropped[r * width..(r + 1) * width];
+                            for ((d, &m), &p) in d.iter_mut().zip(m.iter()).zip(&p[i * t..]) {
+                                *d = m * p;
+                            }
+                        }
+                        Strided::rows(dropped.as_ptr(), width)
+                    }
+                    None => Strided::rows(p[i0 * t..].as_ptr(), t),
+                };
+                // SAFETY (all four products): the rows and columns of head h of batch bi that
+                // this task alone writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row
+                // stride 3C), scratch buffers of (rows, width), and reads of `qkv`, `dy`
+                // (row stride C) and the probabilities within their bounds.
+                unsafe {
+                    // d(dropped probabilities) = dy v^T: (rows, hs) @ (hs, width).
+                    matmul_f32(
+                        (rows, hs, width),
+                        Strided::rows(dp.as_mut_ptr(), width),
+                        Strided::rows(dy.as_ptr().add(bi * t * c + i0 * c + h * hs), c),
+                        Strided {
+                            ptr: qkv.as_ptr().add(v),
+                            row_stride: 1,
+                            col_stride: c3,
+                        },
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    // dv += dropped^T dy: (width, rows) @ (rows, hs).
+                    matmul_f32(
+                        (width, rows, hs),
+                        Strided::rows(out.at(v), c3),
+                        Strided {
+                            ptr: pd.ptr,
+                            row_stride: 1,
+                            col_stride: pd.row_stride,
+                        },
+                        Strided::rows(dy.as_ptr().add(bi * t * c + i0 * c + h * hs), c),
+                        true,
+                        gemm::Parallelism::None,
+                    );
+                }
+                // Through the dropout, then the softmax, the mask and the scale: d(scores).
+                for (r, i) in (i0..i1).enumerate() {
+                    let row = r * width..(r + 1) * width;
+                    if self.dropout.is_some() {
+                        for (d, &m) in dp[row.clone()].iter_mut().zip(&keep[row.clone()]) {
+                            *d *= m;
+                        }
+                    }
+                    let m = &g.mask_row(bi, h, i)[..width];
+                    let ds = &mut dropped[row.clone()];
+                    masked_softmax_grad_row(
+                        ds,
+                        &p[i * t..i * t + width],
+                        &dp[row],
+                        Some(m),
+                        self.scale,
+                    );
+                }
+                let ds = dropped.as_ptr();
+                // SAFETY: as above; `dropped` now holds d(scores), (rows, width).
+                unsafe {
+                    // dq = d(scores) k: (rows, width) @ (width, hs).
+                    matmul_f32(
+                        (rows, width, hs),
+                        Strided::rows(out.at(q + i0 * c3), c3),
+                        Strided::rows(ds, width),
+                        Strided::rows(qkv.as_ptr().add(k), c3),
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    // dk += d(scores)^T q: (width, rows) @ (rows, hs).
+                    matmul_f32(
+                        (width, rows, hs),
+                        Strided::rows(out.at(k), c3),
+                        Strided {
+                            ptr: ds,
+                            row_stride: 1,
+                            col_stride: width,
+                        },
+                        Strided::rows(qkv.as_ptr().add(q + i0 * c3), c3),
+                        true,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        });
+        dqkv
+    }
+}
+
+impl CustomOp2 for AttentionWithGrad {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
+        let mask = contiguous_u8(CustomOp2::name(self), ms, ml)?;
+        let g = self.geometry(l, mask, ml)?;
+        let (y, probs) = self.forward(qkv, &g);
+        *self.probs.lock().expect("attention probabilities poisoned") = Some(probs);
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.nh * g.hs))))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        mask: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = AttentionGrad {
+            op: AttentionWithGrad {
+                n_head: self.n_head,
+                scale: self.scale,
+                dropout: self.dropout,
+                probs: self.probs.clone(),
+            },
+        };
+        let dqkv = qkv.apply_op3_no_bwd(&dy.contiguous()?, mask, &grad)?;
+        Ok((Some(dqkv), None))
+    }
+}
+
+/// The backward pass of [`AttentionWithGrad`] as an operation on (qkv, dy, mask).
+struct AttentionGrad {
+    op: AttentionWithGrad,
+}
+
+impl CustomOp3 for AttentionGrad {
+    fn name(&self) -> &'static str {
+        "attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        let qkv = contiguous_f32(name, s, l)?;
+        let dy = contiguous_f32(name, ds, dl)?;
+        let mask = contiguous_u8(name, ms, ml)?;
+        let g = self.op.geometry(l, mask, ml)?;
+        let probs = self
+            .op
+            .probs
+            .lock()
+            .expect("attention probabilities poisoned");
+        let Some(probs) = probs.as_ref() else {
+            candle_core::bail!("{name}: the forward pass kept no probabilities");
+        };
+        let dqkv = self.op.backward(qkv, dy, probs, &g);
+        Ok((CpuStorage::F32(dqkv), l.shape().clone()))
     }
 }
 

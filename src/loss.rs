@@ -62,8 +62,10 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 
 // ANCHOR: lm_loss
 /// The causal language-modelling loss, as `GPT2LMHeadModel` computes it from `labels`:
-/// position `t` predicts token `t + 1`, so the logits drop their last position, the labels their
-/// first, and both are flattened before the cross-entropy.
+/// position `t` predicts token `t + 1`, so the logits at `t` are scored against the label at
+/// `t + 1`. transformers drops the last logits and the first label; here the labels move one
+/// place left instead and the last position gets -100 (ignored) - the same loss, without
+/// copying the `(B, T, V)` logits, which are a thousand times larger than the labels.
 pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
     check_labels(labels, &[b, t], PER_TOKEN)?;
@@ -73,11 +75,11 @@ pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
                 .into(),
         ));
     }
-    let shift_logits = logits.narrow(1, 0, t - 1)?; // (B, T-1, V): drop the last prediction
-    let shift_labels = labels.narrow(1, 1, t - 1)?; // (B, T-1): drop the first token
-    let flat_logits = shift_logits.reshape((b * (t - 1), v))?; // (B*(T-1), V)
-    let flat_labels = shift_labels.flatten_all()?; // (B*(T-1))
-    cross_entropy(&flat_logits, &flat_labels)
+    let labels = labels.to_dtype(DType::I64)?;
+    let nothing_to_predict = Tensor::full(IGNORE_INDEX, (b, 1), labels.device())?; // (B, 1)
+    let shift_labels = Tensor::cat(&[labels.narrow(1, 1, t - 1)?, nothing_to_predict], 1)?; // (B, T)
+    let flat_logits = logits.reshape((b * t, v))?; // (B*T, V)
+    cross_entropy(&flat_logits, &shift_labels.flatten_all()?)
 }
 // ANCHOR_END: lm_loss
 

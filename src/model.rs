@@ -147,10 +147,19 @@ impl CausalSelfAttention {
         let (b, t, c) = x.dims3()?;
         let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
-        if cache.is_none() && !self.training {
-            // Inference without a cache, f32 on the CPU: the same attention head by head, with
-            // no copies of q, k, v and no full score matrix (src/kernels.rs).
-            if let Some(y) = kernels::causal_attention(&qkv, self.n_head, self.scale, mask)? {
+        if cache.is_none() {
+            // f32 on the CPU: the same attention head by head, with no copies of q, k and v
+            // (src/kernels.rs); for training as one operation with its own backward pass.
+            let y = match mask {
+                Some(mask) if self.training || qkv.track_op() => {
+                    kernels::attention(&qkv, self.n_head, self.scale, mask, &self.attn_dropout)?
+                }
+                _ if !self.training => {
+                    kernels::causal_attention(&qkv, self.n_head, self.scale, mask)?
+                }
+                _ => None,
+            };
+            if let Some(y) = y {
                 return self.resid_dropout.forward(&self.c_proj.forward(&y)?);
             }
         }

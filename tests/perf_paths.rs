@@ -526,6 +526,77 @@ fn cacheless_attention_equals_split_heads_softmax_merge() {
         .is_none());
 }
 
+/// Training's attention as one operation (kernels::attention) against the plain path - split,
+/// q k^T, masked softmax, dropout, times v, merge - forward and backward, with the same dropout
+/// masks (each path draws its seed from a generator seeded alike), across row blocks, with
+/// left padding whose first queries see nothing, and without dropout.
+#[test]
+fn attention_with_grad_equals_the_plain_path_forward_and_backward() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (nh, hs) = (3, 8);
+    let c = nh * hs;
+    for (b, t, padded, p) in [
+        (1, 70, false, 0.1),
+        (2, 70, true, 0.1),
+        (2, 5, false, 0.0),
+        (1, 130, false, 0.5),
+    ] {
+        let qkv = candle_core::Var::from_tensor(&randn(&mut rng, &[b, t, 3 * c], 1.0)).unwrap();
+        let gy = randn(&mut rng, &[b, t, c], 1.0);
+        let am = padded.then(|| {
+            let rows: Vec<u32> = (0..b * t)
+                .map(|i| u32::from(i / t == 0 || i % t >= 66))
+                .collect();
+            Tensor::from_vec(rows, (b, t), &Device::Cpu).unwrap()
+        });
+        let mask = gpt2_tutorial::model::attention_bias(b, t, 0, am.as_ref(), &Device::Cpu)
+            .unwrap()
+            .expect("a causal mask");
+        let dropout = || {
+            let mut d = Dropout::seeded(11).with_p(p);
+            d.set_training(true);
+            d
+        };
+        let fast = kernels::attention(qkv.as_tensor(), nh, 0.25, &mask, &dropout())
+            .unwrap()
+            .expect("eligible");
+        let split = |i: usize| {
+            qkv.as_tensor()
+                .narrow(2, i * c, c)
+                .unwrap()
+                .reshape((b, t, nh, hs))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let att = q.matmul(&k.t().unwrap()).unwrap();
+        let att = plain_masked_softmax(&att, 0.25, Some(&mask));
+        let att = dropout().forward(&att).unwrap();
+        let plain = att
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, c))
+            .unwrap();
+        let what = format!("attention B={b} T={t} padded={padded} p={p}");
+        assert_close(&what, &fast, &plain, FAST_PATH_TOL);
+        let grad = |y: &Tensor| {
+            let grads = (y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+            grads.get(qkv.as_tensor()).unwrap().clone()
+        };
+        assert_close(
+            &format!("{what}: d qkv"),
+            &grad(&fast),
+            &grad(&plain),
+            FAST_PATH_TOL,
+        );
+    }
+}
+
 #[test]
 fn fused_cross_entropy_equals_log_softmax_gather_mean_forward_and_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
