@@ -129,14 +129,39 @@ fn module_trees_of_the_bundled_model() {
 fn new_head_weights_are_reported_like_transformers() {
     let (fx, _) = fixture();
     let m = bundled();
+    // The same checkpoint as GPT2Model saves it: no `transformer.` prefix. Every head reports
+    // the same new weights from it as from the LM checkpoint.
+    let dir = std::env::temp_dir().join(format!("gpt2-tutorial-base-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), m.config.to_json()).unwrap();
+    let tensors: HashMap<String, Tensor> = m
+        .weights
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), m.weights.get(&n).unwrap().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let base =
+        LoadedModel::load(&ModelSource::Local(dir.clone()), &Device::Cpu, DType::F32).unwrap();
     for class in ModelClass::all(5) {
-        let (_, report) = Gpt2Head::from_weights(&m.weights, &m.config, class).unwrap();
         let want: Vec<String> =
             serde_json::from_value(fx["loading"][class.class_name()]["missing_keys"].clone())
                 .unwrap();
-        assert_eq!(report.new_weights, want, "{}", class.class_name());
-        assert!(report.unused_weights.is_empty());
+        for (what, weights) in [
+            ("LM checkpoint", &m.weights),
+            ("base checkpoint", &base.weights),
+        ] {
+            let (_, report) = Gpt2Head::from_weights(weights, &m.config, class).unwrap();
+            assert_eq!(
+                report.new_weights,
+                want,
+                "{} from a {what}",
+                class.class_name()
+            );
+            assert!(report.unused_weights.is_empty());
+        }
     }
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn mixed_precision_follows_f32() {
         }
         for (i, (a, b)) in losses(precision).iter().zip(&f32_losses).enumerate() {
             assert!(
-                (a - b).abs() <= loss_tol,
+                approx::abs_diff_eq!(a, b, epsilon = loss_tol),
                 "{precision} step {i}: loss {a} vs f32 {b}"
             );
         }
