@@ -1038,6 +1038,141 @@ struct CausalAttention {
     scale: f32,
 }
 
+/// The shapes and the mask the attention kernels walk through, block of query rows by block.
+struct AttentionGeometry<'a> {
+    b: usize,
+    t: usize,
+    nh: usize,
+    hs: usize,
+    /// The u8 mask and where score row `r` finds its row in it; `None`: every key visible.
+    mask: Option<(&'a [u8], MaskIndex)>,
+}
+
+impl<'a> AttentionGeometry<'a> {
+    /// For `qkv` of layout `l` `(B, T, 3C)` and an optional mask `(B or 1, 1, T or 1, T)`.
+    fn new(
+        l: &Layout,
+        n_head: usize,
+        mask: Option<(&'a [u8], &Layout)>,
+    ) -> candle_core::Result<Self> {
+        let (b, t, c3) = l.shape().dims3()?;
+        let mask = match mask {
+            Some((m, ml)) => Some((m, MaskIndex::for_scores((b, n_head, t), ml)?)),
+            None => None,
+        };
+        Ok(Self {
+            b,
+            t,
+            nh: n_head,
+            hs: c3 / 3 / n_head,
+            mask,
+        })
+    }
+
+    fn c(&self) -> usize {
+        self.nh * self.hs
+    }
+
+    fn c3(&self) -> usize {
+        3 * self.c()
+    }
+
+    /// The mask row of query `i` of head `h`, batch row `bi`.
+    fn mask_row(&self, bi: usize, h: usize, i: usize) -> Option<&'a [u8]> {
+        self.mask.map(|(m, idx)| {
+            let r = idx.row((bi * self.nh + h) * self.t + i);
+            &m[r * self.t..(r + 1) * self.t]
+        })
+    }
+
+    /// How many keys the rows `i0..i1` need: up to the last one any of them may see, or all of
+    /// them when a row may see none (its softmax is uniform, as on the plain path).
+    fn width(&self, bi: usize, h: usize, rows: std::ops::Range<usize>) -> usize {
+        rows.map(|i| match self.mask_row(bi, h, i) {
+            None => self.t,
+            Some(m) => m.iter().rposition(|&a| a != 0).map_or(self.t, |j| j + 1),
+        })
+        .max()
+        .unwrap_or(self.t)
+    }
+
+    /// Offset of the dropout mask's element `(bi, h, i, 0)` in the `(B, nh, T, T)` numbering.
+    fn mask_offset(&self, bi: usize, h: usize, i: usize) -> usize {
+        ((bi * self.nh + h) * self.t + i) * self.t
+    }
+
+    /// Head `h` of batch row `bi`.
+    fn head(&self, bi: usize, h: usize) -> Head {
+        let base = bi * self.t * self.c3();
+        Head {
+            q: base + h * self.hs,
+            k: base + self.c() + h * self.hs,
+            v: base + 2 * self.c() + h * self.hs,
+            c3: self.c3(),
+            hs: self.hs,
+        }
+    }
+}
+
+/// Where one head's queries, keys and values start in the `(B, T, 3C)` output of `c_attn`
+/// (row `i` of each is `3C` further on), and the two products every attention pass makes.
+#[derive(Clone, Copy)]
+struct Head {
+    q: usize,
+    k: usize,
+    v: usize,
+    c3: usize,
+    hs: usize,
+}
+
+impl Head {
+    /// `scores` `(rows, width)` = `q[i0..i0 + rows] k[..width]^T`.
+    ///
+    /// # Safety
+    /// The head, its rows and `scores` must be within `qkv` and `scores`'s bounds.
+    unsafe fn scores(&self, qkv: &[f32], i0: usize, rows: usize, width: usize, scores: *mut f32) {
+        // SAFETY: the caller's bounds; k^T's element (d, j) is k[j * 3C + d].
+        unsafe {
+            matmul_f32(
+                (rows, self.hs, width),
+                Strided::rows(scores, width),
+                Strided::rows(qkv.as_ptr().add(self.q + i0 * self.c3), self.c3),
+                Strided {
+                    ptr: qkv.as_ptr().add(self.k),
+                    row_stride: 1,
+                    col_stride: self.c3,
+                },
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+
+    /// `dst` `(rows, hs)` = `probs` `(rows, width)` @ `v[..width]`.
+    ///
+    /// # Safety
+    /// As for [`Head::scores`]; nothing else may touch `dst`'s elements meanwhile.
+    unsafe fn times_v(
+        &self,
+        qkv: &[f32],
+        (rows, width): (usize, usize),
+        probs: Strided<*const f32>,
+        dst: Strided<*mut f32>,
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            matmul_f32(
+                (rows, width, self.hs),
+                dst,
+                probs,
+                Strided::rows(qkv.as_ptr().add(self.v), self.c3),
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+}
+
 /// A pointer that rayon tasks may share because each writes a disjoint part of its buffer.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
@@ -1053,77 +1188,35 @@ impl SharedOut {
 }
 
 impl CausalAttention {
-    fn run(
-        &self,
-        qkv: &[f32],
-        (b, t, c3): (usize, usize, usize),
-        mask: Option<(&[u8], MaskIndex)>,
-    ) -> Vec<f32> {
-        let (nh, c) = (self.n_head, c3 / 3);
-        let hs = c / nh;
-        let mut y = zeros_on_huge_pages(b * t * c);
+    fn run(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+        let (t, nh, c) = (g.t, g.nh, g.c());
+        let mut y = zeros_on_huge_pages(g.b * t * c);
         let out = SharedOut(y.as_mut_ptr());
-        (0..b * nh).into_par_iter().for_each(|task| {
+        (0..g.b * nh).into_par_iter().for_each(|task| {
             let (bi, h) = (task / nh, task % nh);
-            let base = bi * t * c3;
-            let (q, k, v) = (base + h * hs, base + c + h * hs, base + 2 * c + h * hs);
+            let head = g.head(bi, h);
             let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut probs = vec![0f32; ATTENTION_ROW_BLOCK * t];
             for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
                 let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
-                let rows = i1 - i0;
-                // The mask row of query i (of batch row bi) in MaskIndex's flat numbering.
-                let mask_row = |i: usize| {
-                    mask.map(|(m, idx)| {
-                        let r = idx.row((bi * nh + h) * t + i);
-                        &m[r * t..(r + 1) * t]
-                    })
-                };
-                // Keys beyond the last one any row of the block may see get probability 0; a
-                // row that may see nothing is uniform over all keys, as on the plain path.
-                let width = (i0..i1)
-                    .map(|i| match mask_row(i) {
-                        None => t,
-                        Some(m) => match m.iter().rposition(|&a| a != 0) {
-                            Some(j) => j + 1,
-                            None => t,
-                        },
-                    })
-                    .max()
-                    .unwrap_or(t);
-                let (scores, probs) = (&mut scores[..rows * width], &mut probs[..rows * width]);
-                // SAFETY: q rows i0..i1 and k rows 0..width of head h, batch bi, read with row
-                // stride 3C from `qkv`; `scores` is (rows, width) row-major.
-                unsafe {
-                    matmul_f32(
-                        (rows, hs, width),
-                        Strided::rows(scores.as_mut_ptr(), width),
-                        Strided::rows(qkv.as_ptr().add(q + i0 * c3), c3),
-                        // k^T: element (d, j) is k[j * 3C + d].
-                        Strided {
-                            ptr: qkv.as_ptr().add(k),
-                            row_stride: 1,
-                            col_stride: c3,
-                        },
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                }
+                // Keys beyond the last one any row of the block may see get probability 0.
+                let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+                // SAFETY: q rows i0..i1 and k rows 0..width of this head; `scores` holds
+                // (rows, width).
+                unsafe { head.scores(qkv, i0, rows, width, scores.as_mut_ptr()) };
                 for (r, i) in (i0..i1).enumerate() {
                     let row = r * width..(r + 1) * width;
-                    let m = mask_row(i).map(|m| &m[..width]);
+                    let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
                     masked_softmax_row(&mut probs[row.clone()], &scores[row], m, self.scale);
                 }
                 // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C) are
-                // written by this task alone; v rows 0..width are read with row stride 3C.
+                // written by this task alone.
                 unsafe {
-                    matmul_f32(
-                        (rows, width, hs),
-                        Strided::rows(out.at(bi * t * c + i0 * c + h * hs), c),
+                    head.times_v(
+                        qkv,
+                        (rows, width),
                         Strided::rows(probs.as_ptr(), width),
-                        Strided::rows(qkv.as_ptr().add(v), c3),
-                        false,
-                        gemm::Parallelism::None,
+                        Strided::rows(out.at(bi * t * c + i0 * c + h * g.hs), c),
                     )
                 }
             }
@@ -1139,9 +1232,9 @@ impl CustomOp1 for CausalAttention {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(CustomOp1::name(self), s, l)?;
-        let (b, t, c3) = l.shape().dims3()?;
-        let y = self.run(qkv, (b, t, c3), None);
-        Ok((CpuStorage::F32(y), Shape::from((b, t, c3 / 3))))
+        let g = AttentionGeometry::new(l, self.n_head, None)?;
+        let y = self.run(qkv, &g);
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.c()))))
     }
 }
 
@@ -1159,11 +1252,10 @@ impl CustomOp2 for CausalAttention {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
         let m = contiguous_u8(CustomOp2::name(self), ms, ml)?;
-        let (b, t, c3) = l.shape().dims3()?;
         // The mask is indexed like the (B, nh, T, T) scores it would apply to.
-        let idx = MaskIndex::for_scores((b, self.n_head, t), ml)?;
-        let y = self.run(qkv, (b, t, c3), Some((m, idx)));
-        Ok((CpuStorage::F32(y), Shape::from((b, t, c3 / 3))))
+        let g = AttentionGeometry::new(l, self.n_head, Some((m, ml)))?;
+        let y = self.run(qkv, &g);
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.c()))))
     }
 }
 
@@ -1218,69 +1310,10 @@ struct AttentionWithGrad {
     probs: Arc<Mutex<Option<Vec<f32>>>>,
 }
 
-/// The shapes and masks both passes walk through, block of query rows by block.
-struct AttentionGeometry<'a> {
-    b: usize,
-    t: usize,
-    nh: usize,
-    hs: usize,
-    mask: &'a [u8],
-    idx: MaskIndex,
-}
-
-impl AttentionGeometry<'_> {
-    fn c3(&self) -> usize {
-        3 * self.nh * self.hs
-    }
-
-    /// The mask row of query `i` of head `h`, batch row `bi`.
-    fn mask_row(&self, bi: usize, h: usize, i: usize) -> &[u8] {
-        let r = self.idx.row((bi * self.nh + h) * self.t + i);
-        &self.mask[r * self.t..(r + 1) * self.t]
-    }
-
-    /// How many keys the rows `i0..i1` need: up to the last one any of them may see, or all of
-    /// them when a row may see none (its softmax is uniform, as on the plain path).
-    fn width(&self, bi: usize, h: usize, rows: std::ops::Range<usize>) -> usize {
-        rows.map(
-            |i| match self.mask_row(bi, h, i).iter().rposition(|&a| a != 0) {
-                Some(j) => j + 1,
-                None => self.t,
-            },
-        )
-        .max()
-        .unwrap_or(self.t)
-    }
-
-    /// Offset of the dropout mask's element `(bi, h, i, 0)` in the `(B, nh, T, T)` numbering.
-    fn mask_offset(&self, bi: usize, h: usize, i: usize) -> usize {
-        ((bi * self.nh + h) * self.t + i) * self.t
-    }
-}
-
 impl AttentionWithGrad {
-    fn geometry<'a>(
-        &self,
-        l: &Layout,
-        mask: &'a [u8],
-        ml: &Layout,
-    ) -> candle_core::Result<AttentionGeometry<'a>> {
-        let (b, t, c3) = l.shape().dims3()?;
-        let nh = self.n_head;
-        Ok(AttentionGeometry {
-            b,
-            t,
-            nh,
-            hs: c3 / 3 / nh,
-            mask,
-            idx: MaskIndex::for_scores((b, nh, t), ml)?,
-        })
-    }
-
     /// `y` `(B, T, C)` and the probabilities `(B, nh, T, T)`.
     fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f32>) {
-        let (t, nh, hs, c3) = (g.t, g.nh, g.hs, g.c3());
-        let c = nh * hs;
+        let (t, nh, c) = (g.t, g.nh, g.c());
         let mut y = zeros_on_huge_pages(g.b * t * c);
         let mut probs = zeros_on_huge_pages(g.b * nh * t * t);
         let out = SharedOut(y.as_mut_ptr());
@@ -1289,38 +1322,19 @@ impl AttentionWithGrad {
             .enumerate()
             .for_each(|(task, p)| {
                 let (bi, h) = (task / nh, task % nh);
-                let base = bi * t * c3;
-                let (q, k, v) = (base + h * hs, base + c + h * hs, base + 2 * c + h * hs);
+                let head = g.head(bi, h);
                 let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
                 let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
                 for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
                     let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
                     let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
-                    // SAFETY: q rows i0..i1 and k rows 0..width of head h, batch bi, read with
-                    // row stride 3C; `scores` is (rows, width).
-                    unsafe {
-                        matmul_f32(
-                            (rows, hs, width),
-                            Strided::rows(scores.as_mut_ptr(), width),
-                            Strided::rows(qkv.as_ptr().add(q + i0 * c3), c3),
-                            Strided {
-                                ptr: qkv.as_ptr().add(k),
-                                row_stride: 1,
-                                col_stride: c3,
-                            },
-                            false,
-                            gemm::Parallelism::None,
-                        )
-                    }
+                    // SAFETY: q rows i0..i1 and k rows 0..width of this head; `scores` holds
+                    // (rows, width).
+                    unsafe { head.scores(qkv, i0, rows, width, scores.as_mut_ptr()) };
                     for (r, i) in (i0..i1).enumerate() {
-                        let m = &g.mask_row(bi, h, i)[..width];
+                        let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
                         let row = &mut p[i * t..i * t + width];
-                        masked_softmax_row(
-                            row,
-                            &scores[r * width..(r + 1) * width],
-                            Some(m),
-                            self.scale,
-                        );
+                        masked_softmax_row(row, &scores[r * width..(r + 1) * width], m, self.scale);
                         if let Some(mask) = &self.dropout {
                             let d = &mut dropped[r * width..(r + 1) * width];
                             mask.fill(g.mask_offset(bi, h, i), d);
@@ -1329,20 +1343,18 @@ impl AttentionWithGrad {
                             }
                         }
                     }
-                    let lhs = match self.dropout {
+                    let probs = match self.dropout {
                         Some(_) => Strided::rows(dropped.as_ptr(), width),
                         None => Strided::rows(p[i0 * t..].as_ptr(), t),
                     };
                     // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C)
-                    // are written by this task alone; v rows 0..width read with row stride 3C.
+                    // are written by this task alone.
                     unsafe {
-                        matmul_f32(
-                            (rows, width, hs),
-                            Strided::rows(out.at(bi * t * c + i0 * c + h * hs), c),
-                            lhs,
-                            Strided::rows(qkv.as_ptr().add(v), c3),
-                            false,
-                            gemm::Parallelism::None,
+                        head.times_v(
+                            qkv,
+                            (rows, width),
+                            probs,
+                            Strided::rows(out.at(bi * t * c + i0 * c + h * g.hs), c),
                         )
                     }
                 }
@@ -1352,14 +1364,12 @@ impl AttentionWithGrad {
 
     /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
     fn backward(&self, qkv: &[f32], dy: &[f32], probs: &[f32], g: &AttentionGeometry) -> Vec<f32> {
-        let (t, nh, hs, c3) = (g.t, g.nh, g.hs, g.c3());
-        let c = nh * hs;
+        let (t, nh, hs, c3, c) = (g.t, g.nh, g.hs, g.c3(), g.c());
         let mut dqkv = zeros_on_huge_pages(g.b * t * c3);
         let out = SharedOut(dqkv.as_mut_ptr());
         (0..g.b * nh).into_par_iter().for_each(|task| {
             let (bi, h) = (task / nh, task % nh);
-            let base = bi * t * c3;
-            let (q, k, v) = (base + h * hs, base + c + h * hs, base + 2 * c + h * hs);
+            let head = g.head(bi, h);
             let p = &probs[task * t * t..(task + 1) * t * t];
             let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
@@ -1367,6 +1377,7 @@ impl AttentionWithGrad {
             for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
                 let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
                 let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+                let dy_rows = Strided::rows(dy[bi * t * c + i0 * c + h * hs..].as_ptr(), c);
                 // The probabilities after dropout, as the forward pass multiplied v by them.
                 let pd = match &self.dropout {
                     Some(mask) => {
@@ -1382,18 +1393,17 @@ impl AttentionWithGrad {
                     }
                     None => Strided::rows(p[i0 * t..].as_ptr(), t),
                 };
-                // SAFETY (all four products): the rows and columns of head h of batch bi that
-                // this task alone writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row
-                // stride 3C), scratch buffers of (rows, width), and reads of `qkv`, `dy`
-                // (row stride C) and the probabilities within their bounds.
+                // SAFETY (all four products): the rows of this head that this task alone
+                // writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row stride 3C),
+                // scratch buffers of (rows, width), and reads within `qkv`, `dy` and `probs`.
                 unsafe {
                     // d(dropped probabilities) = dy v^T: (rows, hs) @ (hs, width).
                     matmul_f32(
                         (rows, hs, width),
                         Strided::rows(dp.as_mut_ptr(), width),
-                        Strided::rows(dy.as_ptr().add(bi * t * c + i0 * c + h * hs), c),
+                        dy_rows,
                         Strided {
-                            ptr: qkv.as_ptr().add(v),
+                            ptr: qkv.as_ptr().add(head.v),
                             row_stride: 1,
                             col_stride: c3,
                         },
@@ -1403,13 +1413,13 @@ impl AttentionWithGrad {
                     // dv += dropped^T dy: (width, rows) @ (rows, hs).
                     matmul_f32(
                         (width, rows, hs),
-                        Strided::rows(out.at(v), c3),
+                        Strided::rows(out.at(head.v), c3),
                         Strided {
                             ptr: pd.ptr,
                             row_stride: 1,
                             col_stride: pd.row_stride,
                         },
-                        Strided::rows(dy.as_ptr().add(bi * t * c + i0 * c + h * hs), c),
+                        dy_rows,
                         true,
                         gemm::Parallelism::None,
                     );
@@ -1422,15 +1432,9 @@ impl AttentionWithGrad {
                             *d *= m;
                         }
                     }
-                    let m = &g.mask_row(bi, h, i)[..width];
+                    let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
                     let ds = &mut dropped[row.clone()];
-                    masked_softmax_grad_row(
-                        ds,
-                        &p[i * t..i * t + width],
-                        &dp[row],
-                        Some(m),
-                        self.scale,
-                    );
+                    masked_softmax_grad_row(ds, &p[i * t..i * t + width], &dp[row], m, self.scale);
                 }
                 let ds = dropped.as_ptr();
                 // SAFETY: as above; `dropped` now holds d(scores), (rows, width).
@@ -1438,22 +1442,22 @@ impl AttentionWithGrad {
                     // dq = d(scores) k: (rows, width) @ (width, hs).
                     matmul_f32(
                         (rows, width, hs),
-                        Strided::rows(out.at(q + i0 * c3), c3),
+                        Strided::rows(out.at(head.q + i0 * c3), c3),
                         Strided::rows(ds, width),
-                        Strided::rows(qkv.as_ptr().add(k), c3),
+                        Strided::rows(qkv.as_ptr().add(head.k), c3),
                         false,
                         gemm::Parallelism::None,
                     );
                     // dk += d(scores)^T q: (width, rows) @ (rows, hs).
                     matmul_f32(
                         (width, rows, hs),
-                        Strided::rows(out.at(k), c3),
+                        Strided::rows(out.at(head.k), c3),
                         Strided {
                             ptr: ds,
                             row_stride: 1,
                             col_stride: width,
                         },
-                        Strided::rows(qkv.as_ptr().add(q + i0 * c3), c3),
+                        Strided::rows(qkv.as_ptr().add(head.q + i0 * c3), c3),
                         true,
                         gemm::Parallelism::None,
                     );
@@ -1478,7 +1482,7 @@ impl CustomOp2 for AttentionWithGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
         let mask = contiguous_u8(CustomOp2::name(self), ms, ml)?;
-        let g = self.geometry(l, mask, ml)?;
+        let g = AttentionGeometry::new(l, self.n_head, Some((mask, ml)))?;
         let (y, probs) = self.forward(qkv, &g);
         *self.probs.lock().expect("attention probabilities poisoned") = Some(probs);
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.nh * g.hs))))
@@ -1527,7 +1531,7 @@ impl CustomOp3 for AttentionGrad {
         let qkv = contiguous_f32(name, s, l)?;
         let dy = contiguous_f32(name, ds, dl)?;
         let mask = contiguous_u8(name, ms, ml)?;
-        let g = self.op.geometry(l, mask, ml)?;
+        let g = AttentionGeometry::new(l, self.op.n_head, Some((mask, ml)))?;
         let probs = self
             .op
             .probs

@@ -196,14 +196,7 @@ fn bundled_model_is_the_crates_own_seeded_initialisation() {
     let bundled = &bundled().weights;
     assert_eq!(fresh.names(), bundled.names());
     for name in fresh.names() {
-        let d = (fresh.get(&name).unwrap() - bundled.get(&name).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(fresh.get(&name).unwrap(), bundled.get(&name).unwrap());
         assert_eq!(
             d, 0.0,
             "{name} differs: regenerate with `cargo run --example make_tiny_gpt2`"
@@ -325,14 +318,7 @@ fn base_model_checkpoint_without_prefix_loads() {
     // transformers' GPT2Model saves `wte.weight`, `h.0...` with no `transformer.` prefix.
     let dir = tempdir("unprefixed");
     let m = bundled();
-    std::fs::write(dir.join("config.json"), m.config.to_json()).unwrap();
-    let tensors: std::collections::HashMap<String, Tensor> = m
-        .weights
-        .names()
-        .into_iter()
-        .map(|n| (n.clone(), m.weights.get(&n).unwrap().clone()))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    save_unprefixed_bundled(&dir);
     let back =
         LoadedModel::load(&ModelSource::Local(dir.clone()), &Device::Cpu, DType::F32).unwrap();
     assert_eq!(back.weights.names(), m.weights.names());

@@ -132,15 +132,7 @@ fn new_head_weights_are_reported_like_transformers() {
     // The same checkpoint as GPT2Model saves it: no `transformer.` prefix. Every head reports
     // the same new weights from it as from the LM checkpoint.
     let dir = std::env::temp_dir().join(format!("gpt2-tutorial-base-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), m.config.to_json()).unwrap();
-    let tensors: HashMap<String, Tensor> = m
-        .weights
-        .names()
-        .into_iter()
-        .map(|n| (n.clone(), m.weights.get(&n).unwrap().clone()))
-        .collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    save_unprefixed_bundled(&dir);
     let base =
         LoadedModel::load(&ModelSource::Local(dir.clone()), &Device::Cpu, DType::F32).unwrap();
     for class in ModelClass::all(5) {

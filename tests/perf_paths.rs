@@ -279,14 +279,7 @@ fn a_training_step_lowers_the_loss_it_reports() {
     // The updates reach the VarMap the model reads from.
     let after = Weights::from_varmap(&train.varmap).unwrap();
     let before = m.weights.get("h.0.attn.c_attn.weight").unwrap();
-    let moved = (after.get("h.0.attn.c_attn.weight").unwrap() - before)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let moved = max_abs_diff(after.get("h.0.attn.c_attn.weight").unwrap(), before);
     assert!(moved > 0.0);
 }
 
@@ -472,6 +465,41 @@ fn gelu_and_softmax_exponentials_hold_over_the_whole_range() {
     assert_close("softmax over 200 nats", &fast, &plain, 1e-7);
 }
 
+/// The plain path of attention from `c_attn`'s output `(B, T, 3C)`: split q, k and v into
+/// heads, masked softmax of the scaled scores, dropout (if given), times v, heads merged back.
+fn plain_attention(
+    qkv: &Tensor,
+    nh: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+    dropout: Option<&Dropout>,
+) -> Tensor {
+    let (b, t, c3) = qkv.dims3().unwrap();
+    let (c, hs) = (c3 / 3, c3 / 3 / nh);
+    let split = |i: usize| {
+        qkv.narrow(2, i * c, c)
+            .unwrap()
+            .reshape((b, t, nh, hs))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let (q, k, v) = (split(0), split(1), split(2));
+    let att = plain_masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), scale, mask);
+    let att = match dropout {
+        Some(d) => d.forward(&att).unwrap(),
+        None => att,
+    };
+    att.matmul(&v)
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .reshape((b, t, c))
+        .unwrap()
+}
+
 #[test]
 fn cacheless_attention_equals_split_heads_softmax_merge() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
@@ -492,26 +520,7 @@ fn cacheless_attention_equals_split_heads_softmax_merge() {
         let fast = kernels::causal_attention(&qkv, nh, 0.25, mask.as_ref())
             .unwrap()
             .expect("eligible");
-        let split = |i: usize| {
-            qkv.narrow(2, i * c, c)
-                .unwrap()
-                .reshape((b, t, nh, hs))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (q, k, v) = (split(0), split(1), split(2));
-        let att = q.matmul(&k.t().unwrap()).unwrap();
-        let att = plain_masked_softmax(&att, 0.25, mask.as_ref());
-        let plain = att
-            .matmul(&v)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, t, c))
-            .unwrap();
+        let plain = plain_attention(&qkv, nh, 0.25, mask.as_ref(), None);
         assert_close(
             &format!("attention B={b} T={t} padded={padded}"),
             &fast,
@@ -560,28 +569,7 @@ fn attention_with_grad_equals_the_plain_path_forward_and_backward() {
         let fast = kernels::attention(qkv.as_tensor(), nh, 0.25, &mask, &dropout())
             .unwrap()
             .expect("eligible");
-        let split = |i: usize| {
-            qkv.as_tensor()
-                .narrow(2, i * c, c)
-                .unwrap()
-                .reshape((b, t, nh, hs))
-                .unwrap()
-                .transpose(1, 2)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-        };
-        let (q, k, v) = (split(0), split(1), split(2));
-        let att = q.matmul(&k.t().unwrap()).unwrap();
-        let att = plain_masked_softmax(&att, 0.25, Some(&mask));
-        let att = dropout().forward(&att).unwrap();
-        let plain = att
-            .matmul(&v)
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .reshape((b, t, c))
-            .unwrap();
+        let plain = plain_attention(qkv.as_tensor(), nh, 0.25, Some(&mask), Some(&dropout()));
         let what = format!("attention B={b} T={t} padded={padded} p={p}");
         assert_close(&what, &fast, &plain, FAST_PATH_TOL);
         let grad = |y: &Tensor| {

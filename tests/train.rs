@@ -31,17 +31,6 @@ fn train_step(weights: &Weights, lr: f64, precision: TrainPrecision) -> TrainSte
     .unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn precision_names_read_and_print_the_same() {
     for name in ["f32", "mixed-f16", "mixed-bf16", "f16", "bf16"] {
@@ -85,6 +74,17 @@ fn loss_scaler_keeps_grad_scalers_rules() {
     let loss = (w.as_tensor().sqrt().unwrap().sum_all().unwrap() * f64::INFINITY).unwrap();
     let mut grads = loss.backward().unwrap();
     assert!(!s.unscale(&mut grads, &[w]).unwrap());
+}
+
+/// The Euclidean norm of a tensor.
+fn l2(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
 }
 
 /// The gradients a step computes, by weight name.
@@ -138,23 +138,7 @@ fn mixed_precision_follows_f32() {
                 DType::F32,
                 "{precision} {name}: the masters' gradient"
             );
-            let norm = want
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .sqrt();
-            let err = (g - want)
-                .unwrap()
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .sqrt();
+            let (norm, err) = (l2(want), l2(&(g - want).unwrap()));
             assert!(
                 err <= grad_tol * norm,
                 "{precision} {name}: |error| {err} vs |grad| {norm}"

@@ -75,6 +75,34 @@ pub fn bundled_lm() -> Gpt2LmHeadModel {
 
 /// Compares two tensors element-wise; on failure prints the evidence (max difference, where,
 /// the first few pairs) before failing, as llm.c's test_gpt2 does.
+/// The largest absolute difference between two tensors of one shape (any float dtype).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    (f32(a) - f32(b))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Saves the bundled model as transformers' `GPT2Model` saves it (no `transformer.` prefix)
+/// into `dir`, config included.
+pub fn save_unprefixed_bundled(dir: &Path) {
+    let m = bundled();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), m.config.to_json()).unwrap();
+    let tensors: HashMap<String, Tensor> = m
+        .weights
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), m.weights.get(&n).unwrap().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
 pub fn assert_close(name: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert_eq!(got.dims(), want.dims(), "{name}: shapes differ");
     let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
