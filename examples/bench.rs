@@ -26,6 +26,11 @@ use gpt2_tutorial::train::{AdamWKind, TrainPrecision, TrainStep};
 use gpt2_tutorial::{kernels, loss, Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
 use serde_json::{json, Value};
 
+// What the library recommends for a program that trains (src/memory.rs).
+#[global_allocator]
+static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
+    gpt2_tutorial::memory::ZeroFilledAllocator;
+
 /// This crate's side of the benchmark against transformers.
 #[derive(Parser)]
 struct Args {

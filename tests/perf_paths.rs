@@ -734,3 +734,32 @@ fn fused_dropout_equals_multiplying_by_the_mask_forward_and_backward() {
 fn glibc_takes_every_allocator_setting() {
     assert!(gpt2_tutorial::memory::reuse_freed_buffers());
 }
+
+/// ZeroFilledAllocator keeps GlobalAlloc's promises: zeroed memory is zero, also when it is a
+/// block that was written and freed before, and plain allocation and realloc keep contents.
+#[test]
+fn zero_filled_allocator_hands_out_zeros() {
+    use std::alloc::{GlobalAlloc, Layout};
+    let a = gpt2_tutorial::memory::ZeroFilledAllocator;
+    let layout = Layout::from_size_align(64 << 20, 64).unwrap();
+    for _ in 0..2 {
+        // SAFETY: a non-zero layout; the block is freed with the same layout.
+        unsafe {
+            let p = a.alloc_zeroed(layout);
+            assert!(!p.is_null());
+            let block = std::slice::from_raw_parts_mut(p, layout.size());
+            assert!(block.iter().all(|&b| b == 0));
+            block.fill(0xAB);
+            a.dealloc(p, layout);
+        }
+    }
+    let small = Layout::from_size_align(16, 8).unwrap();
+    // SAFETY: as above; realloc keeps the first 16 bytes.
+    unsafe {
+        let p = a.alloc(small);
+        std::ptr::write_bytes(p, 7, 16);
+        let q = a.realloc(p, small, 4096);
+        assert!(std::slice::from_raw_parts(q, 16).iter().all(|&b| b == 7));
+        a.dealloc(q, Layout::from_size_align(4096, 8).unwrap());
+    }
+}
