@@ -168,12 +168,13 @@ impl GenerationConfig {
 
     /// A fresh sampler for these settings, seeded with `seed`.
     pub fn sampler(&self) -> Sampler {
-        let top_k_before_top_p = match self.sampling_strategy() {
+        let strategy = self.sampling_strategy();
+        let top_k_before_top_p = match strategy {
             Sampling::TopP { .. } => self.top_k,
             _ => None,
         };
         Sampler {
-            processor: LogitsProcessor::from_sampling(self.seed, self.sampling_strategy()),
+            processor: LogitsProcessor::from_sampling(self.seed, strategy),
             top_k_before_top_p,
         }
     }
