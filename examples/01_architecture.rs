@@ -9,9 +9,10 @@
 //! ```
 
 use clap::Parser;
-use gpt2_tutorial::architecture::{lm_tree, ArchitectureReport};
 use gpt2_tutorial::cli::ModelArgs;
-use gpt2_tutorial::summary::{module_tree, ModelClass};
+use gpt2_tutorial::heads::ModelClass;
+use gpt2_tutorial::tutorial::architecture::{lm_tree, ArchitectureReport};
+use gpt2_tutorial::tutorial::module_tree::module_tree;
 use gpt2_tutorial::Gpt2Config;
 
 /// GPT-2's sizes, module tree and parameter counts.

@@ -13,6 +13,7 @@
 use clap::Parser;
 use gpt2_tutorial::cli::ModelArgs;
 use gpt2_tutorial::generation::{self, GenerationConfig, DEFAULT_SEED, DEFAULT_TOP_K};
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 use gpt2_tutorial::Gpt2LmHeadModel;
 use serde::Serialize;
 
@@ -22,7 +23,7 @@ struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// The text to continue.
-    #[arg(long, default_value = "Hello, I'm a language model,")]
+    #[arg(long, default_value = TUTORIAL_PROMPT)]
     prompt: String,
     /// Length of each output in tokens, prompt included (transformers' max_length).
     #[arg(long, default_value_t = 30)]

@@ -4,7 +4,8 @@
 //! the last position, turn them into probabilities, pick the most likely token; then loop: the
 //! tutorial's naive loop (re-tokenize the growing text, run the whole sequence every step)
 //! against the KV-cached loop, with both texts, whether their token ids agree, and their times.
-//! Also draws the top-10 next-token probabilities to `chapters/figures/03_top10.svg`.
+//! Also draws the top-10 next-token probabilities as an SVG (`--figure`, by default under
+//! `target/figures/`; the book's copy is made by `scripts/book_figures.sh`).
 //!
 //! ```text
 //! cargo run --release --example 03_greedy                        # openai-community/gpt2, or bundled offline
@@ -18,10 +19,12 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use gpt2_tutorial::cli::ModelArgs;
 use gpt2_tutorial::generation::{GenerationConfig, Generator};
-use gpt2_tutorial::greedy_loops::{compare_loops, LoopComparison};
-use gpt2_tutorial::next_token::{format_prob, next_token, NextToken};
-use gpt2_tutorial::plot::{top_tokens_chart, write_svg};
+use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::stream::TokenOutputStream;
+use gpt2_tutorial::tutorial::greedy_loops::{compare_loops, LoopComparison};
+use gpt2_tutorial::tutorial::next_token::{format_prob, next_token, NextToken};
+use gpt2_tutorial::tutorial::top_tokens::top_tokens_chart;
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 use gpt2_tutorial::{Gpt2LmHeadModel, LoadedModel};
 use serde::Serialize;
 
@@ -31,13 +34,12 @@ struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// The text to continue.
-    #[arg(long, default_value = "Hello, I'm a language model,")]
+    #[arg(long, default_value = TUTORIAL_PROMPT)]
     prompt: String,
     /// How many tokens each loop adds (the tutorial's function uses 20).
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
-    /// Where to write the top-10 chart [default: chapters/figures/03_top10.svg for the bundled
-    /// model, 03_top10-<model>.svg beside it for others, so the book's figure stays pinned].
+    /// Where to write the top-10 chart [default: target/figures/03_top10-<model>.svg].
     #[arg(long)]
     figure: Option<PathBuf>,
     /// Print one JSON object instead of text.
@@ -63,17 +65,13 @@ struct Report {
 }
 
 fn default_figure(model_name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("chapters/figures");
-    if model_name == "bundled" {
-        return dir.join("03_top10.svg");
-    }
     let last = model_name.trim_end_matches('/').rsplit('/').next();
     let slug: String = last
         .unwrap_or(model_name)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    dir.join(format!("03_top10-{slug}.svg"))
+    Path::new("target/figures").join(format!("03_top10-{slug}.svg"))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -2,8 +2,9 @@
 //!
 //! Builds `GPT2Model`, `GPT2LMHeadModel`, `GPT2ForSequenceClassification`,
 //! `GPT2ForTokenClassification` and `GPT2ForQuestionAnswering` from the same checkpoint, prints
-//! each module tree as PyTorch would, the shapes it returns for the tutorial's prompt, and the
-//! head weights the checkpoint did not have and that were newly initialised.
+//! the base model's module tree as PyTorch would and then, for each head class, only the lines
+//! its tree adds, the shapes it returns for the tutorial's prompt, and the head weights the
+//! checkpoint did not have and that were newly initialised.
 //!
 //! ```text
 //! cargo run --release --example 04_heads                          # openai-community/gpt2, or bundled offline
@@ -16,8 +17,10 @@ use candle_core::Tensor;
 use clap::Parser;
 use gpt2_tutorial::cli::ModelArgs;
 use gpt2_tutorial::dropout::Dropout;
-use gpt2_tutorial::heads::{with_head, Gpt2Head, HEAD_SEED, TUTORIAL_PROMPT};
-use gpt2_tutorial::summary::{module_tree, ModelClass};
+use gpt2_tutorial::heads::ModelClass;
+use gpt2_tutorial::heads::{with_head, Gpt2Head, HEAD_SEED};
+use gpt2_tutorial::tutorial::module_tree::module_tree;
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 
 /// Every GPT-2 head on one checkpoint: module trees, output shapes, new weights.
 #[derive(Parser)]
@@ -63,7 +66,9 @@ fn main() -> anyhow::Result<()> {
             heads.insert(class.class_name().to_string(), entry);
             continue;
         }
-        println!("{}\n", module_tree(&model.config, class));
+        // The base model's tree in full; each head class then only with the lines it adds.
+        let tree = module_tree(&model.config, class);
+        println!("{}\n", without_the_base_tree(&tree));
         println!("  input_ids: {:?}", input_ids.dims());
         for (name, t) in &outputs {
             println!("  {name}: {:?}", t.dims());
@@ -88,4 +93,23 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A head class's module tree with its `(transformer): GPT2Model(...)` part, which is the base
+/// model's tree printed first, folded into one line; the base model's tree is returned whole.
+fn without_the_base_tree(tree: &str) -> String {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for line in tree.lines() {
+        match line {
+            "  (transformer): GPT2Model(" => inside = true,
+            "  )" if inside => {
+                inside = false;
+                lines.push("  (transformer): GPT2Model(...)  # the GPT2Model tree above");
+            }
+            _ if inside => {}
+            _ => lines.push(line),
+        }
+    }
+    lines.join("\n")
 }

@@ -14,8 +14,8 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::ops::log_softmax;
 use clap::Parser;
 use gpt2_tutorial::cli::ModelArgs;
-use gpt2_tutorial::heads::TUTORIAL_PROMPT;
 use gpt2_tutorial::loss::IGNORE_INDEX;
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 use gpt2_tutorial::Gpt2LmHeadModel;
 
 /// The LM loss from the model and by hand.
@@ -54,7 +54,8 @@ fn main() -> anyhow::Result<()> {
     let shift_labels = labels.narrow(1, 1, t - 1)?; // labels[..., 1:]  (1, T-1)
     let flat_logits = shift_logits.reshape((t - 1, v))?; // (T-1, V)
     let flat_labels = shift_labels.flatten_all()?; // (T-1)
-                                                   // cross-entropy: minus the mean log-probability of the right token
+
+    // cross-entropy: minus the mean log-probability of the right token
     let log_probs = log_softmax(&flat_logits, D::Minus1)?; // (T-1, V)
     let picked = log_probs.gather(&flat_labels.unsqueeze(1)?, 1)?; // (T-1, 1)
     let manual_loss = picked.neg()?.mean_all()?.to_scalar::<f32>()?;

@@ -20,9 +20,10 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand, ValueEnum};
-use gpt2_tutorial::bench::{self, DECODE_TOKENS, LONG_TOKENS, PROMPT, SEED};
+use gpt2_tutorial::bench::{self, DECODE_TOKENS, LONG_TOKENS, SEED};
 use gpt2_tutorial::device::{parse_device, Precision};
 use gpt2_tutorial::train::{AdamWKind, TrainPrecision, TrainStep};
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 use gpt2_tutorial::{kernels, loss, Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
 use serde_json::{json, Value};
 
@@ -351,7 +352,7 @@ fn main() -> anyhow::Result<()> {
             let device = parse_device(&device)?;
             let m = common.load(&device, dtype.dtype())?;
             let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
-            let prompt = m.tokenizer.encode(PROMPT)?;
+            let prompt = m.tokenizer.encode(TUTORIAL_PROMPT)?;
             let mut out = json!({
                 "side": "candle",
                 "size": common.config().0,
@@ -412,7 +413,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rss(common) => {
             let m = common.load(&Device::Cpu, candle_core::DType::F32)?;
             let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
-            let prompt = m.tokenizer.encode(PROMPT)?;
+            let prompt = m.tokenizer.encode(TUTORIAL_PROMPT)?;
             bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?;
             let peak = bench::peak_rss_bytes()?;
             let bytes = weights_bytes(&common.dir())?;

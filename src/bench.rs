@@ -10,13 +10,11 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::Device;
 
 use crate::generation::{self, GenerationConfig};
 use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
 
-/// The tutorial's prompt, 8 GPT-2 tokens.
-pub const PROMPT: &str = "Hello, I'm a language model,";
 /// New tokens per decoding run.
 pub const DECODE_TOKENS: usize = 64;
 /// Length of the prefill and training inputs.
@@ -63,24 +61,18 @@ pub fn cached_greedy(
         .swap_remove(0))
 }
 
-/// Greedy decoding *without* a cache: every step runs the whole sequence again and keeps the
-/// last position's logits. Same tokens as [`cached_greedy`], quadratically more work.
+/// Greedy decoding *without* a cache, exactly `max_new_tokens` new tokens (no end-of-text stop,
+/// as [`cached_greedy`]).
 pub fn naive_greedy(
     model: &Gpt2LmHeadModel,
     prompt: &[u32],
     max_new_tokens: usize,
 ) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(Error::EmptyPrompt);
-    }
-    let device = model.transformer.device();
-    let mut ids = prompt.to_vec();
-    for _ in 0..max_new_tokens {
-        let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?; // (1, T)
-        let logits = model.forward_last(&input, None, None)?; // (1, V)
-        ids.push(logits.argmax(D::Minus1)?.squeeze(0)?.to_scalar::<u32>()?);
-    }
-    Ok(ids)
+    let cfg = GenerationConfig {
+        eos_token_id: None,
+        ..GenerationConfig::greedy(max_new_tokens)
+    };
+    generation::uncached_greedy(model, prompt, &cfg)
 }
 
 /// The peak resident memory of this process so far (`VmHWM` in `/proc/self/status`), in bytes.

@@ -87,17 +87,3 @@ impl Precision {
         }
     }
 }
-
-// ANCHOR: lowest_finite
-/// The most negative finite value of a float dtype, which masked attention scores are set to.
-/// It must be the dtype's *own*: f32's lowest (-3.4e38) becomes -inf in f16, and a row with
-/// every score -inf (a padding query) softmaxes to NaN, which the next layer spreads.
-pub fn lowest_finite(dtype: DType) -> f64 {
-    match dtype {
-        DType::F16 => f64::from(half::f16::MIN),
-        DType::BF16 => f64::from(half::bf16::MIN),
-        DType::F64 => f64::MIN,
-        _ => f64::from(f32::MIN),
-    }
-}
-// ANCHOR_END: lowest_finite

@@ -11,7 +11,7 @@ pub enum Error {
     #[error("model directory {0} does not exist: pass a directory holding config.json and model.safetensors, a Hub id such as openai-community/gpt2, or `bundled`")]
     MissingModelDir(PathBuf),
 
-    #[error("{path} is missing: a model directory needs config.json and model.safetensors (save one with `save_pretrained` in transformers or `Gpt2::save` here)")]
+    #[error("{path} is missing: a model directory needs config.json and model.safetensors (write one with `save_pretrained` in transformers, or with `Weights::save` and `Gpt2Config::to_json` here)")]
     MissingFile { path: PathBuf },
 
     #[error("cannot read {path}: {source}")]
@@ -76,14 +76,82 @@ pub enum Error {
     #[error("a batch of {batch} sequences needs a pad token id to find where each one ends: set pad_token_id in the config (GPT-2 has none; the usual choice is its end-of-text token 50256), or classify one sequence at a time")]
     NoPadToken { batch: usize },
 
-    #[error("the loss is not finite ({0}): lower the learning rate or check the data")]
-    NonFiniteLoss(f32),
+    // Training (`src/train/`).
+    #[error("the {what} is not finite ({value}) at optimizer step {step}: training stopped before updating the weights, so the last checkpoint is still good: lower the learning rate, train in f32 or mixed precision if this is pure f16 (whose largest number is 65504), or check this step's data")]
+    NonFiniteLoss {
+        /// What was not finite: "loss", "gradient norm", ...
+        what: &'static str,
+        value: f64,
+        /// The 1-based number of the optimizer step being computed.
+        step: usize,
+    },
+
+    #[error("training stopped at optimizer step {step}: the {what} is {value}, so the weights were not updated; {}. Usual causes: a learning rate too high (lower --lr), pure f16 overflowing 65504 (use --dtype bf16, or the fixed recipe's f32 master weights), or bad data", last_checkpoint(.checkpoint))]
+    TrainingDiverged {
+        what: &'static str,
+        value: f64,
+        step: usize,
+        /// The last checkpoint written before the step, intact.
+        checkpoint: Option<PathBuf>,
+    },
+
+    #[error("{dir} is not a training checkpoint: {missing} missing. A checkpoint directory holds model.safetensors, config.json, tokenizer.json, optimizer.safetensors, train_step.json and trainer_state.json; pass one written by `save_checkpoint` (--out of a training run){old}")]
+    NotACheckpoint {
+        dir: PathBuf,
+        missing: String,
+        /// A note about a `.old` sibling left by an interrupted save, or empty.
+        old: String,
+    },
+
+    #[error("{path}: optimizer state does not fit: {reason}. Resume from the checkpoint that holds it, with the same model and precision")]
+    OptimizerState { path: PathBuf, reason: String },
 
     #[error("f16 gradients overflow at every loss scale down to {0}: train in mixed-bf16 or f32, or lower the learning rate")]
     LossScaleCollapsed(f64),
 
     #[error("dataset error: {0}")]
     Dataset(String),
+
+    // The data of the fine-tuning chapters (`src/data/`).
+    #[error("data file {path} does not exist: pass a .parquet file or a directory of them, `hub` for the Hub dataset, or `bundled` for the sample shipped with the crate")]
+    MissingDataFile { path: PathBuf },
+
+    #[error("{path} holds no .parquet files: pass a .parquet file or a directory of them (such as a dataset's data/ folder), `hub`, or `bundled`")]
+    NoParquetFiles { path: PathBuf },
+
+    #[error("{path} is not a readable parquet file ({reason}): it may be truncated, corrupt or not parquet at all; download it again, or write it with pandas' `to_parquet` or pyarrow")]
+    BadParquet { path: PathBuf, reason: String },
+
+    #[error("{path} has no column `{column}`: its columns are {}; pass a file with a `{column}` column", available.join(", "))]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        available: Vec<String>,
+    },
+
+    #[error("column `{column}` of {path} holds {found}, but {expected} are needed: pass a file whose `{column}` column holds {expected}")]
+    ColumnType {
+        path: PathBuf,
+        column: String,
+        found: String,
+        expected: &'static str,
+    },
+
+    #[error("column `{column}` of {path} is compressed with {codec}, which this crate does not read (it reads uncompressed and snappy parquet, the default of pandas, pyarrow and Hugging Face datasets): rewrite it with compression=\"snappy\"")]
+    UnsupportedCompression {
+        path: PathBuf,
+        column: String,
+        codec: String,
+    },
+
+    #[error("the dataset {origin} is empty ({reason}): pass a parquet file with at least one non-empty row")]
+    EmptyDataset { origin: String, reason: String },
+
+    #[error("max_seq_len {max_seq_len} is shorter than every text (the shortest has {shortest} tokens), so no training sequence can be made: raise --max-seq-len to at least {shortest}")]
+    SeqLenTooShort { max_seq_len: usize, shortest: usize },
+
+    #[error("Hub dataset {repo} is not available: {reason}")]
+    HubDataset { repo: String, reason: String },
 
     #[error("plot error: {0}")]
     Plot(String),
@@ -100,6 +168,19 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// The part of [`Error::TrainingDiverged`]'s message about what is saved.
+fn last_checkpoint(dir: &Option<PathBuf>) -> String {
+    match dir {
+        Some(dir) => format!(
+            "the last good checkpoint is {} (continue with --resume {0} and a lower --lr)",
+            dir.display()
+        ),
+        None => {
+            "no checkpoint had been written yet (--save-steps N writes one every N steps)".into()
         }
     }
 }

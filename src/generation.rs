@@ -14,7 +14,7 @@
 //! it keeps receiving the pad token (which for GPT-2 is `<|endoftext|>` again) until every row
 //! is finished or `max_length` is reached, so all rows come back with the same length.
 
-use candle_core::Tensor;
+use candle_core::{Tensor, D};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::Serialize;
 
@@ -25,7 +25,9 @@ use crate::{Error, Gpt2LmHeadModel, KvCache, Result};
 pub const DEFAULT_MAX_LENGTH: usize = 20;
 /// transformers' default `top_k` when sampling.
 pub const DEFAULT_TOP_K: usize = 50;
-/// The seed the examples use unless told otherwise (the tutorial's `set_seed(42)`).
+/// The seed the examples use unless told otherwise. 42 is the seed of the `set_seed(42)` in
+/// the example on the `gpt2` model card; the tutorial sets no seed, so its samples differ from
+/// run to run.
 pub const DEFAULT_SEED: u64 = 42;
 
 // ANCHOR: config
@@ -333,4 +335,27 @@ impl<'a> Generator<'a> {
 pub fn greedy(model: &Gpt2LmHeadModel, prompt: &[u32], max_new_tokens: usize) -> Result<Vec<u32>> {
     let mut generation = generate(model, prompt, &GenerationConfig::greedy(max_new_tokens))?;
     Ok(generation.sequences.swap_remove(0))
+}
+
+/// Greedy decoding *without* a cache: every step runs the whole sequence again and keeps the
+/// last position's logits. The same tokens as [`generate`] with the cache (a test checks it),
+/// quadratically more work. Stops at `cfg.eos_token_id` if it is set.
+pub fn uncached_greedy(
+    model: &Gpt2LmHeadModel,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+) -> Result<Vec<u32>> {
+    let max_length = cfg.validate(prompt.len(), model.config().n_positions)?;
+    let device = model.transformer.device();
+    let mut ids = prompt.to_vec();
+    while ids.len() < max_length {
+        let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?; // (1, T)
+        let logits = model.forward_last(&input, None, None)?; // (1, V)
+        let next = logits.argmax(D::Minus1)?.squeeze(0)?.to_scalar::<u32>()?;
+        ids.push(next);
+        if Some(next) == cfg.eos_token_id {
+            break;
+        }
+    }
+    Ok(ids)
 }

@@ -24,18 +24,50 @@ use serde::Serialize;
 
 use crate::dropout::Dropout;
 use crate::loss::{lm_loss, sequence_classification_loss, token_classification_loss};
-use crate::summary::ModelClass;
-use crate::weights::normal_tensor;
+use crate::weights::{is_head_key, normal_tensor};
 use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Model, Result, Weights};
 
-/// The prompt the tutorial runs through every head and its loss.
-pub const TUTORIAL_PROMPT: &str = "Hello, I'm a language model,";
+/// The model classes transformers builds on GPT-2, one per head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelClass {
+    /// `GPT2Model`: hidden states only.
+    Base,
+    /// `GPT2LMHeadModel`: next-token logits.
+    LmHead,
+    /// `GPT2ForSequenceClassification` with this many labels.
+    SequenceClassification(usize),
+    /// `GPT2ForTokenClassification` with this many labels.
+    TokenClassification(usize),
+    /// `GPT2ForQuestionAnswering`.
+    QuestionAnswering,
+}
+
+impl ModelClass {
+    /// The transformers class name, as `print(model)` starts.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Base => "GPT2Model",
+            Self::LmHead => "GPT2LMHeadModel",
+            Self::SequenceClassification(_) => "GPT2ForSequenceClassification",
+            Self::TokenClassification(_) => "GPT2ForTokenClassification",
+            Self::QuestionAnswering => "GPT2ForQuestionAnswering",
+        }
+    }
+
+    /// The five classes of the tutorial's chapter 4, the classifiers with `num_labels` classes.
+    pub fn all(num_labels: usize) -> [Self; 5] {
+        [
+            Self::Base,
+            Self::LmHead,
+            Self::SequenceClassification(num_labels),
+            Self::TokenClassification(num_labels),
+            Self::QuestionAnswering,
+        ]
+    }
+}
 
 /// The seed new head weights are drawn with unless a caller picks another.
 pub const HEAD_SEED: u64 = 42;
-
-/// The key prefixes of every head's parameters (they sit beside `transformer.`, not inside it).
-const HEAD_PREFIXES: [&str; 3] = ["score.", "classifier.", "qa_outputs."];
 
 /// The parameters `class` adds on top of the transformer, in checkpoint naming. These are
 /// `nn.Linear`s, so weights are `[out, in]` (unlike the transformer's `Conv1D`s).
@@ -143,7 +175,7 @@ pub fn with_head(
     report.unused_weights = weights
         .names()
         .into_iter()
-        .filter(|n| HEAD_PREFIXES.iter().any(|p| n.starts_with(p)) && !own.contains(n))
+        .filter(|n| is_head_key(n) && !own.contains(n))
         .collect();
     report.new_weights.sort();
     Ok((out, report))

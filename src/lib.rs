@@ -3,41 +3,43 @@
 //! GPT-2 end to end on [candle](https://github.com/huggingface/candle), written to be read.
 //! The book in `chapters/` walks through it; the examples in `examples/` are its experiments.
 //!
-//! - [`config`]: the hyper-parameters (`config.json`) and the four released sizes.
-//! - [`model`]: the transformer itself, bottom-up like nanoGPT's `model.py`.
-//! - [`heads`]: the five model classes (base, LM, sequence and token classification, QA).
-//! - [`cache`]: the key/value cache for fast generation.
-//! - [`weights`]: GPT-2's initialisation, loading and saving safetensors.
-//! - [`source`]: the Hub, local directories and the bundled tiny model.
-//! - [`tokenizer`]: GPT-2's byte-level BPE.
-//! - [`generation`]: greedy and sampled generation, like transformers' `generate`;
-//!   [`stream`] prints it token by token, [`next_token`] and [`greedy_loops`] take it apart.
-//! - [`loss`] and [`train`]: the losses, and a training step in f32 or half precision.
-//! - [`kernels`] and [`memory`]: the CPU fast paths and the allocator setting behind the
-//!   benchmark figures.
+//! ## The layers, top to bottom
+//!
+//! A module uses only modules on its own line or below it; nothing imports upwards (doc links
+//! aside). Reading bottom-up follows the book; reading top-down follows an example's `main`.
+//!
+//! | layer | modules | what they hold |
+//! |---|---|---|
+//! | chapters | [`tutorial`], [`bench`], [`cli`] | what the chapters print and draw, the benchmark harness, the examples' shared flags |
+//! | training | [`train`] | a training step in f32 or half precision, AdamW, schedules, clipping, checkpoints |
+//! | data | [`data`] | datasets read from parquet, and packing them into training sequences |
+//! | loading | [`source`], [`device`] | the Hub, local directories and the bundled files; devices and dtypes |
+//! | using a model | [`generation`], [`stream`], [`plot`] | greedy and sampled generation, streaming text, SVG figures |
+//! | heads | [`heads`], [`loss`] | the five model classes of transformers, and their losses |
+//! | the transformer | [`model`], [`cache`], [`dropout`] | GPT-2 itself, bottom-up like nanoGPT's `model.py`, its KV cache and seeded dropout |
+//! | fast paths | [`kernels`] | CPU operations with the plain code's arithmetic, one file each |
+//! | foundations | [`weights`], [`tokenizer`], [`config`], [`memory`], [`error`] | tensors by checkpoint name, GPT-2's BPE, `config.json`, allocation, the error type |
 
-pub mod architecture;
 pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod dropout;
 pub mod error;
 pub mod generation;
-pub mod greedy_loops;
 pub mod heads;
 pub mod kernels;
 pub mod loss;
 pub mod memory;
 pub mod model;
-pub mod next_token;
 pub mod plot;
 pub mod source;
 pub mod stream;
-pub mod summary;
 pub mod tokenizer;
 pub mod train;
+pub mod tutorial;
 pub mod weights;
 
 pub use cache::KvCache;

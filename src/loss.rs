@@ -49,7 +49,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         &safe.to_dtype(DType::U32)?,
         &(keep.to_dtype(DType::F32)? / counted as f64)?,
     )? {
-        return Ok(loss); // f32 on the CPU: the same in one pass (src/kernels.rs)
+        return Ok(loss); // f32 on the CPU: the same in one pass (src/kernels/cross_entropy.rs)
     }
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?; // (N, V)
     let picked = log_probs
@@ -65,7 +65,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// position `t` predicts token `t + 1`, so the logits at `t` are scored against the label at
 /// `t + 1`. transformers drops the last logits and the first label; here the labels move one
 /// place left instead and the last position gets -100 (ignored) - the same loss, without
-/// copying the `(B, T, V)` logits, which are a thousand times larger than the labels.
+/// copying the `(B, T, V)` logits, which hold V = 50,257 numbers for every label.
 pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
     check_labels(labels, &[b, t], PER_TOKEN)?;

@@ -6,6 +6,14 @@
 //! it is first written, and unmapped again when dropped - so the same memory is faulted in again
 //! and again, step after step: in `examples/bench.rs` the kernel's page faults and zeroing were
 //! a large part of a training step until this setting (README, "Performance").
+//!
+//! Large buffers are also worth backing with 2 MiB pages rather than 4 KiB ones (the weights,
+//! which decoding streams once per token, and the kernels' large outputs): the helpers at the
+//! end ask the kernel for transparent huge pages before the memory is first touched.
+
+use candle_core::{Device, Tensor};
+
+use crate::{Error, Result};
 
 /// Tells glibc's malloc to serve large buffers from its heap and keep freed memory for the next
 /// allocation instead of returning it to the kernel: `mallopt(M_MMAP_MAX, 0)`, a trim
@@ -88,3 +96,63 @@ unsafe impl std::alloc::GlobalAlloc for ZeroFilledAllocator {
     }
 }
 // ANCHOR_END: zero_filled
+
+// ----- buffers on huge pages ------------------------------------------------------------------
+
+/// Tensors at least this large are worth placing on 2 MiB pages.
+pub(crate) const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+/// A CPU f32 tensor of `shape` from little-endian `bytes` (a safetensors view), in memory the
+/// kernel is asked to back with transparent huge pages. Decoding streams every weight once per
+/// token; with 4 KiB pages a 500 MB model spans 120,000 pages and the TLB misses on most of
+/// them, with 2 MiB pages on 240. Where huge pages are off, or on other systems, this is a plain
+/// copy.
+pub(crate) fn f32_tensor_on_huge_pages(bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
+    let n = bytes.len() / 4;
+    if n * 4 != bytes.len() || shape.iter().product::<usize>() != n {
+        return Err(Error::InvalidArgument(format!(
+            "{} bytes do not hold f32 values of shape {shape:?}",
+            bytes.len()
+        )));
+    }
+    let mut data: Vec<f32> = Vec::with_capacity(n);
+    if n * 4 >= HUGE_PAGE_MIN_BYTES {
+        advise_huge_pages(data.as_mut_ptr().cast(), n * 4);
+    }
+    data.extend(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    );
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+}
+
+/// A zeroed buffer of `len` floats; past a few MB, backed by huge pages. A large zeroed
+/// allocation comes fresh from the kernel, untouched, so the advice is in time for its first
+/// write: one fault per 2 MiB instead of one per 4 KiB (a 500-token step's logits are 100 MB).
+pub(crate) fn zeros_on_huge_pages(len: usize) -> Vec<f32> {
+    let mut v = vec![0f32; len];
+    if len * 4 >= HUGE_PAGE_MIN_BYTES {
+        advise_huge_pages(v.as_mut_ptr().cast(), len * 4);
+    }
+    v
+}
+
+/// `madvise(MADV_HUGEPAGE)` over the whole pages inside `[ptr, ptr + len)`, before they are
+/// first touched. Advice only: failure (huge pages disabled) changes nothing.
+#[cfg(target_os = "linux")]
+pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    let page = 4096;
+    let start = (ptr as usize).div_ceil(page) * page;
+    let end = (ptr as usize + len) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside an allocation this process owns, and MADV_HUGEPAGE
+        // changes how the kernel backs it, never its contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}

@@ -7,6 +7,12 @@
 //!
 //! Shapes use nanoGPT's letters: B batch, T new tokens, S tokens attended to (past + new),
 //! C `n_embd`, nh heads, hs head size, V vocabulary.
+//!
+//! Each layer's arithmetic is written once as the formula, in candle's tensor operations: the
+//! `plain_*` functions, which the book shows. The entry points the model calls (`forward`,
+//! `attend`, `logits`) are gathered at the end of the file: for f32 on the CPU they run a
+//! kernel of `src/kernels/` with the same arithmetic in fewer passes, and the plain function
+//! otherwise. `tests/perf_paths.rs` checks that both give the same numbers.
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
@@ -34,32 +40,25 @@ impl LayerNorm {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // candle's fused kernel has no backward pass, so training takes ours (f32 on the CPU,
-        // in src/kernels.rs) or else the composed path; tests check that they all agree.
-        if x.track_op() || self.weight.track_op() || !x.is_contiguous() {
-            if let Some(y) = kernels::layer_norm(x, &self.weight, &self.bias, self.eps)? {
-                return Ok(y);
-            }
-            Ok(candle_nn::ops::layer_norm_slow(
-                x,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )?)
-        } else {
-            Ok(candle_nn::ops::layer_norm(
-                x,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )?)
-        }
+    /// The formula, step by step. In f16 and bf16 the mean and variance are taken in f32.
+    pub fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x32 = match x.dtype() {
+            DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
+            _ => x.clone(),
+        };
+        let mean = x32.mean_keepdim(D::Minus1)?; // (B, T, 1)
+        let centred = x32.broadcast_sub(&mean)?; // (B, T, C): x - mean
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?; // (B, T, 1)
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?; // (B, T, C)
+        let normed = normed.to_dtype(x.dtype())?;
+        Ok(normed
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
     }
 }
 // ANCHOR_END: layer_norm
 
-/// Softmax over the last dimension (fused when no gradient is needed; see `LayerNorm`).
+/// Softmax over the last dimension (fused when no gradient is needed).
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     // In f16/bf16, candle's CPU softmax (and the composed one training uses, on any device) sums
     // the exponentials in that precision: a row of 1024 keys then misses 1 by a few percent.
@@ -92,10 +91,8 @@ impl Conv1D {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = kernels::linear(x, &self.weight, &self.bias)? {
-            return Ok(y); // f32 on the CPU: the same product as one op (src/kernels.rs)
-        }
+    /// `y = x @ W + b`.
+    pub fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, n_in) = x.dims3()?;
         let x = x.reshape((b * t, n_in))?; // (B*T, in)
         let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B*T, out)
@@ -144,25 +141,22 @@ impl CausalSelfAttention {
         mask: Option<&Tensor>,
         cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
     ) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let hs = c / self.n_head;
         let qkv = self.c_attn.forward(x)?; // (B, T, 3C)
-        if cache.is_none() {
-            // f32 on the CPU: the same attention head by head, with no copies of q, k and v
-            // (src/kernels.rs); for training as one operation with its own backward pass.
-            let y = match mask {
-                Some(mask) if self.training || qkv.track_op() => {
-                    kernels::attention(&qkv, self.n_head, self.scale, mask, &self.attn_dropout)?
-                }
-                _ if !self.training => {
-                    kernels::causal_attention(&qkv, self.n_head, self.scale, mask)?
-                }
-                _ => None,
-            };
-            if let Some(y) = y {
-                return self.resid_dropout.forward(&self.c_proj.forward(&y)?);
-            }
-        }
+        let y = self.attend(&qkv, mask, cache)?; // (B, T, C)
+        self.resid_dropout.forward(&self.c_proj.forward(&y)?)
+    }
+
+    /// `softmax(q k^T * scale, masked) v` for every head, from `qkv` `(B, T, 3C)`. With a
+    /// cache, the keys and values of earlier tokens come first and this call's are appended.
+    fn plain_attend(
+        &self,
+        qkv: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+    ) -> Result<Tensor> {
+        let (b, t, c3) = qkv.dims3()?;
+        let c = c3 / 3;
+        let hs = c / self.n_head;
         let split = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(D::Minus1, i * c, c)? // (B, T, C)
@@ -180,35 +174,46 @@ impl CausalSelfAttention {
             *past_v = Some(v.clone());
         }
         let att = q.matmul(&k.t()?)?; // (B, nh, T, S)
-        let att = match kernels::scaled_masked_softmax(&att, self.scale, mask)? {
-            Some(att) => att, // f32 on the CPU: the same three steps in one pass
-            None => masked_softmax(&(att * self.scale)?, mask)?,
-        };
+        let att = scaled_masked_softmax(&att, self.scale, mask)?;
         let att = self.attn_dropout.forward(&att)?;
         let y = att.matmul(&v)?; // (B, nh, T, hs)
-        let y = y.transpose(1, 2)?.reshape((b, t, c))?; // (B, T, C): heads side by side again
-        self.resid_dropout.forward(&self.c_proj.forward(&y)?)
+        Ok(y.transpose(1, 2)?.reshape((b, t, c))?) // (B, T, C): heads side by side again
     }
 }
 
-/// Softmax over the keys a query may see. transformers fills masked scores with the dtype's
-/// lowest value rather than -inf, so a fully masked row (a padding query) softmaxes to uniform
-/// instead of NaN.
-fn masked_softmax(att: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// The attention weights: `softmax(where(mask, att * scale, lowest))` over the keys.
+/// transformers fills masked scores with the dtype's lowest value rather than -inf, so a fully
+/// masked row (a padding query) softmaxes to uniform instead of NaN.
+fn plain_scaled_masked_softmax(att: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let att = (att * scale)?;
     let att = match mask {
         Some(mask) => {
             let mask = mask.broadcast_as(att.shape())?;
-            let lowest = crate::device::lowest_finite(att.dtype());
+            let lowest = lowest_finite(att.dtype());
             let fill = Tensor::new(lowest, att.device())?
                 .to_dtype(att.dtype())?
                 .broadcast_as(att.shape())?;
-            mask.where_cond(att, &fill)?
+            mask.where_cond(&att, &fill)?
         }
-        None => att.clone(),
+        None => att,
     };
     softmax_last_dim(&att)
 }
 // ANCHOR_END: attention
+
+// ANCHOR: lowest_finite
+/// The most negative finite value of a float dtype, which masked attention scores are set to.
+/// It must be the dtype's *own*: f32's lowest (-3.4e38) becomes -inf in f16, and a row with
+/// every score -inf (a padding query) softmaxes to NaN, which the next layer spreads.
+pub fn lowest_finite(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => f64::from(half::f16::MIN),
+        DType::BF16 => f64::from(half::bf16::MIN),
+        DType::F64 => f64::MIN,
+        _ => f64::from(f32::MIN),
+    }
+}
+// ANCHOR_END: lowest_finite
 
 // ANCHOR: mlp
 /// The position-wise feed-forward network: widen 4×, GELU, narrow back.
@@ -228,6 +233,16 @@ enum Activation {
     Relu,
 }
 
+impl Activation {
+    fn plain_forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::GeluTanh => x.gelu()?, // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            Self::GeluErf => x.gelu_erf()?, // x * P(X <= x), X standard normal
+            Self::Relu => x.relu()?,     // max(x, 0)
+        })
+    }
+}
+
 impl Mlp {
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         let activation = match cfg.activation_function.as_str() {
@@ -245,14 +260,7 @@ impl Mlp {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.c_fc.forward(x)?; // (B, T, 4C)
-        let h = match self.activation {
-            Activation::GeluTanh => match kernels::gelu_tanh(&h)? {
-                Some(h) => h, // f32 on the CPU: the same formula on every core
-                None => h.gelu()?,
-            },
-            Activation::GeluErf => h.gelu_erf()?,
-            Activation::Relu => h.relu()?,
-        };
+        let h = self.activation.forward(&h)?; // (B, T, 4C)
         self.dropout.forward(&self.c_proj.forward(&h)?) // (B, T, C)
     }
 }
@@ -372,7 +380,7 @@ impl Gpt2Model {
         let pos = self.wpe.forward(&positions)?; // (T, C)
         let mut x = self.drop.forward(&tok.broadcast_add(&pos)?)?; // (B, T, C)
 
-        let mask = attention_bias(b, t, past, attention_mask, x.device())?;
+        let mask = causal_mask(b, t, past, attention_mask, x.device())?;
         for (i, block) in self.h.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             x = block.forward(&x, mask.as_ref(), layer_cache)?;
@@ -400,7 +408,7 @@ impl Gpt2Model {
 /// The attention mask, `(B or 1, 1, T, S)` u8, 1 where query `i` may look at key `j`:
 /// causal (`j <= past + i`) and, with an attention mask, not padding. `None` when nothing
 /// is masked, which is the case for every step of cached decoding without padding.
-pub fn attention_bias(
+pub fn causal_mask(
     b: usize,
     t: usize,
     past: usize,
@@ -464,15 +472,11 @@ impl Gpt2LmHeadModel {
         self.logits(&hidden)
     }
 
-    /// Applies the tied head to hidden states `(B, T, C)`.
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+    /// The tied head on hidden states `(B, T, C)`: `logits = hidden @ wte^T`.
+    pub fn plain_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, c))?; // (B*T, C)
-        let wte = self.transformer.wte();
-        let logits = match kernels::tied_head(&flat, wte)? {
-            Some(logits) => logits, // f32 on the CPU: no transposed view of wte (src/kernels.rs)
-            None => flat.matmul(&wte.t()?)?, // (B*T, V)
-        };
+        let logits = flat.matmul(&self.transformer.wte().t()?)?; // (B*T, V)
         Ok(logits.reshape((b, t, ()))?) // (B, T, V)
     }
 
@@ -505,3 +509,80 @@ impl Gpt2Model {
         Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
     }
 }
+
+// ----- The fast paths: where each layer leaves the plain code --------------------------------
+
+// ANCHOR: fast_paths
+// Each layer's entry point. For f32 on the CPU a kernel in `src/kernels/` computes the same
+// arithmetic in fewer passes (`None` elsewhere); otherwise the plain formula above runs.
+// tests/perf_paths.rs checks that both give the same numbers, forward and backward.
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.track_op() && !self.weight.track_op() && x.is_contiguous() {
+            // No gradient wanted: candle's fused kernel, on any device.
+            let (w, b, eps) = (&self.weight, &self.bias, self.eps as f32);
+            return Ok(candle_nn::ops::layer_norm(x, w, b, eps)?);
+        }
+        let fast = kernels::layer_norm(x, &self.weight, &self.bias, self.eps)?;
+        fast.map_or_else(|| self.plain_forward(x), Ok)
+    }
+}
+
+impl Conv1D {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let fast = kernels::linear(x, &self.weight, &self.bias)?;
+        fast.map_or_else(|| self.plain_forward(x), Ok)
+    }
+}
+
+impl CausalSelfAttention {
+    /// Without a cache, all heads as one operation that reads q, k and v straight out of
+    /// `qkv`: for inference, or with its own backward pass (and dropout) for training.
+    fn attend(
+        &self,
+        qkv: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+    ) -> Result<Tensor> {
+        let (n_head, scale) = (self.n_head, self.scale);
+        let fast = match mask {
+            _ if cache.is_some() => None,
+            Some(mask) if self.training || qkv.track_op() => {
+                kernels::attention(qkv, n_head, scale, mask, &self.attn_dropout)?
+            }
+            _ if !self.training => kernels::causal_attention(qkv, n_head, scale, mask)?,
+            _ => None,
+        };
+        fast.map_or_else(|| self.plain_attend(qkv, mask, cache), Ok)
+    }
+}
+
+fn scaled_masked_softmax(att: &Tensor, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let fast = kernels::scaled_masked_softmax(att, scale, mask)?;
+    fast.map_or_else(|| plain_scaled_masked_softmax(att, scale, mask), Ok)
+}
+
+impl Activation {
+    fn forward(self, x: &Tensor) -> Result<Tensor> {
+        let fast = match self {
+            Self::GeluTanh => kernels::gelu_tanh(x)?,
+            Self::GeluErf | Self::Relu => None,
+        };
+        fast.map_or_else(|| self.plain_forward(x), Ok)
+    }
+}
+
+impl Gpt2LmHeadModel {
+    /// Applies the tied head to hidden states `(B, T, C)`; the kernel reads `wte` as it is
+    /// stored, with no transposed view.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, c) = hidden.dims3()?;
+        let flat = hidden.reshape((b * t, c))?; // (B*T, C)
+        match kernels::tied_head(&flat, self.transformer.wte())? {
+            Some(logits) => Ok(logits.reshape((b, t, ()))?), // (B, T, V)
+            None => self.plain_logits(hidden),
+        }
+    }
+}
+// ANCHOR_END: fast_paths

@@ -7,102 +7,13 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::next_token::{format_prob, TokenProb};
 use crate::{Error, Result};
 
-/// The bars' colour; tests count bars by it.
-pub const BAR_COLOR: RGBColor = RGBColor(0x46, 0x82, 0xb4);
-const SIZE: (u32, u32) = (760, 440);
-
-fn plot_err(e: impl std::fmt::Display) -> Error {
+/// A plotters error as ours.
+pub(crate) fn plot_err(e: impl std::fmt::Display) -> Error {
     Error::Plot(e.to_string())
 }
-
-/// How a token is labelled: its text quoted and escaped (so a leading space or a newline
-/// shows), then its id.
-pub fn token_label(t: &TokenProb) -> String {
-    format!("{:?} ({})", t.text, t.id)
-}
-
-// ANCHOR: top_tokens_chart
-/// A horizontal bar chart of next-token probabilities, the most likely at the top, as SVG text.
-pub fn top_tokens_chart(title: &str, tokens: &[TokenProb]) -> Result<String> {
-    if tokens.is_empty() {
-        return Err(Error::InvalidArgument(
-            "a chart needs at least one token".into(),
-        ));
-    }
-    let labels: Vec<String> = tokens.iter().map(token_label).collect();
-    let n = tokens.len();
-    let max = tokens.iter().map(|t| t.prob).fold(0f32, f32::max) as f64;
-    // Room to the right of the longest bar for its value.
-    let x_max = (max * 1.2).max(1e-6);
-    // Row 0 of the chart is at the bottom, so the most likely token goes in row n - 1.
-    let row = |rank: usize| n - 1 - rank;
-
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(40)
-            .y_label_area_size(170)
-            .build_cartesian_2d(0f64..x_max, (0..n - 1).into_segmented()) // rows 0..=n-1
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_labels(6)
-            .x_label_formatter(&|x| {
-                if x_max < 0.01 {
-                    format!("{x:.1e}")
-                } else {
-                    format!("{x:.2}")
-                }
-            })
-            .y_labels(n)
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(r) if *r < n => labels[n - 1 - r].clone(),
-                _ => String::new(),
-            })
-            .x_desc("probability of coming next")
-            .draw()
-            .map_err(plot_err)?;
-        chart
-            .draw_series(tokens.iter().enumerate().map(|(rank, t)| {
-                let mut bar = Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(row(rank))),
-                        (t.prob as f64, SegmentValue::Exact(row(rank) + 1)),
-                    ],
-                    BAR_COLOR.filled(),
-                );
-                bar.set_margin(4, 4, 0, 0);
-                bar
-            }))
-            .map_err(plot_err)?;
-        let value_style = ("sans-serif", 14)
-            .into_text_style(&root)
-            .pos(Pos::new(HPos::Left, VPos::Center));
-        chart
-            .draw_series(tokens.iter().enumerate().map(|(rank, t)| {
-                Text::new(
-                    format!(" {}", format_prob(t.prob)),
-                    (t.prob as f64, SegmentValue::CenterOf(row(rank))),
-                    value_style.clone(),
-                )
-            }))
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
-}
-// ANCHOR_END: top_tokens_chart
 
 /// Writes an SVG, creating its directory if needed.
 pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
@@ -111,3 +22,95 @@ pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
     }
     std::fs::write(path, svg).map_err(|e| Error::io(path, e))
 }
+
+/// The loss curve's colour and the learning rate's; tests find the series by them.
+pub const LOSS_COLOR: RGBColor = RGBColor(0x46, 0x82, 0xb4);
+pub const LR_COLOR: RGBColor = RGBColor(0xd9, 0x5f, 0x02);
+const CURVES_SIZE: (u32, u32) = (760, 440);
+
+/// One optimizer step of a training run, as the charts and the history files record it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepPoint {
+    /// 1-based optimizer step.
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+}
+
+// ANCHOR: loss_lr_chart
+/// The tutorial's training figure: loss and learning rate against the optimizer step on one
+/// logarithmic y axis (they differ by six orders of magnitude), a dashed line at each epoch's
+/// end. Points that a log axis cannot show (an lr of 0 on the first step) are left out.
+pub fn loss_lr_chart(title: &str, points: &[StepPoint], epoch_ends: &[usize]) -> Result<String> {
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    let values = || {
+        points
+            .iter()
+            .flat_map(|p| [p.loss, p.lr])
+            .filter(|v| positive(*v))
+    };
+    let (Some(lo), Some(hi)) = (values().reduce(f64::min), values().reduce(f64::max)) else {
+        return Err(Error::InvalidArgument(
+            "a training chart needs at least one step with a positive loss or lr".into(),
+        ));
+    };
+    let last = points.iter().map(|p| p.step).max().unwrap_or(1).max(1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CURVES_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0usize..last, (lo / 2.0..hi * 2.0).log_scale())
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("optimizer step")
+            .y_desc("loss, learning rate (log scale)")
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .draw()
+            .map_err(plot_err)?;
+        for &end in epoch_ends.iter().filter(|&&e| e > 0 && e <= last) {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(end, lo / 2.0), (end, hi * 2.0)],
+                    4,
+                    4,
+                    BLACK.mix(0.4).stroke_width(1),
+                ))
+                .map_err(plot_err)?;
+        }
+        let series = |pick: fn(&StepPoint) -> f64| {
+            points
+                .iter()
+                .map(move |p| (p.step, pick(p)))
+                .filter(|(_, v)| positive(*v))
+        };
+        chart
+            .draw_series(LineSeries::new(
+                series(|p| p.loss),
+                LOSS_COLOR.stroke_width(2),
+            ))
+            .map_err(plot_err)?
+            .label("loss")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LOSS_COLOR.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(series(|p| p.lr), LR_COLOR.stroke_width(2)))
+            .map_err(plot_err)?
+            .label("learning rate")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LR_COLOR.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+// ANCHOR_END: loss_lr_chart

@@ -122,7 +122,7 @@ fn local_files(dir: &Path) -> Result<ModelFiles> {
     })
 }
 
-fn offline() -> bool {
+pub(crate) fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
         .unwrap_or(false)
@@ -130,7 +130,7 @@ fn offline() -> bool {
 
 /// Can we open a TCP connection to the Hub within a few seconds? Name resolution can hang on a
 /// closed network, so the whole probe runs on a thread we stop waiting for.
-fn hub_reachable() -> bool {
+pub(crate) fn hub_reachable() -> bool {
     let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
     let rest = endpoint.split("://").nth(1).unwrap_or(&endpoint);
     let host = rest.split('/').next().unwrap_or(rest).to_string();

@@ -75,6 +75,13 @@ impl Gpt2Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Writes the tokenizer as `tokenizer.json` (what a checkpoint directory holds).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    }
+
     /// The underlying `tokenizers` object.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner

@@ -118,8 +118,8 @@ impl Weights {
                 continue;
             }
             let t = if view.dtype() == safetensors::Dtype::F32 && device.is_cpu() {
-                // f32 on the CPU: copied by hand onto huge pages (src/kernels.rs).
-                crate::kernels::f32_tensor_on_huge_pages(view.data(), view.shape())
+                // f32 on the CPU: copied by hand onto huge pages (src/memory.rs).
+                crate::memory::f32_tensor_on_huge_pages(view.data(), view.shape())
                     .map_err(|e| corrupt(format!("tensor {key}: {e}")))?
             } else {
                 candle_core::safetensors::Load::load(&view, device)
@@ -210,11 +210,22 @@ impl Weights {
     /// Trainable copies of these tensors, for fine-tuning: a `VarMap` whose `VarBuilder`
     /// hands out `Var`s that the optimiser updates in place.
     pub fn to_varmap(&self) -> Result<VarMap> {
+        self.to_varmap_in(self.dtype)
+    }
+
+    /// Like [`Weights::to_varmap`], each tensor cast to `dtype` (the precision it will train in).
+    pub fn to_varmap_in(&self, dtype: DType) -> Result<VarMap> {
         let varmap = VarMap::new();
         {
-            let mut data = varmap.data().lock().expect("fresh var map");
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::InvalidArgument("var map lock poisoned".into()))?;
             for (k, t) in &self.tensors {
-                data.insert(k.clone(), candle_core::Var::from_tensor(t)?);
+                data.insert(
+                    k.clone(),
+                    candle_core::Var::from_tensor(&t.to_dtype(dtype)?)?,
+                );
             }
         }
         Ok(varmap)
@@ -279,9 +290,10 @@ impl Weights {
     }
 }
 
-/// Head parameters live beside `transformer`, not inside it.
-fn is_head_key(k: &str) -> bool {
-    ["score.", "qa_outputs.", "classifier."]
-        .iter()
-        .any(|p| k.starts_with(p))
+/// The key prefixes of the heads' parameters: they live beside `transformer.`, not inside it.
+pub const HEAD_PREFIXES: [&str; 3] = ["score.", "classifier.", "qa_outputs."];
+
+/// Whether `k` names a head's parameter (see [`HEAD_PREFIXES`]).
+pub fn is_head_key(k: &str) -> bool {
+    HEAD_PREFIXES.iter().any(|p| k.starts_with(p))
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
-use gpt2_tutorial::architecture::group_digits;
+use gpt2_tutorial::tutorial::architecture::group_digits;
 use gpt2_tutorial::Gpt2Config;
 
 fn root() -> PathBuf {
@@ -302,7 +302,7 @@ fn every_image_a_chapter_shows_exists() {
             let path = normalize(&chapter.parent().unwrap().join(&img));
             if !path.starts_with(chapters_dir().join("figures")) || !img.ends_with(".svg") {
                 problems.push(format!(
-                    "{}: {img}: figures are the SVGs the examples write into chapters/figures/",
+                    "{}: {img}: figures are SVG files in chapters/figures/",
                     rel(&chapter)
                 ));
             }
@@ -463,10 +463,17 @@ fn summary_links_only_chapters_that_exist_and_every_chapter_is_linked() {
 }
 
 /// The introduction's sizes table is typed in Markdown; its counts must be the ones the code
-/// computes (and `tests/core.rs` pins).
+/// computes (and `tests/core.rs` pins), beside the counts the paper printed.
 #[test]
 fn introduction_sizes_table_matches_the_presets() {
     let intro = read(&chapters_dir().join("introduction.md"));
+    // Radford et al. 2019, table 2; OpenAI's gpt-2 README says these counts were wrong.
+    let paper = BTreeMap::from([
+        ("gpt2", "117M"),
+        ("gpt2-medium", "345M"),
+        ("gpt2-large", "762M"),
+        ("gpt2-xl", "1542M"),
+    ]);
     for (name, cfg) in Gpt2Config::presets() {
         let row = intro
             .lines()
@@ -478,6 +485,7 @@ fn introduction_sizes_table_matches_the_presets() {
             cfg.n_head.to_string(),
             cfg.n_embd.to_string(),
             group_digits(cfg.num_parameters()),
+            paper[name].to_string(),
         ];
         for w in &want {
             assert!(
@@ -485,6 +493,151 @@ fn introduction_sizes_table_matches_the_presets() {
                 "introduction.md row `{row}` lacks {w}"
             );
         }
+    }
+}
+
+fn bundled_config() -> Gpt2Config {
+    Gpt2Config::from_file(&root().join("data/tiny-gpt2/config.json")).expect("the bundled config")
+}
+
+/// The cells of the Markdown table row of `file` that starts with `| {first} |`.
+fn table_row(file: &str, first: &str) -> Vec<String> {
+    let text = read(&chapters_dir().join(file));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("| {first} |")))
+        .unwrap_or_else(|| panic!("{file} has no table row for {first}"));
+    row.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
+/// Chapter 1's table of shape letters gives each letter's value for `gpt2` and for the bundled
+/// model; they must be the configs' values.
+#[test]
+fn shape_letters_table_matches_the_configs() {
+    let file = "01_architecture.md";
+    for (name, cfg) in [("gpt2", Gpt2Config::gpt2()), ("bundled", bundled_config())] {
+        let column = if name == "gpt2" { 2 } else { 3 };
+        let cell = |letter: &str| table_row(file, letter)[column].clone();
+        assert_eq!(cell("C"), cfg.n_embd.to_string(), "C of {name}");
+        assert_eq!(cell("V"), group_digits(cfg.vocab_size), "V of {name}");
+        assert_eq!(cell("nh"), cfg.n_head.to_string(), "nh of {name}");
+        assert_eq!(cell("hs"), cfg.head_dim().to_string(), "hs of {name}");
+        let positions = format!("at most {}", group_digits(cfg.n_positions));
+        assert!(
+            cell("T").ends_with(&positions),
+            "T of {name}: {}",
+            cell("T")
+        );
+        let prompt = gpt2_tutorial::Gpt2Tokenizer::bundled()
+            .unwrap()
+            .encode(gpt2_tutorial::tutorial::TUTORIAL_PROMPT)
+            .unwrap();
+        assert!(
+            cell("T").starts_with(&prompt.len().to_string()),
+            "T of {name}"
+        );
+    }
+    let layers = format!(
+        "`n_layer` ({} for `gpt2`, {} for the bundled model)",
+        Gpt2Config::gpt2().n_layer,
+        bundled_config().n_layer
+    );
+    assert!(
+        read(&chapters_dir().join(file)).contains(&layers),
+        "{file} lacks {layers}"
+    );
+}
+
+/// Every text of an SVG figure, a `<text>` with its `<tspan>`s read as one string.
+fn svg_texts(path: &Path) -> Vec<String> {
+    let svg = read(path);
+    let doc = roxmltree::Document::parse(&svg)
+        .unwrap_or_else(|e| panic!("{}: not well-formed XML: {e}", rel(path)));
+    assert_eq!(doc.root_element().tag_name().name(), "svg", "{}", rel(path));
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| {
+            n.descendants()
+                .filter(|d| d.is_text())
+                .filter_map(|d| d.text())
+                .collect::<String>()
+        })
+        .collect()
+}
+
+/// Every file in chapters/figures/ is a well-formed SVG that some chapter shows.
+#[test]
+fn every_figure_is_an_svg_a_chapter_shows() {
+    let shown: BTreeSet<PathBuf> = markdown_files()
+        .iter()
+        .flat_map(|chapter| {
+            images(&read(chapter))
+                .into_iter()
+                .map(|img| normalize(&chapter.parent().unwrap().join(img)))
+        })
+        .collect();
+    let mut figures = Vec::new();
+    files_with_ext(&chapters_dir().join("figures"), "svg", &mut figures);
+    assert!(!figures.is_empty(), "no figures in chapters/figures/");
+    for figure in &figures {
+        assert!(!svg_texts(figure).is_empty(), "{} has no text", rel(figure));
+        assert!(shown.contains(figure), "no chapter shows {}", rel(figure));
+    }
+}
+
+/// The architecture figure is drawn by hand, so a test holds it to the code: the checkpoint's
+/// module names, the shapes of attention that `src/model.rs` writes in its comments, and the
+/// sizes in its legend.
+#[test]
+fn architecture_figure_names_the_modules_shapes_and_sizes_of_the_code() {
+    let figure = chapters_dir().join("figures/gpt2_architecture.svg");
+    let texts = svg_texts(&figure).join("\n");
+    let model = read(&root().join("src/model.rs"));
+    let gpt2 = Gpt2Config::gpt2();
+    for shape in [
+        "(B, T, C)",
+        "(B, T, 3C)",
+        "(B, nh, T, hs)",
+        "(B, nh, S, hs)",
+        "(B, nh, T, S)",
+    ] {
+        assert!(texts.contains(shape), "the figure lacks {shape}");
+        assert!(
+            model.contains(&format!("// {shape}")),
+            "src/model.rs never says {shape}"
+        );
+    }
+    let wpe = format!("wpe  ({}, C)", gpt2.n_positions);
+    let legend = [
+        format!("V = {}", group_digits(gpt2.vocab_size)),
+        format!("hs = C / nh = {}", gpt2.head_dim()),
+        format!(
+            "gpt2: C = {}, nh = {}, n_layer = {}",
+            gpt2.n_embd, gpt2.n_head, gpt2.n_layer
+        ),
+    ];
+    let names = [
+        "input_ids  (B, T)",
+        "wte  (V, C)",
+        "ln_1",
+        "ln_2",
+        "ln_f",
+        "c_attn",
+        "c_fc",
+        "c_proj",
+        "lm_head",
+        "logits  (B, T, V)",
+    ];
+    for want in names
+        .iter()
+        .copied()
+        .chain([wpe.as_str()])
+        .chain(legend.iter().map(String::as_str))
+    {
+        assert!(texts.contains(want), "the figure lacks {want:?}");
     }
 }
 

@@ -11,26 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs an example on the bundled model on the CPU and returns its standard output.
-fn run_example(name: &str, extra: &[&str]) -> String {
-    let bin = common::example_binary(name);
-    let out = Command::new(&bin)
-        .args(["--model", "bundled", "--device", "cpu"])
-        .args(extra)
-        .current_dir(common::root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    assert!(
-        out.status.success(),
-        "{name} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("the example prints UTF-8")
-}
 
 #[test]
 fn architecture_example_output() {
-    let out = run_example("01_architecture", &[]);
+    let out = common::run_example("01_architecture", &[]);
     // The two facts chapter 1 talks about, checked here as well as in the snapshot.
     assert!(out.contains("gpt2-xl           48     25   1600   1,557,611,200"));
     assert!(out.contains("Loaded model: bundled"));
@@ -39,7 +23,7 @@ fn architecture_example_output() {
 
 #[test]
 fn architecture_example_json() {
-    let out = run_example("01_architecture", &["--json"]);
+    let out = common::run_example("01_architecture", &["--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).expect("--json prints one object");
     let presets = json["presets"].as_array().expect("presets is a list");
     let counts: Vec<(&str, u64)> = presets
@@ -158,4 +142,33 @@ fn hub_models_are_found_in_the_cache_hf_home_names() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["model"]["name"], "someone/tiny-gpt2");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// The page "Using the crate in your own program": its example runs with no arguments, offline,
+/// on the bundled model, and prints what the library's `generate` gives for the same settings.
+#[test]
+fn using_the_crate_example_output() {
+    let bin = common::example_binary("using_the_crate");
+    let out = Command::new(&bin)
+        .env("HF_HUB_OFFLINE", "1")
+        .current_dir(common::root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "using_the_crate failed:\n{stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+
+    let model = common::bundled();
+    let lm = gpt2_tutorial::Gpt2LmHeadModel::from_weights(&model.weights, &model.config).unwrap();
+    let prompt = model
+        .tokenizer
+        .encode("The Rust programming language is")
+        .unwrap();
+    let settings = gpt2_tutorial::generation::GenerationConfig::greedy(20);
+    let ids = gpt2_tutorial::generation::generate(&lm, &prompt, &settings).unwrap();
+    assert_eq!(ids.sequences[0].len(), prompt.len() + 20, "20 new tokens");
+    let want = model.tokenizer.decode(&ids.sequences[0]).unwrap();
+    assert_eq!(text, format!("{want}\n"));
+    common::with_snapshots(|| insta::assert_snapshot!("using_the_crate", text));
 }

@@ -10,7 +10,8 @@ use candle_core::{DType, Device, IndexOp, Tensor, D};
 use clap::Parser;
 use common::assert_close;
 use gpt2_tutorial::cli::ModelArgs;
-use gpt2_tutorial::device::{lowest_finite, parse_device, Precision};
+use gpt2_tutorial::device::{parse_device, Precision};
+use gpt2_tutorial::model::lowest_finite;
 use gpt2_tutorial::{generation, Error, Gpt2LmHeadModel, LoadedModel, ModelSource};
 
 // Tolerances for the bundled model on the CPU (logits up to ~1.2 in magnitude), each derived
@@ -32,7 +33,7 @@ const GPU_F32_TOL: f32 = 1e-3;
 const GPU_F16_REL_TOL: f32 = 5e-3;
 const GPU_BF16_REL_TOL: f32 = 3e-2;
 
-const PROMPT: &str = "Hello, I'm a language model,";
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT as PROMPT;
 
 fn bundled_lm(device: &Device, dtype: DType) -> Gpt2LmHeadModel {
     let m = LoadedModel::load(&ModelSource::Bundled, device, dtype).unwrap();

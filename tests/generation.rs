@@ -10,18 +10,17 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use gpt2_tutorial::generation::{self, GenerationConfig, Generator};
-use gpt2_tutorial::greedy_loops::{compare_loops, naive_greedy, uncached_greedy};
-use gpt2_tutorial::next_token::next_token;
-use gpt2_tutorial::plot::{token_label, top_tokens_chart, BAR_COLOR};
 use gpt2_tutorial::stream::TokenOutputStream;
+use gpt2_tutorial::tutorial::greedy_loops::{compare_loops, naive_greedy};
+use gpt2_tutorial::tutorial::next_token::next_token;
+use gpt2_tutorial::tutorial::top_tokens::{token_label, top_tokens_chart, BAR_COLOR};
 use gpt2_tutorial::{Error, Gpt2LmHeadModel, LoadedModel, ModelSource};
 
 const REGENERATE_GENERATION: &str = "python scripts/reference/make_generation_fixtures.py";
-const TUTORIAL_PROMPT: &str = "Hello, I'm a language model,";
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 /// Probabilities are softmaxes of logits that agree to LOGITS_TOL; the tiny model's are ~4e-5,
 /// so 1e-7 absolute is still a relative check of ~0.2%.
 const PROB_TOL: f32 = 1e-7;
@@ -188,7 +187,8 @@ fn cached_loop_equals_the_loop_without_cache() {
     ] {
         let ids = encode(prompt);
         let cached = generation::greedy(&model, &ids, 20).unwrap();
-        let uncached = uncached_greedy(&model, &ids, 20).unwrap();
+        let uncached =
+            generation::uncached_greedy(&model, &ids, &GenerationConfig::greedy(20)).unwrap();
         assert_eq!(cached, uncached, "{prompt:?}");
     }
 }
@@ -513,32 +513,11 @@ fn committed_figure_is_what_the_bundled_model_draws() {
     assert!(
         fresh == committed,
         "{FIGURE} is not what the bundled model draws now; regenerate it with \
-         `cargo run --example 03_greedy -- --model bundled`"
+         `scripts/book_figures.sh`"
     );
 }
 
 // ---- the examples ----
-
-fn example(name: &str, extra: &[&str]) -> std::process::Output {
-    let bin = example_binary(name);
-    Command::new(&bin)
-        .args(["--model", "bundled", "--device", "cpu"])
-        .args(extra)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
-}
-
-fn run_example(name: &str, extra: &[&str]) -> String {
-    let out = example(name, extra);
-    assert!(
-        out.status.success(),
-        "{name} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("the example prints UTF-8")
-}
 
 /// Replaces the times (which vary run to run) and a temporary path.
 fn redact(text: &str, figure: &Path) -> String {
@@ -859,6 +838,21 @@ fn tutorial_gpt2_xl_figures() {
             15496, 11, 314, 1101, 257, 3303, 2746, 11, 290, 314, 1101, 1016, 284, 1037, 345, 351,
             534, 1917, 13, 198
         ]
+    );
+    // ... and the tutorial's texts: what `generate` writes, and the 20 tokens of its own loop,
+    // which re-tokenizes the growing text at every step (the newlines it writes after "problem."
+    // merge into one token when the text is tokenized again, so only whitespace is between).
+    let text = loaded.tokenizer.decode(&got.sequences[0]).unwrap();
+    let sentence = "Hello, I'm a language model, and I'm going to help you with your problem.";
+    assert_eq!(text, format!("{sentence}\n"));
+    let naive = naive_greedy(&model, &loaded.tokenizer, TUTORIAL_PROMPT, 20).unwrap();
+    eprintln!("the naive loop's 20 tokens: {naive:?}");
+    let between = naive
+        .strip_prefix(sentence)
+        .and_then(|rest| rest.strip_suffix("I'm going to help you"));
+    assert!(
+        between.is_some_and(|b| !b.is_empty() && b.trim().is_empty()),
+        "the naive loop wrote {naive:?}, not the tutorial's \"...problem. I'm going to help you\""
     );
     println!(
         "tutorial_gpt2_xl_figures: all of the tutorial's numbers reproduced on {}",

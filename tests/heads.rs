@@ -8,17 +8,18 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::*;
 use gpt2_tutorial::dropout::Dropout;
+use gpt2_tutorial::heads::ModelClass;
 use gpt2_tutorial::heads::{
     last_non_pad_positions, with_head, Gpt2ForQuestionAnswering, Gpt2ForSequenceClassification,
-    Gpt2ForTokenClassification, Gpt2Head, LoadReport, HEAD_SEED, TUTORIAL_PROMPT,
+    Gpt2ForTokenClassification, Gpt2Head, LoadReport, HEAD_SEED,
 };
-use gpt2_tutorial::summary::{module_tree, ModelClass};
+use gpt2_tutorial::tutorial::module_tree::module_tree;
+use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 use gpt2_tutorial::{loss, Error, Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource, Weights};
 
 const REGENERATE_HEADS: &str = "python scripts/reference/make_heads_fixtures.py";
@@ -688,26 +689,16 @@ fn a_head_of_another_size_is_a_clear_error() {
 
 // ----- the examples ---------------------------------------------------------------------------
 
-fn run_example(name: &str, extra: &[&str]) -> String {
-    let bin = example_binary(name);
-    let out = Command::new(&bin)
-        .args(["--model", "bundled", "--device", "cpu"])
-        .args(extra)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    assert!(
-        out.status.success(),
-        "{name} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
 #[test]
 fn heads_example_output() {
     let text = run_example("04_heads", &[]);
+    // One full tree (the base model's); each head class shows only the lines it adds.
+    assert_eq!(text.matches("(wte): Embedding").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("(transformer): GPT2Model(...)").count(),
+        4,
+        "{text}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&run_example("04_heads", &["--json"])).unwrap();
     assert_eq!(

@@ -207,7 +207,10 @@ fn cached_decoding_with_fast_paths_equals_the_plain_model() {
     let varmap = m.weights.to_varmap().unwrap();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let plain = Gpt2LmHeadModel::load(vb, &m.config, &Dropout::seeded(0)).unwrap();
-    let ids = m.tokenizer.encode(bench::PROMPT).unwrap();
+    let ids = m
+        .tokenizer
+        .encode(gpt2_tutorial::tutorial::TUTORIAL_PROMPT)
+        .unwrap();
     let (mut fc, mut pc) = (
         KvCache::new(m.config.n_layer),
         KvCache::new(m.config.n_layer),
@@ -235,7 +238,10 @@ fn cached_decoding_with_fast_paths_equals_the_plain_model() {
 fn cached_and_naive_loops_pick_the_same_tokens() {
     let m = bundled();
     let model = bundled_lm();
-    let prompt = m.tokenizer.encode(bench::PROMPT).unwrap();
+    let prompt = m
+        .tokenizer
+        .encode(gpt2_tutorial::tutorial::TUTORIAL_PROMPT)
+        .unwrap();
     assert_eq!(prompt.len(), 8, "the tutorial's prompt is 8 tokens");
     let cached = bench::cached_greedy(&model, &prompt, bench::DECODE_TOKENS).unwrap();
     let naive = bench::naive_greedy(&model, &prompt, bench::DECODE_TOKENS).unwrap();
@@ -342,7 +348,7 @@ fn fused_softmax_equals_scale_mask_softmax_forward_and_backward() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (b, nh, t, past) = (2, 3, 5, 2);
     let s = past + t;
-    let causal = gpt2_tutorial::model::attention_bias(b, t, past, None, &Device::Cpu)
+    let causal = gpt2_tutorial::model::causal_mask(b, t, past, None, &Device::Cpu)
         .unwrap()
         .unwrap();
     // Left padding: the second row's first four positions are padding, so its first two
@@ -352,7 +358,7 @@ fn fused_softmax_equals_scale_mask_softmax_forward_and_backward() {
         &Device::Cpu,
     )
     .unwrap();
-    let padded = gpt2_tutorial::model::attention_bias(b, t, past, Some(&am), &Device::Cpu)
+    let padded = gpt2_tutorial::model::causal_mask(b, t, past, Some(&am), &Device::Cpu)
         .unwrap()
         .unwrap();
     let one_query = Tensor::new(&[[1u8, 1, 0, 1, 1, 1, 1]], &Device::Cpu)
@@ -515,8 +521,7 @@ fn cacheless_attention_equals_split_heads_softmax_merge() {
                 .collect();
             Tensor::from_vec(rows, (b, t), &Device::Cpu).unwrap()
         });
-        let mask =
-            gpt2_tutorial::model::attention_bias(b, t, 0, am.as_ref(), &Device::Cpu).unwrap();
+        let mask = gpt2_tutorial::model::causal_mask(b, t, 0, am.as_ref(), &Device::Cpu).unwrap();
         let fast = kernels::causal_attention(&qkv, nh, 0.25, mask.as_ref())
             .unwrap()
             .expect("eligible");
@@ -558,7 +563,7 @@ fn attention_with_grad_equals_the_plain_path_forward_and_backward() {
                 .collect();
             Tensor::from_vec(rows, (b, t), &Device::Cpu).unwrap()
         });
-        let mask = gpt2_tutorial::model::attention_bias(b, t, 0, am.as_ref(), &Device::Cpu)
+        let mask = gpt2_tutorial::model::causal_mask(b, t, 0, am.as_ref(), &Device::Cpu)
             .unwrap()
             .expect("a causal mask");
         let dropout = || {

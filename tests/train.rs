@@ -208,7 +208,7 @@ fn a_loss_that_is_not_finite_is_an_error_and_changes_nothing() {
     weights.insert("ln_f.bias", nan);
     let mut train = train_step(&weights, 1e-3, TrainPrecision::F32);
     let e = train.step(&ids(16)).unwrap_err();
-    assert!(matches!(e, Error::NonFiniteLoss(_)), "{e}");
+    assert!(matches!(e, Error::NonFiniteLoss { .. }), "{e}");
     assert!(e.to_string().contains("lower the learning rate"), "{e}");
     let after = train.weights().unwrap();
     let w = "h.0.attn.c_attn.weight";

@@ -1,7 +1,8 @@
 // Opens every chapter of the built book (`mdbook build` → book/) in headless Chromium and
 // fails when a page shows a missing include (an `{{#include` left in the text, an empty code
-// block) or a broken image. Saves screenshots of the greedy-loop chapter and of every figure,
-// scrolled into view, so a person can look at what a reader sees.
+// block) or a broken image. Saves screenshots of the greedy-loop chapter, of the page on using
+// the crate (with its Python-to-Rust table), and of every figure, scrolled into view, so a
+// person can look at what a reader sees.
 //
 //   cd scripts/book-check && npm ci && cd ../..
 //   mdbook build
@@ -64,7 +65,7 @@ async function checkPage(page, name, problems) {
   }
   const stem = name.replace(/\.html$/, "").replace(/[^\w-]/g, "_");
   let shots = 0;
-  if (name.includes("greedy")) {
+  if (name.includes("greedy") || name === "using.html") {
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(shotDir, `${stem}.png`) });
     await page.screenshot({ path: join(shotDir, `${stem}-full.png`), fullPage: true });

@@ -164,3 +164,26 @@ pub fn example_binary(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Runs example `name` on the bundled model on the CPU, from the crate root.
+pub fn example(name: &str, extra: &[&str]) -> std::process::Output {
+    let bin = example_binary(name);
+    std::process::Command::new(&bin)
+        .args(["--model", "bundled", "--device", "cpu"])
+        .args(extra)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()))
+}
+
+/// [`example`], which must succeed; its standard output.
+pub fn run_example(name: &str, extra: &[&str]) -> String {
+    let out = example(name, extra);
+    assert!(
+        out.status.success(),
+        "{name} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the example prints UTF-8")
+}

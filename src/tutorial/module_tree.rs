@@ -3,46 +3,8 @@
 //! The tutorial shows `print(model)` for GPT-2; [`module_tree`] writes the same tree from a
 //! config, with transformers' class names, so the two can be read side by side.
 
+use crate::heads::ModelClass;
 use crate::Gpt2Config;
-
-/// Which model class to print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelClass {
-    /// `GPT2Model`: hidden states only.
-    Base,
-    /// `GPT2LMHeadModel`: next-token logits.
-    LmHead,
-    /// `GPT2ForSequenceClassification` with this many labels.
-    SequenceClassification(usize),
-    /// `GPT2ForTokenClassification` with this many labels.
-    TokenClassification(usize),
-    /// `GPT2ForQuestionAnswering`.
-    QuestionAnswering,
-}
-
-impl ModelClass {
-    /// The transformers class name, as `print(model)` starts.
-    pub fn class_name(self) -> &'static str {
-        match self {
-            Self::Base => "GPT2Model",
-            Self::LmHead => "GPT2LMHeadModel",
-            Self::SequenceClassification(_) => "GPT2ForSequenceClassification",
-            Self::TokenClassification(_) => "GPT2ForTokenClassification",
-            Self::QuestionAnswering => "GPT2ForQuestionAnswering",
-        }
-    }
-
-    /// The five classes of the tutorial's chapter 4, the classifiers with `num_labels` classes.
-    pub fn all(num_labels: usize) -> [Self; 5] {
-        [
-            Self::Base,
-            Self::LmHead,
-            Self::SequenceClassification(num_labels),
-            Self::TokenClassification(num_labels),
-            Self::QuestionAnswering,
-        ]
-    }
-}
 
 /// A float the way Python's `repr` writes it (what PyTorch's module reprs use): the shortest
 /// digits that read back, always with a decimal point or an exponent, and scientific notation

@@ -19,6 +19,9 @@ use crate::{Error, Gpt2LmHeadModel, Gpt2Tokenizer, Result};
 
 // ANCHOR: naive_loop
 /// The tutorial's loop: re-tokenize the growing text and run the whole sequence every step.
+/// One addition: it stops at `<|endoftext|>`, which the tutorial's loop does not check for (it
+/// always runs `max_new_tokens` steps; after an `<|endoftext|>` it would go on writing a new
+/// document).
 pub fn naive_greedy(
     model: &Gpt2LmHeadModel,
     tokenizer: &Gpt2Tokenizer,
@@ -40,29 +43,6 @@ pub fn naive_greedy(
     Ok(text)
 }
 // ANCHOR_END: naive_loop
-
-/// The same loop on ids, without the cache and without re-tokenizing: the whole sequence runs
-/// every step. It must agree with the cached loop token for token; a test checks that it does.
-pub fn uncached_greedy(
-    model: &Gpt2LmHeadModel,
-    prompt: &[u32],
-    max_new_tokens: usize,
-) -> Result<Vec<u32>> {
-    let max_length = generation::GenerationConfig::greedy(max_new_tokens)
-        .validate(prompt.len(), model.config().n_positions)?;
-    let device = model.transformer.device();
-    let mut ids = prompt.to_vec();
-    while ids.len() < max_length {
-        let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?; // (1, T)
-        let logits = model.forward_last(&input, None, None)?; // (1, V)
-        let next = logits.argmax(D::Minus1)?.squeeze(0)?.to_scalar::<u32>()?;
-        ids.push(next);
-        if next == EOS_TOKEN_ID {
-            break;
-        }
-    }
-    Ok(ids)
-}
 
 /// One timed run of a loop.
 #[derive(Debug, Clone, Serialize)]

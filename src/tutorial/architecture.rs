@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::summary::{module_tree, ModelClass};
+use super::module_tree::module_tree;
+use crate::heads::ModelClass;
 use crate::{Gpt2Config, LoadedModel};
 
 /// One preset's row in the sizes table.

@@ -1,0 +1,270 @@
+//! Chapter 6: fine-tuning GPT-2 on jokes - the tutorial's loop, and the one that works.
+//!
+//! Packs `"JOKE: " + joke + "<|endoftext|>"` texts into sequences, trains on one sequence at a
+//! time with an optimizer step every `--accumulate` sequences, records loss and learning rate,
+//! draws them, saves checkpoints, then continues "JOKE:" and "My dog is cute and" as the
+//! tutorial does. By default: the bundled tiny model (random weights) on the bundled 283 jokes,
+//! a few minutes on two cores.
+//!
+//! ```text
+//! cargo run --release --example 06_jokes_finetune                       # fixed recipe, bundled model and jokes
+//! cargo run --release --example 06_jokes_finetune -- --recipe tutorial  # the tutorial's numbers
+//! cargo run --release --example 06_jokes_finetune -- --model gpt2-xl --data hub --recipe tutorial --dtype f16
+//! cargo run --release --example 06_jokes_finetune -- --resume target/jokes-finetune/checkpoint-10
+//! ```
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::data::{Jokes, JokesSource};
+use gpt2_tutorial::device::Precision;
+use gpt2_tutorial::plot::{loss_lr_chart, write_svg};
+use gpt2_tutorial::train::{
+    bars_wanted, continue_prompt, JokesReport, JokesSettings, JokesTrainer, Recipe, RunOptions,
+};
+use serde::Serialize;
+
+/// Fine-tune GPT-2 on jokes with the tutorial's loop.
+#[derive(Parser)]
+struct Args {
+    /// A Hub id (openai-community/gpt2 ... gpt2-xl), a model directory, or `bundled`.
+    #[arg(long, default_value = "bundled")]
+    model: String,
+    /// Where to run: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// `hub` (Maximofn/short-jokes-dataset), a .parquet file or directory, or `bundled`.
+    #[arg(long, default_value = "bundled")]
+    data: String,
+    /// `tutorial`: every choice of the original; `fixed`: the loop that works.
+    #[arg(long, value_enum, default_value_t = Recipe::Fixed)]
+    recipe: Recipe,
+    /// f32, f16 or bf16 (pure half in the tutorial recipe, mixed in the fixed one),
+    /// mixed-f16 or mixed-bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Sequences per optimizer step [default: the recipe's, 32 tutorial, 8 fixed].
+    #[arg(long)]
+    accumulate: Option<usize>,
+    /// The longest packed sequence in tokens [default: the recipe's, 500 tutorial, 128 fixed].
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up steps [default: the recipe's, 5000 tutorial, a tenth of the steps fixed].
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Keep the jokes in file order (to compare with other implementations).
+    #[arg(long)]
+    no_shuffle: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Save a checkpoint every N optimizer steps (one is always saved at the end).
+    #[arg(long)]
+    save_steps: Option<usize>,
+    /// Continue the run saved in this checkpoint directory (its settings and model are used).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Where the checkpoints, the history and the figure go.
+    #[arg(long, default_value = "target/jokes-finetune")]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Testing the guard against divergence: make this optimizer step's gradients NaN.
+    #[arg(long, hide = true)]
+    nan_at_step: Option<usize>,
+}
+
+impl Args {
+    /// The recipe's settings with the flags that were given.
+    fn settings(&self) -> anyhow::Result<JokesSettings> {
+        let mut s = JokesSettings::for_recipe(self.recipe);
+        s.set_dtype(&self.dtype)?;
+        s.epochs = self.epochs.unwrap_or(s.epochs);
+        s.accumulate = self.accumulate.unwrap_or(s.accumulate);
+        s.max_seq_len = self.max_seq_len.unwrap_or(s.max_seq_len);
+        s.lr = self.lr.unwrap_or(s.lr);
+        s.warmup = self.warmup.or(s.warmup);
+        s.shuffle = !self.no_shuffle;
+        s.seed = self.seed;
+        s.max_steps = self.max_steps;
+        s.save_steps = self.save_steps;
+        Ok(s)
+    }
+}
+
+/// The `--json` output.
+#[derive(Serialize)]
+struct Report<'a> {
+    model: &'a str,
+    data: &'a str,
+    recipe: String,
+    settings: &'a JokesSettings,
+    jokes_read: usize,
+    jokes_skipped: usize,
+    sequences: usize,
+    optimizer_steps: usize,
+    losses: Vec<f64>,
+    mean_losses: Vec<f64>,
+    lrs: Vec<f64>,
+    jokes_per_second: f64,
+    untrained_sequences: usize,
+    untrained_jokes: usize,
+    checkpoint: Option<PathBuf>,
+    generated: Vec<Generated>,
+}
+
+#[derive(Serialize)]
+struct Generated {
+    prompt: &'static str,
+    text: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let device = gpt2_tutorial::device::parse_device(&args.device)?;
+    let model_args = ModelArgs {
+        model: args.model.clone(),
+        device: args.device.clone(),
+        dtype: Precision::F32,
+    };
+    let loaded = model_args.load()?;
+
+    // ANCHOR: data
+    let source: JokesSource = args.data.parse()?;
+    let (jokes, note) = Jokes::load_or_bundled(&source)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    let tokenized = jokes.tokenize(&loaded.tokenizer)?;
+    // ANCHOR_END: data
+
+    std::fs::create_dir_all(&args.out)?;
+    let tokenizer_json = args.out.join("tokenizer.json");
+    loaded.tokenizer.save(&tokenizer_json)?;
+    // ANCHOR: train
+    let mut trainer = match &args.resume {
+        Some(dir) => JokesTrainer::resume(dir, &tokenized, &args.out, &device)?,
+        None => JokesTrainer::new(
+            &loaded.weights,
+            &loaded.config,
+            &tokenized,
+            args.settings()?,
+            &args.out,
+            &tokenizer_json,
+        )?,
+    };
+    // ANCHOR_END: train
+    let settings = trainer.settings().clone();
+    let model_name = match &args.resume {
+        Some(dir) => format!("checkpoint {}", dir.display()),
+        None => loaded.name.clone(),
+    };
+    if !args.json {
+        println!("Model: {model_name}");
+        println!("Data: {jokes}");
+        println!("{}", settings.describe(trainer.state().total_steps));
+    }
+    let options = RunOptions {
+        bars: bars_wanted(args.quiet),
+        nan_at_step: args.nan_at_step,
+    };
+    // ANCHOR: run
+    let report = trainer.run(&options)?;
+    let history = &report.history;
+    history.write(&args.out)?;
+    let figure = args.out.join("loss_lr.svg");
+    let title = "Loss and learning rate per optimizer step";
+    write_svg(
+        &figure,
+        &loss_lr_chart(title, &history.points(), &history.epoch_ends())?,
+    )?;
+    // ANCHOR_END: run
+
+    let weights = trainer.train.weights()?;
+    let cfg = trainer.train.config().clone();
+    let mut generated = Vec::new();
+    for prompt in ["JOKE:", "My dog is cute and"] {
+        let text = continue_prompt(&weights, &cfg, &loaded.tokenizer, prompt, 40, settings.seed)?;
+        generated.push(Generated { prompt, text });
+    }
+
+    let too_long = tokenized
+        .iter()
+        .filter(|t| t.len() > settings.max_seq_len)
+        .count();
+    if args.json {
+        let report_json = Report {
+            model: &model_name,
+            data: &jokes.origin,
+            recipe: settings.recipe.to_string(),
+            settings: &settings,
+            jokes_read: jokes.len(),
+            jokes_skipped: jokes.skipped + too_long,
+            sequences: report.sequences,
+            optimizer_steps: report.optimizer_steps,
+            losses: history.steps.iter().map(|r| r.loss).collect(),
+            mean_losses: history.steps.iter().map(|r| r.mean_loss).collect(),
+            lrs: history.steps.iter().map(|r| r.lr).collect(),
+            jokes_per_second: report.jokes_per_second,
+            untrained_sequences: report.untrained_sequences,
+            untrained_jokes: report.untrained_jokes,
+            checkpoint: report.checkpoint.clone(),
+            generated,
+        };
+        println!("{}", serde_json::to_string_pretty(&report_json)?);
+        return Ok(());
+    }
+    print_summary(&report, too_long);
+    println!(
+        "History: {}, figure: {}",
+        args.out.join("history.csv").display(),
+        figure.display()
+    );
+    for g in &generated {
+        println!("{:?} → {:?}", g.prompt, g.text);
+    }
+    Ok(())
+}
+
+fn print_summary(report: &JokesReport, too_long: usize) {
+    for e in &report.history.epochs {
+        println!(
+            "epoch {}: {} sequences, {} optimizer steps, lr {:.3e}",
+            e.epoch + 1,
+            e.sequences,
+            e.optimizer_steps,
+            e.lr
+        );
+    }
+    println!(
+        "{} sequences through forward and backward, {} optimizer steps; {} jokes in {:.1} s ({:.1} jokes/s)",
+        report.sequences,
+        report.optimizer_steps,
+        report.jokes_seen,
+        report.seconds,
+        report.jokes_per_second
+    );
+    if too_long > 0 {
+        println!("Skipped {too_long} jokes longer than the longest sequence");
+    }
+    if report.untrained_sequences + report.untrained_jokes > 0 {
+        println!(
+            "Never trained (the tutorial's loop drops them): {} sequences of an unfinished step, {} jokes in the packing buffer",
+            report.untrained_sequences, report.untrained_jokes
+        );
+    }
+    if let Some(dir) = &report.checkpoint {
+        println!("Checkpoint: {}", dir.display());
+    }
+}

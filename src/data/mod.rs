@@ -1,0 +1,24 @@
+//! The data of the fine-tuning chapters, from parquet files to training sequences.
+//!
+//! - [`parquet`]: reading named text and integer columns of the parquet files
+//!   Hugging Face stores datasets in, with the checks that turn a wrong file into a clear error.
+//! - [`jokes`]: chapter 6's dataset - the Hub's `Maximofn/short-jokes-dataset`, a local file or
+//!   the bundled sample - and the tutorial's text for each joke, tokenized.
+//! - [`packing`]: the tutorial's packing of jokes into sequences of at most `MAX_SEQ_LEN`
+//!   tokens (and the fixed recipe's, which drops nothing), and the seeded order of each epoch.
+//!
+//! Chapter 7's IMDB reviews will join as `imdb.rs` (the dataset) and `collate.rs` (padding
+//! reviews into batches).
+
+pub mod jokes;
+pub mod packing;
+pub mod parquet;
+
+pub use self::parquet::{
+    column_names, parquet_files, read_columns, read_columns_of, ColumnKind, ColumnValues, Columns,
+};
+pub use jokes::{
+    bundled_jokes_path, joke_text, tokenize_jokes, Jokes, JokesSource, END_OF_TEXT, END_OF_TEXT_ID,
+    JOKES_DATASET, JOKE_COLUMN,
+};
+pub use packing::{check_max_seq_len, epoch_order, Packer, PackingMode};

@@ -1,0 +1,168 @@
+//! What the two attention kernels share: the blocks of query rows they walk, the shapes and
+//! the mask of one call, where each head's q, k and v lie in `c_attn`'s `(B, T, 3C)` output,
+//! and the two products every pass makes.
+
+use candle_core::Layout;
+
+use super::gemm::{matmul_f32, Strided};
+use super::softmax::MaskIndex;
+
+/// Query rows per block: each block's scores are computed only up to the last key any of its
+/// rows may see, which skips most of the masked upper triangle of a causal prefill.
+pub(super) const ATTENTION_ROW_BLOCK: usize = 64;
+
+/// The shapes and the mask the attention kernels walk through, block of query rows by block.
+pub(super) struct AttentionGeometry<'a> {
+    pub(super) b: usize,
+    pub(super) t: usize,
+    pub(super) nh: usize,
+    pub(super) hs: usize,
+    /// The u8 mask and where score row `r` finds its row in it; `None`: every key visible.
+    mask: Option<(&'a [u8], MaskIndex)>,
+}
+
+impl<'a> AttentionGeometry<'a> {
+    /// For `qkv` of layout `l` `(B, T, 3C)` and an optional mask `(B or 1, 1, T or 1, T)`.
+    pub(super) fn new(
+        l: &Layout,
+        n_head: usize,
+        mask: Option<(&'a [u8], &Layout)>,
+    ) -> candle_core::Result<Self> {
+        let (b, t, c3) = l.shape().dims3()?;
+        let mask = match mask {
+            Some((m, ml)) => Some((m, MaskIndex::for_scores((b, n_head, t), ml)?)),
+            None => None,
+        };
+        Ok(Self {
+            b,
+            t,
+            nh: n_head,
+            hs: c3 / 3 / n_head,
+            mask,
+        })
+    }
+
+    pub(super) fn c(&self) -> usize {
+        self.nh * self.hs
+    }
+
+    pub(super) fn c3(&self) -> usize {
+        3 * self.c()
+    }
+
+    /// The mask row of query `i` of head `h`, batch row `bi`.
+    pub(super) fn mask_row(&self, bi: usize, h: usize, i: usize) -> Option<&'a [u8]> {
+        self.mask.map(|(m, idx)| {
+            let r = idx.row((bi * self.nh + h) * self.t + i);
+            &m[r * self.t..(r + 1) * self.t]
+        })
+    }
+
+    /// How many keys the rows `i0..i1` need: up to the last one any of them may see, or all of
+    /// them when a row may see none (its softmax is uniform, as on the plain path).
+    pub(super) fn width(&self, bi: usize, h: usize, rows: std::ops::Range<usize>) -> usize {
+        rows.map(|i| match self.mask_row(bi, h, i) {
+            None => self.t,
+            Some(m) => m.iter().rposition(|&a| a != 0).map_or(self.t, |j| j + 1),
+        })
+        .max()
+        .unwrap_or(self.t)
+    }
+
+    /// Offset of the dropout mask's element `(bi, h, i, 0)` in the `(B, nh, T, T)` numbering.
+    pub(super) fn mask_offset(&self, bi: usize, h: usize, i: usize) -> usize {
+        ((bi * self.nh + h) * self.t + i) * self.t
+    }
+
+    /// Head `h` of batch row `bi`.
+    pub(super) fn head(&self, bi: usize, h: usize) -> Head {
+        let base = bi * self.t * self.c3();
+        Head {
+            q: base + h * self.hs,
+            k: base + self.c() + h * self.hs,
+            v: base + 2 * self.c() + h * self.hs,
+            c3: self.c3(),
+            hs: self.hs,
+        }
+    }
+}
+
+/// Where one head's queries, keys and values start in the `(B, T, 3C)` output of `c_attn`
+/// (row `i` of each is `3C` further on), and the two products every attention pass makes.
+#[derive(Clone, Copy)]
+pub(super) struct Head {
+    pub(super) q: usize,
+    pub(super) k: usize,
+    pub(super) v: usize,
+    c3: usize,
+    hs: usize,
+}
+
+impl Head {
+    /// `scores` `(rows, width)` = `q[i0..i0 + rows] k[..width]^T`.
+    ///
+    /// # Safety
+    /// The head, its rows and `scores` must be within `qkv` and `scores`'s bounds.
+    pub(super) unsafe fn scores(
+        &self,
+        qkv: &[f32],
+        i0: usize,
+        rows: usize,
+        width: usize,
+        scores: *mut f32,
+    ) {
+        // SAFETY: the caller's bounds; k^T's element (d, j) is k[j * 3C + d].
+        unsafe {
+            matmul_f32(
+                (rows, self.hs, width),
+                Strided::rows(scores, width),
+                Strided::rows(qkv.as_ptr().add(self.q + i0 * self.c3), self.c3),
+                Strided {
+                    ptr: qkv.as_ptr().add(self.k),
+                    row_stride: 1,
+                    col_stride: self.c3,
+                },
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+
+    /// `dst` `(rows, hs)` = `probs` `(rows, width)` @ `v[..width]`.
+    ///
+    /// # Safety
+    /// As for [`Head::scores`]; nothing else may touch `dst`'s elements meanwhile.
+    pub(super) unsafe fn times_v(
+        &self,
+        qkv: &[f32],
+        (rows, width): (usize, usize),
+        probs: Strided<*const f32>,
+        dst: Strided<*mut f32>,
+    ) {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            matmul_f32(
+                (rows, width, self.hs),
+                dst,
+                probs,
+                Strided::rows(qkv.as_ptr().add(self.v), self.c3),
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+}
+
+/// A pointer that rayon tasks may share because each writes a disjoint part of its buffer.
+#[derive(Clone, Copy)]
+pub(super) struct SharedOut(pub(super) *mut f32);
+// SAFETY: the attention kernels' tasks write disjoint (row, head) slices.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer, through a method so that closures capture the whole (Sync) wrapper.
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}

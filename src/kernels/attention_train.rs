@@ -1,0 +1,293 @@
+//! Multi-head causal attention with a backward pass, for training: dropout inside, the
+//! gradient of q, k and v written straight into one `(B, T, 3C)` buffer.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::attention_geometry::{AttentionGeometry, SharedOut, ATTENTION_ROW_BLOCK};
+use super::dropout::{DrawMask, Mask};
+use super::gemm::{matmul_f32, Strided};
+use super::softmax::{masked_softmax_grad_row, masked_softmax_row};
+use super::{contiguous_f32, contiguous_u8, cpu_f32, mask_fits};
+use crate::memory::zeros_on_huge_pages;
+use crate::Result;
+
+/// Multi-head causal attention as one differentiable operation, for training (and for any
+/// forward pass whose gradient is wanted): `dropout(softmax(where(mask, q k^T * scale, lowest))) v`
+/// head by head, read from the `(B, T, 3C)` output of `c_attn` and written into `(B, T, C)`,
+/// with a backward pass that writes the gradient of q, k and v straight into a `(B, T, 3C)`
+/// buffer. The plain path is a dozen tensors - the split of q, k and v, the transposes, the
+/// score matrix, the softmax, the dropout, the product, the merge - and in the backward pass
+/// each of them gets a zeroed gradient buffer to add into. Here each head is one task, its
+/// softmax probabilities are kept for the backward pass, and the dropout mask is made again
+/// from its seed rather than stored; it is the mask the plain path's dropout layer would draw for
+/// the `(B, nh, T, T)` probabilities. Returns `None` (and draws nothing from `dropout`) where
+/// this does not apply: other devices or dtypes, no mask, or a mask of another shape.
+pub fn attention(
+    qkv: &Tensor,
+    n_head: usize,
+    scale: f64,
+    mask: &Tensor,
+    dropout: &impl DrawMask,
+) -> Result<Option<Tensor>> {
+    if !cpu_f32(qkv) || qkv.rank() != 3 {
+        return Ok(None);
+    }
+    let (b, t, c3) = qkv.dims3()?;
+    if c3 % (3 * n_head) != 0 || !mask_fits(mask, (b, t, t)) {
+        return Ok(None);
+    }
+    let op = AttentionWithGrad {
+        n_head,
+        scale: scale as f32,
+        dropout: dropout.next_mask(),
+        probs: Arc::new(Mutex::new(None)),
+    };
+    Ok(Some(qkv.contiguous()?.apply_op2(&mask.contiguous()?, op)?))
+}
+
+struct AttentionWithGrad {
+    n_head: usize,
+    scale: f32,
+    dropout: Option<Mask>,
+    /// The softmax probabilities `(B, nh, T, T)` of the forward pass (before dropout; zero
+    /// beyond the keys a row block may see), for the backward pass.
+    probs: Arc<Mutex<Option<Vec<f32>>>>,
+}
+
+impl AttentionWithGrad {
+    /// `y` `(B, T, C)` and the probabilities `(B, nh, T, T)`.
+    fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f32>) {
+        let (t, nh, c) = (g.t, g.nh, g.c());
+        let mut y = zeros_on_huge_pages(g.b * t * c);
+        let mut probs = zeros_on_huge_pages(g.b * nh * t * t);
+        let out = SharedOut(y.as_mut_ptr());
+        probs
+            .par_chunks_mut(t * t)
+            .enumerate()
+            .for_each(|(task, p)| {
+                let (bi, h) = (task / nh, task % nh);
+                let head = g.head(bi, h);
+                let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
+                let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
+                for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
+                    let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
+                    let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+                    // SAFETY: q rows i0..i1 and k rows 0..width of this head; `scores` holds
+                    // (rows, width).
+                    unsafe { head.scores(qkv, i0, rows, width, scores.as_mut_ptr()) };
+                    for (r, i) in (i0..i1).enumerate() {
+                        let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
+                        let row = &mut p[i * t..i * t + width];
+                        masked_softmax_row(row, &scores[r * width..(r + 1) * width], m, self.scale);
+                        if let Some(mask) = &self.dropout {
+                            let d = &mut dropped[r * width..(r + 1) * width];
+                            mask.fill(g.mask_offset(bi, h, i), d);
+                            for (d, &p) in d.iter_mut().zip(row.iter()) {
+                                *d *= p;
+                            }
+                        }
+                    }
+                    let probs = match self.dropout {
+                        Some(_) => Strided::rows(dropped.as_ptr(), width),
+                        None => Strided::rows(p[i0 * t..].as_ptr(), t),
+                    };
+                    // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C)
+                    // are written by this task alone.
+                    unsafe {
+                        head.times_v(
+                            qkv,
+                            (rows, width),
+                            probs,
+                            Strided::rows(out.at(bi * t * c + i0 * c + h * g.hs), c),
+                        )
+                    }
+                }
+            });
+        (y, probs)
+    }
+
+    /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
+    fn backward(&self, qkv: &[f32], dy: &[f32], probs: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+        let (t, nh, hs, c3, c) = (g.t, g.nh, g.hs, g.c3(), g.c());
+        let mut dqkv = zeros_on_huge_pages(g.b * t * c3);
+        let out = SharedOut(dqkv.as_mut_ptr());
+        (0..g.b * nh).into_par_iter().for_each(|task| {
+            let (bi, h) = (task / nh, task % nh);
+            let head = g.head(bi, h);
+            let p = &probs[task * t * t..(task + 1) * t * t];
+            let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut dp = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
+                let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
+                let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+                let dy_rows = Strided::rows(dy[bi * t * c + i0 * c + h * hs..].as_ptr(), c);
+                // The probabilities after dropout, as the forward pass multiplied v by them.
+                let pd = match &self.dropout {
+                    Some(mask) => {
+                        for (r, i) in (i0..i1).enumerate() {
+                            let m = &mut keep[r * width..(r + 1) * width];
+                            mask.fill(g.mask_offset(bi, h, i), m);
+                            let d = &mut dropped[r * width..(r + 1) * width];
+                            for ((d, &m), &p) in d.iter_mut().zip(m.iter()).zip(&p[i * t..]) {
+                                *d = m * p;
+                            }
+                        }
+                        Strided::rows(dropped.as_ptr(), width)
+                    }
+                    None => Strided::rows(p[i0 * t..].as_ptr(), t),
+                };
+                // SAFETY (all four products): the rows of this head that this task alone
+                // writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row stride 3C),
+                // scratch buffers of (rows, width), and reads within `qkv`, `dy` and `probs`.
+                unsafe {
+                    // d(dropped probabilities) = dy v^T: (rows, hs) @ (hs, width).
+                    matmul_f32(
+                        (rows, hs, width),
+                        Strided::rows(dp.as_mut_ptr(), width),
+                        dy_rows,
+                        Strided {
+                            ptr: qkv.as_ptr().add(head.v),
+                            row_stride: 1,
+                            col_stride: c3,
+                        },
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    // dv += dropped^T dy: (width, rows) @ (rows, hs).
+                    matmul_f32(
+                        (width, rows, hs),
+                        Strided::rows(out.at(head.v), c3),
+                        Strided {
+                            ptr: pd.ptr,
+                            row_stride: 1,
+                            col_stride: pd.row_stride,
+                        },
+                        dy_rows,
+                        true,
+                        gemm::Parallelism::None,
+                    );
+                }
+                // Through the dropout, then the softmax, the mask and the scale: d(scores).
+                for (r, i) in (i0..i1).enumerate() {
+                    let row = r * width..(r + 1) * width;
+                    if self.dropout.is_some() {
+                        for (d, &m) in dp[row.clone()].iter_mut().zip(&keep[row.clone()]) {
+                            *d *= m;
+                        }
+                    }
+                    let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
+                    let ds = &mut dropped[row.clone()];
+                    masked_softmax_grad_row(ds, &p[i * t..i * t + width], &dp[row], m, self.scale);
+                }
+                let ds = dropped.as_ptr();
+                // SAFETY: as above; `dropped` now holds d(scores), (rows, width).
+                unsafe {
+                    // dq = d(scores) k: (rows, width) @ (width, hs).
+                    matmul_f32(
+                        (rows, width, hs),
+                        Strided::rows(out.at(head.q + i0 * c3), c3),
+                        Strided::rows(ds, width),
+                        Strided::rows(qkv.as_ptr().add(head.k), c3),
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    // dk += d(scores)^T q: (width, rows) @ (rows, hs).
+                    matmul_f32(
+                        (width, rows, hs),
+                        Strided::rows(out.at(head.k), c3),
+                        Strided {
+                            ptr: ds,
+                            row_stride: 1,
+                            col_stride: width,
+                        },
+                        Strided::rows(qkv.as_ptr().add(head.q + i0 * c3), c3),
+                        true,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        });
+        dqkv
+    }
+}
+
+impl CustomOp2 for AttentionWithGrad {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
+        let mask = contiguous_u8(CustomOp2::name(self), ms, ml)?;
+        let g = AttentionGeometry::new(l, self.n_head, Some((mask, ml)))?;
+        let (y, probs) = self.forward(qkv, &g);
+        *self.probs.lock().expect("attention probabilities poisoned") = Some(probs);
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.nh * g.hs))))
+    }
+
+    fn bwd(
+        &self,
+        qkv: &Tensor,
+        mask: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = AttentionGrad {
+            op: AttentionWithGrad {
+                n_head: self.n_head,
+                scale: self.scale,
+                dropout: self.dropout,
+                probs: self.probs.clone(),
+            },
+        };
+        let dqkv = qkv.apply_op3_no_bwd(&dy.contiguous()?, mask, &grad)?;
+        Ok((Some(dqkv), None))
+    }
+}
+
+/// The backward pass of [`AttentionWithGrad`] as an operation on (qkv, dy, mask).
+struct AttentionGrad {
+    op: AttentionWithGrad,
+}
+
+impl CustomOp3 for AttentionGrad {
+    fn name(&self) -> &'static str {
+        "attention-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+        ms: &CpuStorage,
+        ml: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = CustomOp3::name(self);
+        let qkv = contiguous_f32(name, s, l)?;
+        let dy = contiguous_f32(name, ds, dl)?;
+        let mask = contiguous_u8(name, ms, ml)?;
+        let g = AttentionGeometry::new(l, self.op.n_head, Some((mask, ml)))?;
+        let probs = self
+            .op
+            .probs
+            .lock()
+            .expect("attention probabilities poisoned");
+        let Some(probs) = probs.as_ref() else {
+            candle_core::bail!("{name}: the forward pass kept no probabilities");
+        };
+        let dqkv = self.op.backward(qkv, dy, probs, &g);
+        Ok((CpuStorage::F32(dqkv), l.shape().clone()))
+    }
+}

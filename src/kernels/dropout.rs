@@ -1,0 +1,107 @@
+//! The dropout mask: which elements a dropout layer keeps, made from a seed on every core, and
+//! `x * mask` as one operation whose backward pass makes the same mask again. The layer that
+//! draws the seeds is `Dropout` (`src/dropout.rs`); the training attention applies a mask inside
+//! itself ([`super::attention`]).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+/// Mask elements per block of random numbers (one ChaCha stream each).
+const MASK_BLOCK: usize = 1 << 16;
+
+/// Where an operation that applies dropout inside itself gets its mask: the next mask a dropout
+/// layer would apply, drawn from its stream as its own forward pass would draw it; `None` when
+/// the layer would not drop anything.
+pub trait DrawMask {
+    fn next_mask(&self) -> Option<Mask>;
+}
+
+/// A dropout mask: element `j` is `1 / keep` with probability `keep`, else 0. It is made in
+/// blocks, block `i` from its own ChaCha stream `i` of `seed`, on every core; a block's numbers
+/// depend only on the seed and `i`, so the mask is the same whatever the number of threads, and
+/// the same again when the backward pass needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Mask {
+    seed: u64,
+    keep: f32,
+}
+
+impl Mask {
+    /// The mask of `seed` that keeps an element with probability `keep`.
+    pub(crate) fn new(seed: u64, keep: f32) -> Self {
+        Self { seed, keep }
+    }
+
+    /// The generator of the block holding element `j`, positioned at `j`.
+    fn rng_at(&self, j: usize) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream((j / MASK_BLOCK) as u64);
+        // One 32-bit word per element (an f32 draw takes one).
+        rng.set_word_pos((j % MASK_BLOCK) as u128);
+        rng
+    }
+
+    fn next(&self, rng: &mut ChaCha8Rng) -> f32 {
+        if rng.random::<f32>() < self.keep {
+            1.0 / self.keep
+        } else {
+            0.0
+        }
+    }
+
+    /// `f(j, m_j)` for every element of a mask of `n` elements, block by block in parallel.
+    fn apply(&self, out: &mut [f32], f: impl Fn(usize, f32) -> f32 + Sync) {
+        out.par_chunks_mut(MASK_BLOCK)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let mut rng = self.rng_at(i * MASK_BLOCK);
+                for (j, o) in block.iter_mut().enumerate() {
+                    *o = f(i * MASK_BLOCK + j, self.next(&mut rng));
+                }
+            });
+    }
+
+    /// Elements `start..start + out.len()` of the mask, on this thread.
+    pub(crate) fn fill(&self, start: usize, out: &mut [f32]) {
+        let mut done = 0;
+        while done < out.len() {
+            let j = start + done;
+            let n = (MASK_BLOCK - j % MASK_BLOCK).min(out.len() - done);
+            let mut rng = self.rng_at(j);
+            for o in &mut out[done..done + n] {
+                *o = self.next(&mut rng);
+            }
+            done += n;
+        }
+    }
+
+    /// The first `n` elements of the mask.
+    pub(crate) fn values(&self, n: usize) -> Vec<f32> {
+        let mut mask = vec![0f32; n];
+        self.apply(&mut mask, |_, m| m);
+        mask
+    }
+}
+
+/// `x * mask` as one operation, whose gradient is `g * mask` (the same operation).
+impl CustomOp1 for Mask {
+    fn name(&self) -> &'static str {
+        "dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = match (s, l.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
+            _ => candle_core::bail!("dropout: expected contiguous f32 data"),
+        };
+        let mut y = vec![0f32; x.len()];
+        self.apply(&mut y, |j, m| x[j] * m);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(g.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}

@@ -1,0 +1,262 @@
+//! Hugging Face's Conv1D (`x @ W + b`) and the tied LM head (`x @ wte^T`) as single
+//! differentiable operations: one row (decoding) threaded over blocks of the weight, more rows
+//! through gemm's threaded product.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{gemv_chunk, matmul_f32, pool_parallelism, Strided};
+use super::{contiguous_f32, cpu_f32};
+use crate::memory::{advise_huge_pages, zeros_on_huge_pages, HUGE_PAGE_MIN_BYTES};
+use crate::Result;
+
+/// Output columns per chunk are a multiple of this (a 64-byte cache line of f32).
+const COLUMN_ALIGN: usize = 16;
+/// Chunks per pool thread, so that a thread slowed by other work does not hold up the rest.
+const CHUNKS_PER_THREAD: usize = 4;
+/// Row blocks per pool thread in the one-row linear layer, for the same reason.
+const ROW_TASKS_PER_THREAD: usize = 2;
+
+/// `x @ W + b` for `x` `(..., in)`, `W` `(in, out)`, `b` `(out)`: Hugging Face's Conv1D as one
+/// differentiable op. One row (decoding) is threaded over blocks of the weight's rows; more rows
+/// go to gemm's threaded product with the bias in place beforehand (so `b + x @ W` is one pass).
+/// In training it is one node instead of candle's four (reshape, matmul, broadcast add,
+/// reshape), each of which allocates and accumulates its own gradient; the backward pass is the
+/// two matmuls and a column sum. Returns `None` for other devices and dtypes.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
+    if !cpu_f32(x) || !cpu_f32(weight) || !cpu_f32(bias) || weight.rank() != 2 {
+        return Ok(None);
+    }
+    Ok(Some(x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        Linear,
+    )?))
+}
+
+/// `x @ wte^T` for `x` `(N, C)`: the tied LM head, differentiable. One position (decoding) is
+/// threaded over the vocabulary; more positions go to gemm's threaded matrix product. Either
+/// way no transposed copy of `wte` is made, and in training the gradient of `wte` comes out
+/// `(V, C)` and contiguous (through `wte.t()` candle would accumulate it through a transposed
+/// view, element by element). Returns `None` for other devices and dtypes.
+pub fn tied_head(x: &Tensor, wte: &Tensor) -> Result<Option<Tensor>> {
+    if !cpu_f32(x) || !cpu_f32(wte) || x.rank() != 2 || wte.rank() != 2 {
+        return Ok(None);
+    }
+    Ok(Some(
+        x.contiguous()?.apply_op2(&wte.contiguous()?, TiedHead)?,
+    ))
+}
+
+/// Splits `0..n` into aligned chunks for the pool's threads.
+fn column_chunks(n: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per = n.div_ceil(threads * CHUNKS_PER_THREAD);
+    per.div_ceil(COLUMN_ALIGN).max(1) * COLUMN_ALIGN
+}
+
+struct Linear;
+
+/// `y = x @ W + b` for one row, threaded over blocks of W's rows.
+fn linear_one_row(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
+    // Each task streams a contiguous block of rows (the weight is (in, out), row-major) into
+    // a partial sum of all outputs; the partials, a few KB each, are added at the end.
+    let tasks = rayon::current_num_threads().max(1) * ROW_TASKS_PER_THREAD;
+    let per = k.div_ceil(tasks);
+    let partials: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let (r0, r1) = ((t * per).min(k), ((t + 1) * per).min(k));
+            let mut partial = vec![0f32; n];
+            if r1 > r0 {
+                // SAFETY: rows r0..r1 of the (k, n) row-major weight, all n columns.
+                unsafe { gemv_chunk(&mut partial, &x[r0..r1], &w[r0 * n..], 0, n, 1) };
+            }
+            partial
+        })
+        .collect();
+    let mut y = vec![0f32; n];
+    for partial in &partials {
+        for (y, p) in y.iter_mut().zip(partial) {
+            *y += p;
+        }
+    }
+    // The bias is added after the product, as the plain path's broadcast_add does.
+    for (y, b) in y.iter_mut().zip(b) {
+        *y += b;
+    }
+    y
+}
+
+/// `y = b + x @ W` for `m` rows: the bias copied into every row, then gemm adds the product.
+fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    if m * n * 4 >= HUGE_PAGE_MIN_BYTES {
+        advise_huge_pages(y.as_mut_ptr().cast(), m * n * 4);
+    }
+    for _ in 0..m {
+        y.extend_from_slice(b);
+    }
+    // SAFETY: dst (m, n), lhs x (m, k) and rhs W (k, n) are the row-major buffers they are.
+    unsafe {
+        matmul_f32(
+            (m, k, n),
+            Strided::rows(y.as_mut_ptr(), n),
+            Strided::rows(x.as_ptr(), k),
+            Strided::rows(w.as_ptr(), n),
+            true,
+            pool_parallelism(),
+        )
+    }
+    y
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "conv1d-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), xs, xl)?;
+        let w = contiguous_f32(self.name(), ws, wl)?;
+        let b = contiguous_f32(self.name(), bs, bl)?;
+        let (k, n) = wl.shape().dims2()?;
+        if xl.dims().last() != Some(&k) || b.len() != n {
+            candle_core::bail!(
+                "{}: input {:?}, weight {:?}, bias {:?} do not fit",
+                self.name(),
+                xl.dims(),
+                wl.dims(),
+                bl.dims()
+            );
+        }
+        let m = x.len() / k;
+        let y = if m == 1 {
+            linear_one_row(x, w, b, k, n)
+        } else {
+            linear_rows(x, w, b, m, k, n)
+        };
+        let mut dims = xl.dims().to_vec();
+        *dims.last_mut().expect("rank >= 1") = n;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (k, n) = w.dims2()?;
+        let x2 = x.reshape(((), k))?; // (N, in)
+        let g2 = g.contiguous()?.reshape(((), n))?; // (N, out)
+        let dx = g2.matmul(&w.t()?)?.reshape(x.shape())?; // (N, out) @ (out, in)
+        let dw = x2.t()?.matmul(&g2)?; // (in, N) @ (N, out)
+        let db = g2.apply_op1_no_bwd(&ColumnSum)?; // (out)
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The sum of each column of an `(N, C)` matrix: the bias gradient.
+struct ColumnSum;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "column-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(self.name(), s, l)?;
+        let (_, c) = l.shape().dims2()?;
+        let chunk = column_chunks(c);
+        let mut sums = vec![0f32; c];
+        sums.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, sums)| {
+                let col = i * chunk;
+                for row in g.chunks_exact(c) {
+                    for (s, v) in sums.iter_mut().zip(&row[col..]) {
+                        *s += v;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(sums), Shape::from(c)))
+    }
+}
+
+struct TiedHead;
+
+impl CustomOp2 for TiedHead {
+    fn name(&self) -> &'static str {
+        "tied-head"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), xs, xl)?;
+        let wte = contiguous_f32(self.name(), ws, wl)?;
+        let (n, c) = xl.shape().dims2()?;
+        let (v, wc) = wl.shape().dims2()?;
+        if wc != c {
+            candle_core::bail!(
+                "{}: hidden states {:?} do not fit wte {:?}",
+                self.name(),
+                xl.dims(),
+                wl.dims()
+            );
+        }
+        let mut y = zeros_on_huge_pages(n * v);
+        if n == 1 {
+            let chunk = column_chunks(v);
+            y.par_chunks_mut(chunk).enumerate().for_each(|(i, dst)| {
+                // SAFETY: rows i*chunk.. of the (V, C) row-major wte, read as columns of wte^T.
+                unsafe { gemv_chunk(dst, x, wte, i * chunk, 1, c) };
+            });
+        } else {
+            // SAFETY: dst (N, V), lhs x (N, C) and rhs wte^T (C, V) are read as the row-major
+            // buffers they are; element (k, j) of wte^T is wte[j * C + k].
+            unsafe {
+                matmul_f32(
+                    (n, c, v),
+                    Strided::rows(y.as_mut_ptr(), v),
+                    Strided::rows(x.as_ptr(), c),
+                    Strided {
+                        ptr: wte.as_ptr(),
+                        row_stride: 1,
+                        col_stride: c,
+                    },
+                    false,
+                    pool_parallelism(),
+                )
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, v))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wte: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = g.matmul(wte)?; // (N, V) @ (V, C) = (N, C)
+        let dwte = g.t()?.matmul(x)?; // (V, N) @ (N, C) = (V, C), contiguous
+        Ok((Some(dx), Some(dwte)))
+    }
+}

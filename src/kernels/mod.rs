@@ -1,0 +1,104 @@
+//! CPU fast paths: the same arithmetic as the plain candle code in [`crate::model`] and
+//! `candle_nn::AdamW`, arranged to use every core and to make fewer passes over memory.
+//!
+//! **Decoding, one token at a time.** Generating with the KV cache feeds the model one token
+//! per step, so every linear layer is a vector-matrix product (`(1, in) @ (in, out)`). candle
+//! hands that to the `gemm` crate, whose matrix-vector kernel runs on a single thread: decoding
+//! then uses one core of two, and is bound by how fast one core streams the weights from
+//! memory. Here the product is split over the rayon pool (the one candle's own matmuls use): the
+//! Conv1D weights by blocks of rows, each streamed front to back into a partial sum, the tied
+//! head by blocks of vocabulary rows. The sums are the plain path's, in another order: they agree
+//! to float rounding, which `tests/perf_paths.rs` checks.
+//!
+//! **Attention scores.** Scaling, masking and the softmax are three passes over the
+//! `(B, nh, T, S)` scores in the plain code, and in training each pass is a node whose gradient
+//! candle allocates and accumulates separately. [`scaled_masked_softmax`] does them in one pass,
+//! with its own backward pass (also one pass).
+//!
+//! **AdamW.** `candle_nn::AdamW` updates each parameter with a dozen tensor operations, each
+//! allocating a parameter-sized result; [`FusedAdamW`] makes one parallel pass per parameter and
+//! updates weights and moments in place, with the same formula in the same order.
+//!
+//! These paths only run for f32 tensors on the CPU (and, for the matrix-vector products, only
+//! when no gradient is needed); everything else takes the plain path, which is what the book
+//! shows.
+//!
+//! One file per operation, each with the function the model calls (it returns `None` where the
+//! fast path does not apply) and the candle custom operations behind it:
+//!
+//! - [`linear`] and [`tied_head`] (`linear.rs`): Conv1D and the tied LM head, over `gemm.rs`'s
+//!   call into the `gemm` crate;
+//! - [`gelu_tanh`] (`gelu.rs`) and [`layer_norm`] (`layer_norm.rs`);
+//! - [`scaled_masked_softmax`] (`softmax.rs`): the attention scores' scale, mask and softmax;
+//! - attention head by head, straight out of `c_attn`'s output: [`causal_attention`] for
+//!   inference without a cache (`attention_inference.rs`) and [`attention`] with a backward pass
+//!   for training (`attention_train.rs`), both walking `attention_geometry.rs`'s blocks of rows;
+//! - [`cross_entropy`] (`cross_entropy.rs`) and [`FusedAdamW`] (`adamw.rs`);
+//! - [`Mask`] (`dropout.rs`): the dropout mask, made again from its seed when needed;
+//! - `simd.rs`: the exponential and the reductions the element-wise loops share.
+
+use candle_core::{CpuStorage, DType, Layout, Tensor};
+
+mod simd;
+
+mod adamw;
+mod attention_geometry;
+mod attention_inference;
+mod attention_train;
+mod cross_entropy;
+mod dropout;
+mod gelu;
+mod gemm;
+mod layer_norm;
+mod linear;
+mod softmax;
+
+pub use adamw::FusedAdamW;
+pub use attention_inference::causal_attention;
+pub use attention_train::attention;
+pub use cross_entropy::cross_entropy;
+pub use dropout::{DrawMask, Mask};
+pub use gelu::gelu_tanh;
+pub use layer_norm::layer_norm;
+pub use linear::{linear, tied_head};
+pub use softmax::scaled_masked_softmax;
+
+/// Whether a tensor is f32 on the CPU, where the fast paths apply.
+fn cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The contiguous f32 data of a CPU tensor, or an error naming the op.
+fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{op}: expected f32 data"),
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!(
+            "{op}: expected a contiguous tensor, got strides {:?}",
+            l.stride()
+        ),
+    }
+}
+
+/// The contiguous u8 data of a CPU mask, or an error naming the op.
+fn contiguous_u8<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u8]> {
+    let data = match s {
+        CpuStorage::U8(v) => v.as_slice(),
+        _ => candle_core::bail!("{op}: expected a u8 mask"),
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: expected a contiguous mask"),
+    }
+}
+
+/// Whether `mask` is a u8 mask on the CPU of shape `(B or 1, 1, T or 1, S)`, as the scores
+/// `(B, nh, T, S)` it applies to need.
+fn mask_fits(mask: &Tensor, (b, t, s): (usize, usize, usize)) -> bool {
+    mask.dtype() == DType::U8
+        && mask.device().is_cpu()
+        && matches!(mask.dims(), &[mb, 1, mt, ms] if (mb == 1 || mb == b) && (mt == 1 || mt == t) && ms == s)
+}

@@ -1,0 +1,241 @@
+//! Training checkpoints: a directory that is at once a model transformers opens
+//! (`GPT2LMHeadModel.from_pretrained(dir)`) and everything a run needs to continue exactly
+//! where it stopped.
+//!
+//! | file | what |
+//! |---|---|
+//! | `model.safetensors` | the weights, Hugging Face names, in the training dtype |
+//! | `config.json` | the model's config, with `torch_dtype` naming that dtype |
+//! | `tokenizer.json` | the tokenizer, copied |
+//! | `optimizer.safetensors` | AdamW's moments by parameter name, its step count and config |
+//! | `train_step.json` | the step's own state: precision, dropout and its generator, loss scale |
+//! | `trainer_state.json` | the caller's state: step, epoch, data position, history, recipe |
+//!
+//! A checkpoint is written whole into a sibling `<dir>.tmp` and renamed into place, so a
+//! save that fails or is interrupted never replaces the last good checkpoint. Replacing one
+//! takes two renames (old aside to `<dir>.old`, new into place); an interruption between
+//! them leaves the old checkpoint at `<dir>.old`, which loading points out.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::optim::AdamWState;
+use super::step::{TrainStep, TrainStepState};
+use super::TrainPrecision;
+use crate::{Error, Gpt2Config, Result, Weights};
+
+/// The files of a checkpoint directory.
+pub const CHECKPOINT_FILES: [&str; 6] = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "optimizer.safetensors",
+    "train_step.json",
+    "trainer_state.json",
+];
+
+/// A checkpoint read back by [`load_checkpoint`].
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: Gpt2Config,
+    /// The weights in the dtype they were trained in.
+    pub weights: Weights,
+    pub optimizer: AdamWState,
+    pub train_step: TrainStepState,
+    /// The caller's `trainer_state.json`, as JSON (see [`Checkpoint::state`]).
+    pub state: serde_json::Value,
+}
+
+impl Checkpoint {
+    /// The caller's state as the type it was saved from.
+    pub fn state<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.state.clone())
+            .map_err(|e| bad_json(&self.dir, "trainer_state.json", e))
+    }
+
+    /// A [`TrainStep`] continuing where the saved one stopped: same weights, moments, step
+    /// count, dropout stream and loss scale.
+    pub fn train_step(&self) -> Result<TrainStep> {
+        TrainStep::resume(
+            &self.weights,
+            &self.config,
+            &self.train_step,
+            self.optimizer.clone(),
+        )
+    }
+}
+
+fn bad_json(dir: &Path, file: &str, e: serde_json::Error) -> Error {
+    Error::NotACheckpoint {
+        dir: dir.to_path_buf(),
+        missing: format!("a readable {file} is ({e})"),
+        old: String::new(),
+    }
+}
+
+/// transformers' name of a dtype, as `config.json`'s `torch_dtype` holds it.
+fn torch_dtype(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    }
+}
+
+/// `dir` with `suffix` added to its last component: `out/ckpt` → `out/ckpt.tmp`.
+fn sibling(dir: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = dir.file_name().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "checkpoint directory {} has no name of its own: name a directory such as out/checkpoint",
+            dir.display()
+        ))
+    })?;
+    let mut name = name.to_os_string();
+    name.push(suffix);
+    Ok(dir.with_file_name(name))
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::io(path, e))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::InvalidArgument(format!("cannot write {}: {e}", path.display())))?;
+    io(path, std::fs::write(path, text))
+}
+
+// ANCHOR: save
+/// Writes `train`'s weights, config, optimizer and own state, `tokenizer_json` and the
+/// caller's `state` as the checkpoint directory `dir`, replacing an earlier checkpoint there
+/// only once the new one is complete. A `dir` that exists but is not a checkpoint is refused,
+/// so a mistyped path never deletes anything.
+pub fn save_checkpoint(
+    dir: &Path,
+    train: &TrainStep,
+    tokenizer_json: &Path,
+    state: &impl Serialize,
+) -> Result<()> {
+    let optimizer = train.optimizer().ok_or_else(|| {
+        Error::InvalidArgument(
+            "checkpoints need the optimiser of TrainStep::with_adamw (the benchmark's TrainStep::new keeps no savable state)".into(),
+        )
+    })?;
+    if dir.exists() && !dir.join("trainer_state.json").is_file() {
+        let empty = io(dir, std::fs::read_dir(dir))?.next().is_none();
+        if !empty {
+            return Err(Error::InvalidArgument(format!(
+                "{} exists and is not a checkpoint (no trainer_state.json): refusing to replace it; choose another output directory",
+                dir.display()
+            )));
+        }
+    }
+    let tmp = sibling(dir, ".tmp")?;
+    if tmp.exists() {
+        // What an earlier interrupted save left behind.
+        io(&tmp, std::fs::remove_dir_all(&tmp))?;
+    }
+    io(&tmp, std::fs::create_dir_all(&tmp))?;
+    let written = write_files(&tmp, train, optimizer, tokenizer_json, state);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp); // best effort: the error matters more
+        return Err(e);
+    }
+    if dir.exists() {
+        let old = sibling(dir, ".old")?;
+        if old.exists() {
+            io(&old, std::fs::remove_dir_all(&old))?;
+        }
+        io(dir, std::fs::rename(dir, &old))?;
+        io(dir, std::fs::rename(&tmp, dir))?;
+        io(&old, std::fs::remove_dir_all(&old))?;
+    } else {
+        io(dir, std::fs::rename(&tmp, dir))?;
+    }
+    Ok(())
+}
+// ANCHOR_END: save
+
+fn write_files(
+    tmp: &Path,
+    train: &TrainStep,
+    optimizer: &super::AdamW,
+    tokenizer_json: &Path,
+    state: &impl Serialize,
+) -> Result<()> {
+    let weights = train.weights()?;
+    weights.save(&tmp.join("model.safetensors"))?;
+    let mut config = serde_json::to_value(train.config())
+        .map_err(|e| Error::InvalidArgument(format!("config: {e}")))?;
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert("torch_dtype".into(), torch_dtype(weights.dtype()).into());
+        obj.entry("model_type").or_insert_with(|| "gpt2".into());
+    }
+    write_json(&tmp.join("config.json"), &config)?;
+    if !tokenizer_json.is_file() {
+        return Err(Error::MissingFile {
+            path: tokenizer_json.to_path_buf(),
+        });
+    }
+    io(
+        tokenizer_json,
+        std::fs::copy(tokenizer_json, tmp.join("tokenizer.json")),
+    )?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    write_json(&tmp.join("train_step.json"), &train.state()?)?;
+    write_json(&tmp.join("trainer_state.json"), state)
+}
+
+// ANCHOR: load
+/// Reads the checkpoint directory `dir` onto `device`. A directory that lacks a checkpoint's
+/// files is [`Error::NotACheckpoint`], naming what is missing.
+pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    let missing: Vec<&str> = if dir.is_dir() {
+        CHECKPOINT_FILES
+            .into_iter()
+            .filter(|f| !dir.join(f).is_file())
+            .collect()
+    } else {
+        vec!["the directory itself"]
+    };
+    if !missing.is_empty() {
+        let old = sibling(dir, ".old")?;
+        let old = if old.join("trainer_state.json").is_file() {
+            format!(
+                ". {} holds the previous checkpoint (a save was interrupted while replacing it): rename it to {} to resume from it",
+                old.display(),
+                dir.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(Error::NotACheckpoint {
+            dir: dir.to_path_buf(),
+            missing: format!("{} is", missing.join(", ")),
+            old,
+        });
+    }
+    let read_json = |file: &str| -> Result<serde_json::Value> {
+        let path = dir.join(file);
+        let text = io(&path, std::fs::read_to_string(&path))?;
+        serde_json::from_str(&text).map_err(|e| bad_json(dir, file, e))
+    };
+    let train_step: TrainStepState = serde_json::from_value(read_json("train_step.json")?)
+        .map_err(|e| bad_json(dir, "train_step.json", e))?;
+    let dtype = TrainPrecision::parse(&train_step.precision)?.weight_dtype();
+    let config = Gpt2Config::from_file(&dir.join("config.json"))?;
+    let weights = Weights::load(&dir.join("model.safetensors"), &config, device, dtype)?;
+    let optimizer = AdamWState::load(&dir.join("optimizer.safetensors"), device)?;
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        config,
+        weights,
+        optimizer,
+        train_step,
+        state: read_json("trainer_state.json")?,
+    })
+}
+// ANCHOR_END: load

@@ -1,0 +1,51 @@
+//! Gradient-norm clipping, as `torch.nn.utils.clip_grad_norm_` (what transformers' `Trainer`
+//! does with `max_grad_norm`, 1.0 by default).
+//!
+//! One bad batch can make a gradient hundreds of times larger than usual, and AdamW, which
+//! divides by a running average of past gradients, turns it into a large step. Clipping
+//! rescales all gradients together when their joint norm is above `max_norm`, keeping their
+//! direction.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Var};
+
+use crate::Result;
+
+// ANCHOR: grad_norm
+/// The L2 norm of all gradients of `vars` together, in f32 as PyTorch computes it: the norm of
+/// the per-tensor norms. Inf or NaN when any gradient holds one.
+pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
+    let mut sum = 0f32;
+    for var in vars {
+        let Some(g) = grads.get(var) else { continue };
+        let norm = g
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            .sqrt();
+        sum += norm * norm;
+    }
+    Ok(f64::from(sum.sqrt()))
+}
+// ANCHOR_END: grad_norm
+
+// ANCHOR: clip
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: scales every gradient of `vars` by
+/// `min(1, max_norm / (total + 1e-6))` and returns `total`, the norm before clipping. A
+/// non-finite norm is returned as it is (the gradients then hold inf or NaN whatever the
+/// scaling); deciding what to do about it is the caller's job.
+pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+    let total = grad_norm(grads, vars)?;
+    let coef = max_norm as f32 / (total as f32 + 1e-6);
+    // PyTorch multiplies by the clamped factor always; multiplying by 1 changes no bit.
+    if coef < 1.0 {
+        for var in vars {
+            let Some(g) = grads.get(var) else { continue };
+            let clipped = (g.to_dtype(DType::F32)? * f64::from(coef))?.to_dtype(g.dtype())?;
+            grads.insert(var, clipped);
+        }
+    }
+    Ok(total)
+}
+// ANCHOR_END: clip

@@ -1,0 +1,555 @@
+//! AdamW, the optimiser of both fine-tuning chapters, in the two versions they need.
+//!
+//! - [`AdamWVariant::Torch`] is `torch.optim.AdamW` (what transformers' `Trainer` uses,
+//!   `adamw_torch`): the weight decays first (`p *= 1 - lr·wd`), then moves by the
+//!   bias-corrected `m̂ / (sqrt(v̂) + eps)`.
+//! - [`AdamWVariant::Transformers4`] is the tutorial's `from transformers import AdamW`
+//!   (transformers 4.x `optimization.py`, removed in 5): `eps` is added to `sqrt(v)` *before*
+//!   the bias correction folds into the step size, and the weight decays after the move.
+//!
+//! Both are written as the sequence of PyTorch operations they run, one candle operation each,
+//! in f32. That order matters little in f32 (the last bit), but it is what decides the outcome
+//! in f16, where PyTorch rounds the result of every operation to the tensor's type: with
+//! [`HalfMoments::LikeWeights`] each result is rounded to the weights' half type exactly where
+//! PyTorch's `model.half()` + AdamW rounds it. See [`AdamW::step`].
+//!
+//! The optimiser's parameters are *named* (checkpoint names, `h.0.attn.c_attn.weight`), so its
+//! state is saved and restored by name and the weight-decay groups follow transformers' rule.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Optimizer, ParamsAdamW, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::kernels::FusedAdamW;
+use crate::{Error, Result};
+
+/// Which AdamW [`TrainStep::new`](super::TrainStep::new) uses for f32 weights: both compute
+/// candle's update. (Half weights get [`AdamW`] with [`HalfMoments::F32`].) The training
+/// loops of the chapters use [`AdamWConfig`] instead; this stays for the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdamWKind {
+    /// `candle_nn::AdamW`: a dozen tensor operations per parameter.
+    Candle,
+    /// [`FusedAdamW`]: one pass per parameter, in place, where it applies (f32 weights on the
+    /// CPU); candle's AdamW elsewhere.
+    Fused,
+}
+
+// ANCHOR: config
+/// Which AdamW: PyTorch's, or the one the tutorial imported from transformers 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdamWVariant {
+    /// `torch.optim.AdamW`.
+    Torch,
+    /// transformers 4.x `AdamW` (with `correct_bias=True`, its default).
+    Transformers4,
+}
+
+/// Where AdamW keeps its moments and does its arithmetic when the weights are f16 or bf16
+/// (f32 weights always get f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HalfMoments {
+    /// Moments and arithmetic in f32, only the new weight rounded to the half type: the
+    /// updates that survive are those larger than half the weight's rounding step.
+    F32,
+    /// Moments in the weights' type and every operation's result rounded to it, as after
+    /// PyTorch's `model.half()`: squared small gradients, and `eps` itself, can round to 0.
+    LikeWeights,
+}
+
+/// AdamW's hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Applied to the parameters [`decays`] picks; the others get none.
+    pub weight_decay: f64,
+    pub variant: AdamWVariant,
+    pub half_moments: HalfMoments,
+}
+
+impl AdamWConfig {
+    /// `torch.optim.AdamW`'s defaults except the weight decay (0 here, 0.01 there): betas
+    /// (0.9, 0.999), eps 1e-8. transformers' `Trainer` sets the decay from its arguments.
+    pub fn torch(lr: f64) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            variant: AdamWVariant::Torch,
+            half_moments: HalfMoments::F32,
+        }
+    }
+
+    /// The tutorial's `AdamW(model.parameters(), lr=LR)` from transformers 4: eps 1e-6, no
+    /// weight decay; and, since the tutorial trains after `model.half()`, moments like the
+    /// weights.
+    pub fn tutorial(lr: f64) -> Self {
+        Self {
+            eps: 1e-6,
+            variant: AdamWVariant::Transformers4,
+            half_moments: HalfMoments::LikeWeights,
+            ..Self::torch(lr)
+        }
+    }
+}
+// ANCHOR_END: config
+
+// ANCHOR: decays
+/// Whether weight decay applies to the parameter `name`, by transformers' `Trainer` rule
+/// (`get_decay_parameter_names`): not to biases (any name containing "bias") and not to the
+/// parameters of LayerNorm modules - in GPT-2 `ln_1`, `ln_2` and `ln_f`. Everything else
+/// (the embeddings, every Conv1D weight, a head's `score.weight`) decays.
+pub fn decays(name: &str) -> bool {
+    let in_layer_norm = name
+        .split('.')
+        .any(|segment| matches!(segment, "ln_1" | "ln_2" | "ln_f"));
+    !name.contains("bias") && !in_layer_norm
+}
+// ANCHOR_END: decays
+
+/// One parameter with its moments (first `m`, second `v`).
+struct Param {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    decay: bool,
+}
+
+/// AdamW over named parameters, with state that can be saved and restored.
+pub struct AdamW {
+    params: Vec<Param>,
+    config: AdamWConfig,
+    /// Optimizer steps taken. PyTorch counts per parameter, skipping a parameter without a
+    /// gradient; every GPT-2 parameter gets one at every step, so one count is the same.
+    step_t: usize,
+}
+
+/// The file format's name and version, in the safetensors metadata.
+const STATE_FORMAT: &str = "gpt2-tutorial-adamw";
+const STATE_VERSION: &str = "1";
+
+impl AdamW {
+    /// AdamW over `named` parameters (checkpoint names), moments at 0.
+    pub fn new(named: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
+        let params = named
+            .into_iter()
+            .map(|(name, var)| {
+                let dtype = moments_dtype(var.dtype(), config.half_moments);
+                let m = Tensor::zeros(var.shape(), dtype, var.device())?;
+                let v = m.clone();
+                let decay = decays(&name);
+                Ok(Param {
+                    name,
+                    var,
+                    m,
+                    v,
+                    decay,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            params,
+            config,
+            step_t: 0,
+        })
+    }
+
+    /// AdamW over every variable of `varmap`, in name order.
+    pub fn from_varmap(varmap: &VarMap, config: AdamWConfig) -> Result<Self> {
+        Self::new(named_vars(varmap)?, config)
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.config.lr
+    }
+
+    /// The learning rate of the next step (a schedule sets it before each one).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn step_count(&self) -> usize {
+        self.step_t
+    }
+
+    /// The moments `(m, v)` of parameter `name`, in the dtype they are kept in.
+    pub fn moments(&self, name: &str) -> Option<(&Tensor, &Tensor)> {
+        let p = self.params.iter().find(|p| p.name == name)?;
+        Some((&p.m, &p.v))
+    }
+
+    /// One update of every parameter that has a gradient in `grads`.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_t += 1;
+        let c = self.config;
+        let t = self.step_t as f64;
+        // Python floats, as PyTorch and transformers compute them.
+        let bias_correction1 = 1.0 - c.beta1.powf(t);
+        let bias_correction2 = 1.0 - c.beta2.powf(t);
+        for p in &mut self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            let ops = Ops {
+                round: (c.half_moments == HalfMoments::LikeWeights && p.var.dtype() != DType::F32)
+                    .then_some(p.var.dtype()),
+                device: p.var.device().clone(),
+            };
+            let x = Update {
+                w: p.var.as_tensor().detach().to_dtype(DType::F32)?,
+                g: g.to_dtype(DType::F32)?,
+                m: p.m.to_dtype(DType::F32)?,
+                v: p.v.to_dtype(DType::F32)?,
+            };
+            let wd = if p.decay { c.weight_decay } else { 0.0 };
+            let y = match c.variant {
+                AdamWVariant::Torch => {
+                    torch_step(&ops, x, &c, wd, bias_correction1, bias_correction2)?
+                }
+                AdamWVariant::Transformers4 => {
+                    transformers4_step(&ops, x, &c, wd, bias_correction1, bias_correction2)?
+                }
+            };
+            p.var.set(&y.w.to_dtype(p.var.dtype())?)?;
+            p.m = y.m.to_dtype(p.m.dtype())?;
+            p.v = y.v.to_dtype(p.v.dtype())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the moments (`{name}.exp_avg`, `{name}.exp_avg_sq`, PyTorch's names), the step
+    /// count and the config to a safetensors file, beside the target first and then renamed.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut named: BTreeMap<String, &Tensor> = BTreeMap::new();
+        for p in &self.params {
+            named.insert(format!("{}.exp_avg", p.name), &p.m);
+            named.insert(format!("{}.exp_avg_sq", p.name), &p.v);
+        }
+        let config = serde_json::to_string(&self.config)
+            .map_err(|e| Error::InvalidArgument(format!("AdamW config: {e}")))?;
+        let metadata = HashMap::from([
+            ("format".to_string(), STATE_FORMAT.to_string()),
+            ("version".to_string(), STATE_VERSION.to_string()),
+            ("step".to_string(), self.step_t.to_string()),
+            ("config".to_string(), config),
+        ]);
+        let tmp = path.with_extension("safetensors.tmp");
+        safetensors::serialize_to_file(named, Some(metadata), &tmp)
+            .map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// AdamW over `named` parameters with the state [`AdamW::save`] wrote: its config, step
+    /// count and every parameter's moments, checked against the parameters.
+    pub fn load(path: &Path, named: Vec<(String, Var)>) -> Result<Self> {
+        let device = named
+            .first()
+            .map_or(Device::Cpu, |(_, v)| v.device().clone());
+        let state = AdamWState::load(path, &device)?;
+        Self::from_state(named, state)
+    }
+
+    /// AdamW over `named` parameters continuing from `state`.
+    pub fn from_state(named: Vec<(String, Var)>, mut state: AdamWState) -> Result<Self> {
+        let bad = |reason: String| Error::OptimizerState {
+            path: state.path.clone(),
+            reason,
+        };
+        let mut params = Vec::with_capacity(named.len());
+        for (name, var) in named {
+            let (Some(m), Some(v)) = (
+                state.tensors.remove(&format!("{name}.exp_avg")),
+                state.tensors.remove(&format!("{name}.exp_avg_sq")),
+            ) else {
+                return Err(bad(format!("no moments for parameter {name}")));
+            };
+            let dtype = moments_dtype(var.dtype(), state.config.half_moments);
+            for (what, t) in [("exp_avg", &m), ("exp_avg_sq", &v)] {
+                if t.dims() != var.dims() || t.dtype() != dtype {
+                    return Err(bad(format!(
+                        "{name}.{what} is {:?} {:?} but the parameter needs {:?} {:?}",
+                        t.dtype(),
+                        t.dims(),
+                        dtype,
+                        var.dims()
+                    )));
+                }
+            }
+            let decay = decays(&name);
+            params.push(Param {
+                name,
+                var,
+                m,
+                v,
+                decay,
+            });
+        }
+        if let Some(extra) = state.tensors.keys().next() {
+            return Err(bad(format!(
+                "{extra} belongs to no parameter of this model"
+            )));
+        }
+        Ok(Self {
+            params,
+            config: state.config,
+            step_t: state.step,
+        })
+    }
+}
+
+/// What [`AdamW::save`] wrote, read back: the moments by key, the step count and the config.
+#[derive(Clone)]
+pub struct AdamWState {
+    pub path: std::path::PathBuf,
+    pub config: AdamWConfig,
+    pub step: usize,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl AdamWState {
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let bad = |reason: String| Error::OptimizerState {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |k: &str| {
+            meta.get(k).ok_or_else(|| {
+                bad(format!(
+                    "its metadata has no `{k}`: it was not written by AdamW::save"
+                ))
+            })
+        };
+        if field("format")? != STATE_FORMAT || field("version")? != STATE_VERSION {
+            return Err(bad(format!(
+                "format {:?} version {:?}, expected {STATE_FORMAT:?} version {STATE_VERSION}",
+                meta.get("format"),
+                meta.get("version")
+            )));
+        }
+        let step = field("step")?
+            .parse()
+            .map_err(|e| bad(format!("step: {e}")))?;
+        let config =
+            serde_json::from_str(field("config")?).map_err(|e| bad(format!("config: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let mut tensors = HashMap::new();
+        for (key, view) in st.tensors() {
+            let t = candle_core::safetensors::Load::load(&view, device)
+                .map_err(|e| bad(format!("tensor {key}: {e}")))?;
+            tensors.insert(key, t);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            step,
+            tensors,
+        })
+    }
+}
+
+/// The variables of `varmap` with their names, sorted by name.
+pub fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::InvalidArgument("var map lock poisoned".into()))?;
+    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
+}
+
+fn moments_dtype(weights: DType, half: HalfMoments) -> DType {
+    match half {
+        HalfMoments::LikeWeights => weights,
+        HalfMoments::F32 => DType::F32,
+    }
+}
+
+/// The tensors one parameter's update reads and writes, all in f32.
+struct Update {
+    w: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// PyTorch's element-wise operations on f32 tensors, each result rounded to `round` if set:
+/// PyTorch computes an f16 or bf16 operation in f32 (its "opmath" type) and rounds once.
+/// `x * s` and `x + s` with an f64 `s` round `s` to f32 first, as PyTorch does.
+struct Ops {
+    round: Option<DType>,
+    device: Device,
+}
+
+impl Ops {
+    fn r(&self, t: Tensor) -> Result<Tensor> {
+        Ok(match self.round {
+            Some(d) => t.to_dtype(d)?.to_dtype(DType::F32)?,
+            None => t,
+        })
+    }
+
+    /// `x.mul_(s)`
+    fn mul(&self, x: &Tensor, s: f64) -> Result<Tensor> {
+        self.r((x * s)?)
+    }
+
+    /// `x.add_(y, alpha=s)`: `x + s·y`
+    fn add_scaled(&self, x: &Tensor, y: &Tensor, s: f64) -> Result<Tensor> {
+        self.r(((y * s)? + x)?)
+    }
+
+    /// `x.lerp_(y, w)` with a scalar weight: PyTorch's two formulas, by the size of `w`.
+    fn lerp(&self, x: &Tensor, y: &Tensor, w: f64) -> Result<Tensor> {
+        let w32 = w as f32;
+        let d = (y - x)?;
+        self.r(if w32.abs() < 0.5 {
+            ((d * w)? + x)?
+        } else {
+            (y - (d * f64::from(1.0 - w32))?)?
+        })
+    }
+
+    /// `x.addcmul_(a, b, value=s)`: `x + s·a·b`, left to right.
+    fn addcmul(&self, x: &Tensor, a: &Tensor, b: &Tensor, s: f64) -> Result<Tensor> {
+        self.r((((a * s)? * b)? + x)?)
+    }
+
+    /// `x.addcdiv_(a, b, value=s)`: `x + s·a / b`, left to right.
+    fn addcdiv(&self, x: &Tensor, a: &Tensor, b: &Tensor, s: f64) -> Result<Tensor> {
+        self.r((((a * s)? / b)? + x)?)
+    }
+
+    fn sqrt(&self, x: &Tensor) -> Result<Tensor> {
+        self.r(x.sqrt()?)
+    }
+
+    /// `x / s`: a true division (candle's `x / f64` multiplies by the reciprocal).
+    fn div(&self, x: &Tensor, s: f64) -> Result<Tensor> {
+        let s = Tensor::new(s as f32, &self.device)?;
+        self.r(x.broadcast_div(&s)?)
+    }
+
+    /// `x.add_(s)`
+    fn add(&self, x: &Tensor, s: f64) -> Result<Tensor> {
+        self.r((x + s)?)
+    }
+}
+
+// ANCHOR: torch_step
+/// `torch.optim.AdamW`'s update of one parameter (`_single_tensor_adam` with decoupled weight
+/// decay), operation by operation.
+fn torch_step(o: &Ops, x: Update, c: &AdamWConfig, wd: f64, bc1: f64, bc2: f64) -> Result<Update> {
+    let Update { mut w, g, m, v } = x;
+    if wd != 0.0 {
+        w = o.mul(&w, 1.0 - c.lr * wd)?; // param.mul_(1 - lr * weight_decay)
+    }
+    let m = o.lerp(&m, &g, 1.0 - c.beta1)?; // exp_avg.lerp_(grad, 1 - beta1)
+    let v = o.mul(&v, c.beta2)?; // exp_avg_sq.mul_(beta2)
+    let v = o.addcmul(&v, &g, &g, 1.0 - c.beta2)?; //   .addcmul_(grad, grad, value=1 - beta2)
+    let step_size = c.lr / bc1;
+    let denom = o.sqrt(&v)?; // (exp_avg_sq.sqrt()
+    let denom = o.div(&denom, bc2.sqrt())?; //   / bias_correction2_sqrt)
+    let denom = o.add(&denom, c.eps)?; //   .add_(eps)
+    let w = o.addcdiv(&w, &m, &denom, -step_size)?; // param.addcdiv_(exp_avg, denom, value=-step_size)
+    Ok(Update { w, g, m, v })
+}
+// ANCHOR_END: torch_step
+
+// ANCHOR: transformers4_step
+/// transformers 4.x `AdamW.step` for one parameter, operation by operation: `eps` joins
+/// `sqrt(v)` before any bias correction, which instead scales the step size.
+fn transformers4_step(
+    o: &Ops,
+    x: Update,
+    c: &AdamWConfig,
+    wd: f64,
+    bc1: f64,
+    bc2: f64,
+) -> Result<Update> {
+    let Update { w, g, m, v } = x;
+    let m = o.mul(&m, c.beta1)?; // exp_avg.mul_(beta1)
+    let m = o.add_scaled(&m, &g, 1.0 - c.beta1)?; //   .add_(grad, alpha=1.0 - beta1)
+    let v = o.mul(&v, c.beta2)?; // exp_avg_sq.mul_(beta2)
+    let v = o.addcmul(&v, &g, &g, 1.0 - c.beta2)?; //   .addcmul_(grad, grad, value=1.0 - beta2)
+    let denom = o.sqrt(&v)?; // exp_avg_sq.sqrt()
+    let denom = o.add(&denom, c.eps)?; //   .add_(eps)
+    let step_size = c.lr * bc2.sqrt() / bc1;
+    let mut w = o.addcdiv(&w, &m, &denom, -step_size)?; // p.addcdiv_(exp_avg, denom, value=-step_size)
+    if wd > 0.0 {
+        w = o.add_scaled(&w, &w, -c.lr * wd)?; // p.add_(p, alpha=-lr * weight_decay)
+    }
+    Ok(Update { w, g, m, v })
+}
+// ANCHOR_END: transformers4_step
+
+/// The optimiser a [`TrainStep`](super::TrainStep) updates its weights with.
+pub(super) enum Opt {
+    Candle(candle_nn::AdamW),
+    Fused(FusedAdamW),
+    Named(AdamW),
+}
+
+impl Opt {
+    /// [`TrainStep::new`](super::TrainStep::new)'s optimiser: `kind` for f32 weights, [`AdamW`]
+    /// with f32 moments (and candle's defaults) for half weights.
+    pub(super) fn legacy(varmap: &VarMap, params: ParamsAdamW, kind: AdamWKind) -> Result<Self> {
+        let named = named_vars(varmap)?;
+        let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+        let Some(first) = vars.first() else {
+            return Ok(Self::Candle(candle_nn::AdamW::new(vars, params)?));
+        };
+        let dtype = first.dtype();
+        let fused_applies = first.device().is_cpu() && dtype == DType::F32;
+        Ok(match kind {
+            _ if dtype != DType::F32 => Self::Named(AdamW::new(
+                named,
+                AdamWConfig {
+                    weight_decay: params.weight_decay,
+                    beta1: params.beta1,
+                    beta2: params.beta2,
+                    eps: params.eps,
+                    ..AdamWConfig::torch(params.lr)
+                },
+            )?),
+            AdamWKind::Fused if fused_applies => Self::Fused(FusedAdamW::new(vars, params)?),
+            _ => Self::Candle(candle_nn::AdamW::new(vars, params)?),
+        })
+    }
+
+    pub(super) fn step(&mut self, grads: &GradStore) -> Result<()> {
+        match self {
+            Self::Candle(opt) => Ok(opt.step(grads)?),
+            Self::Fused(opt) => opt.step(grads),
+            Self::Named(opt) => opt.step(grads),
+        }
+    }
+
+    pub(super) fn set_lr(&mut self, lr: f64) {
+        match self {
+            Self::Candle(opt) => opt.set_learning_rate(lr),
+            Self::Fused(opt) => Optimizer::set_learning_rate(opt, lr),
+            Self::Named(opt) => opt.set_lr(lr),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Progress bars for long training runs, as tqdm draws them in the tutorial's notebooks: one
+//! bar per epoch with the loss, the learning rate and the throughput.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Whether to draw bars: not with `--quiet`, and not when standard output goes to a file or a
+/// pipe (a log full of redraws helps no one).
+pub fn bars_wanted(quiet: bool) -> bool {
+    !quiet && std::io::stdout().is_terminal()
+}
+
+/// One epoch's bar, counting `unit`s (jokes, samples).
+pub struct EpochBar {
+    bar: ProgressBar,
+    unit: &'static str,
+    started: Instant,
+    done: u64,
+}
+
+impl EpochBar {
+    /// A bar over `len` units, drawn on standard error, or a hidden one when `visible` is false.
+    pub fn new(epoch: usize, epochs: usize, len: u64, unit: &'static str, visible: bool) -> Self {
+        let bar = if visible {
+            ProgressBar::new(len)
+        } else {
+            ProgressBar::hidden()
+        };
+        let style = ProgressStyle::with_template(
+            "{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+        Self {
+            bar,
+            unit,
+            started: Instant::now(),
+            done: 0,
+        }
+    }
+
+    /// Moves the bar to `pos` units done this epoch.
+    pub fn set_position(&mut self, pos: u64) {
+        self.done = pos;
+        self.bar.set_position(pos);
+    }
+
+    /// Shows the latest loss and learning rate, and units per second so far.
+    pub fn show(&self, loss: f64, lr: f64) {
+        self.bar.set_message(format!(
+            "loss {loss:.4}, lr {lr:.3e}, {:.1} {}/s",
+            self.rate(),
+            self.unit
+        ));
+    }
+
+    /// Units per second since the bar started.
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish();
+    }
+}
