@@ -19,7 +19,7 @@ use clap::Parser;
 use gpt2_tutorial::cli::ModelArgs;
 use gpt2_tutorial::data::{Jokes, JokesSource};
 use gpt2_tutorial::device::Precision;
-use gpt2_tutorial::plot::{loss_lr_chart, write_svg};
+use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::train::{
     bars_wanted, continue_prompt, JokesReport, JokesSettings, JokesTrainer, Recipe, RunOptions,
 };
@@ -184,11 +184,7 @@ fn main() -> anyhow::Result<()> {
     let history = &report.history;
     history.write(&args.out)?;
     let figure = args.out.join("loss_lr.svg");
-    let title = "Loss and learning rate per optimizer step";
-    write_svg(
-        &figure,
-        &loss_lr_chart(title, &history.points(), &history.epoch_ends())?,
-    )?;
+    write_svg(&figure, &history.chart()?)?;
     // ANCHOR_END: run
 
     let weights = trainer.train.weights()?;

@@ -9,3 +9,18 @@ export HF_HUB_OFFLINE=1
 
 cargo run --release --example 03_greedy -- --model bundled --device cpu \
     --figure chapters/figures/03_top10.svg >/dev/null
+
+# Chapter 6: the default jokes fine-tune's history and figure.
+out=target/book-figures/06
+rm -rf "$out"
+cargo run --release --example 06_jokes_finetune -- --quiet --out "$out" >/dev/null
+cp "$out/history.csv" chapters/figures/06_history.csv
+cp "$out/loss_lr.svg" chapters/figures/06_loss_lr.svg
+
+# Chapter 7: the book's IMDB run (tests/trainer.rs's BOOK_RUN) - its history and figure.
+out=target/book-figures/07
+rm -rf "$out"
+cargo run --release --example 07_imdb_finetune -- --model bundled --device cpu --quiet --out "$out" \
+    --lr 1e-3 --epochs 10 --padding longest --max-length 64 --logging-steps 15 >/dev/null
+cp "$out/history.json" chapters/figures/07_imdb_history.json
+cp "$out/loss_accuracy.svg" chapters/figures/07_imdb_loss_accuracy.svg

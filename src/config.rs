@@ -26,6 +26,12 @@ fn default_act() -> String {
 /// transformers' dropout for a token classifier when the config names none.
 pub const DEFAULT_TOKEN_CLASSIFIER_DROPOUT: f32 = 0.1;
 
+/// Writes an f32 as its shortest decimal (`0.1`, not the f64 `0.10000000149011612`), as
+/// transformers writes `config.json`.
+fn f32_as_written<S: serde::Serializer>(x: &f32, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(x.to_string().parse().unwrap_or(f64::from(*x)))
+}
+
 fn default_pdrop() -> f32 {
     0.1
 }
@@ -51,11 +57,11 @@ pub struct Gpt2Config {
     pub activation_function: String,
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
-    #[serde(default = "default_pdrop")]
+    #[serde(default = "default_pdrop", serialize_with = "f32_as_written")]
     pub resid_pdrop: f32,
-    #[serde(default = "default_pdrop")]
+    #[serde(default = "default_pdrop", serialize_with = "f32_as_written")]
     pub embd_pdrop: f32,
-    #[serde(default = "default_pdrop")]
+    #[serde(default = "default_pdrop", serialize_with = "f32_as_written")]
     pub attn_pdrop: f32,
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,

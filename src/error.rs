@@ -153,6 +153,21 @@ pub enum Error {
     #[error("Hub dataset {repo} is not available: {reason}")]
     HubDataset { repo: String, reason: String },
 
+    // Chapter 7's classification data and Trainer (`src/data/imdb.rs`, `src/train/trainer.rs`).
+    #[error("label {label} in row {row} of the {split} split is not a class of a {num_labels}-way classifier (labels must be 0 to {}): check the label column, or load the model with more labels", num_labels.saturating_sub(1))]
+    LabelOutOfRange {
+        split: String,
+        row: usize,
+        label: i64,
+        num_labels: usize,
+    },
+
+    #[error("{what} is 0: {why}")]
+    ZeroSize {
+        what: &'static str,
+        why: &'static str,
+    },
+
     #[error("plot error: {0}")]
     Plot(String),
 

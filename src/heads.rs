@@ -182,6 +182,26 @@ pub fn with_head(
 }
 // ANCHOR_END: with_head
 
+// ANCHOR: for_sequence_classification
+/// `GPT2ForSequenceClassification.from_pretrained(checkpoint, num_labels=N)`, for training: the
+/// checkpoint's `score` if it has one (one of ours, or one transformers saved), else a new one
+/// drawn with `seed` and reported; the config gets `num_labels` and the class name, and keeps
+/// the checkpoint's `pad_token_id` (none in OpenAI's GPT-2: set it before batching).
+pub fn for_sequence_classification(
+    weights: &Weights,
+    cfg: &Gpt2Config,
+    num_labels: usize,
+    seed: u64,
+) -> Result<(Weights, Gpt2Config, LoadReport)> {
+    let class = ModelClass::SequenceClassification(num_labels);
+    let (weights, report) = with_head(weights, cfg, class, seed)?;
+    let mut cfg = cfg.clone();
+    cfg.num_labels = Some(num_labels);
+    cfg.architectures = Some(vec![class.class_name().to_string()]);
+    Ok((weights, cfg, report))
+}
+// ANCHOR_END: for_sequence_classification
+
 /// An `nn.Linear` head layer read from `vb`. A missing tensor is an error here rather than a
 /// silent fresh variable (what a `VarMap` would otherwise create, from an unseeded generator).
 fn head_linear(

@@ -114,3 +114,93 @@ pub fn loss_lr_chart(title: &str, points: &[StepPoint], epoch_ends: &[usize]) ->
     Ok(svg)
 }
 // ANCHOR_END: loss_lr_chart
+
+/// The eval accuracy's colour in [`loss_accuracy_chart`].
+pub const ACCURACY_COLOR: RGBColor = RGBColor(0x1b, 0x9e, 0x77);
+
+// ANCHOR: loss_accuracy_chart
+/// Chapter 7's figure: the training loss of every optimizer step `(step, loss)` on the left
+/// axis, and the eval accuracy after each evaluation `(step, accuracy)` as points on the right
+/// axis (0 to 1), with chance for two classes dashed at 0.5.
+pub fn loss_accuracy_chart(
+    title: &str,
+    losses: &[(usize, f64)],
+    accuracy: &[(usize, f64)],
+) -> Result<String> {
+    let finite = || losses.iter().map(|l| l.1).filter(|v| v.is_finite());
+    let (Some(lo), Some(hi)) = (finite().reduce(f64::min), finite().reduce(f64::max)) else {
+        return Err(Error::InvalidArgument(
+            "a loss chart needs at least one step with a finite loss".into(),
+        ));
+    };
+    let last = losses.iter().map(|l| l.0).max().unwrap_or(1).max(1);
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, CURVES_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0usize..last, (lo - pad).max(0.0)..hi + pad)
+            .map_err(plot_err)?
+            .set_secondary_coord(0usize..last, 0f64..1f64);
+        chart
+            .configure_mesh()
+            .x_desc("optimizer step")
+            .y_desc("training loss")
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("eval accuracy")
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .draw_secondary_series(DashedLineSeries::new(
+                [(0, 0.5), (last, 0.5)],
+                4,
+                4,
+                BLACK.mix(0.4).stroke_width(1),
+            ))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(LineSeries::new(
+                losses.iter().copied().filter(|l| l.1.is_finite()),
+                LOSS_COLOR.stroke_width(2),
+            ))
+            .map_err(plot_err)?
+            .label("training loss")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LOSS_COLOR.stroke_width(2)));
+        chart
+            .draw_secondary_series(LineSeries::new(
+                accuracy.iter().copied(),
+                ACCURACY_COLOR.stroke_width(2),
+            ))
+            .map_err(plot_err)?
+            .label("eval accuracy")
+            .legend(|(x, y)| {
+                PathElement::new([(x, y), (x + 20, y)], ACCURACY_COLOR.stroke_width(2))
+            });
+        chart
+            .draw_secondary_series(
+                accuracy
+                    .iter()
+                    .map(|&p| Circle::new(p, 4, ACCURACY_COLOR.filled())),
+            )
+            .map_err(plot_err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+// ANCHOR_END: loss_accuracy_chart

@@ -11,7 +11,10 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use gpt2_tutorial::data::{epoch_order, Jokes, JokesSource, Packer, PackingMode};
-use gpt2_tutorial::train::{AdamWConfig, LinearSchedule, TrainPrecision, TrainStep};
+use gpt2_tutorial::tokenizer::bundled_tokenizer_path;
+use gpt2_tutorial::train::{
+    AdamWConfig, JokesSettings, JokesTrainer, LinearSchedule, RunOptions, TrainPrecision, TrainStep,
+};
 use gpt2_tutorial::{Gpt2Tokenizer, Weights};
 use serde_json::Value;
 
@@ -318,4 +321,78 @@ fn schedule_matches_transformers() {
             }
         }
     }
+}
+
+/// The same two runs through chapter 6's loop itself (`JokesTrainer`, as the example runs it):
+/// file order, the fixture's sizes, 3 optimizer steps; its history and weights must agree.
+fn replay_loop(recipe: &str) {
+    let fx = fixture();
+    let run = &fx["training"][recipe];
+    let s = &run["settings"];
+    let m = bundled();
+    let mut cfg = m.config.clone();
+    (cfg.resid_pdrop, cfg.embd_pdrop, cfg.attn_pdrop) = (0.0, 0.0, 0.0);
+    let lr = s["lr"].as_f64().unwrap();
+    let mut settings = match recipe {
+        "tutorial" => JokesSettings::tutorial(),
+        _ => JokesSettings::fixed(),
+    };
+    settings.lr = lr;
+    settings.warmup = Some(s["warmup"].as_u64().unwrap() as usize);
+    settings.accumulate = s["accumulate"].as_u64().unwrap() as usize;
+    settings.max_seq_len = s["max_seq_len"].as_u64().unwrap() as usize;
+    settings.max_steps = Some(s["optimizer_steps"].as_u64().unwrap() as usize);
+    settings.shuffle = false;
+    let tokenized = Jokes::load(&JokesSource::Bundled)
+        .unwrap()
+        .tokenize(&m.tokenizer)
+        .unwrap();
+    let out = std::env::temp_dir().join(format!(
+        "gpt2-finetune-loop-{recipe}-{}",
+        std::process::id()
+    ));
+    std::fs::remove_dir_all(&out).ok();
+    let tokenizer_json = bundled_tokenizer_path();
+    let mut trainer = JokesTrainer::new(
+        &m.weights,
+        &cfg,
+        &tokenized,
+        settings,
+        &out,
+        &tokenizer_json,
+    )
+    .unwrap();
+    let report = trainer.run(&RunOptions::default()).unwrap();
+    let losses: Vec<f64> = report.history.steps.iter().map(|r| r.loss).collect();
+    let lrs: Vec<f64> = report.history.steps.iter().map(|r| r.lr).collect();
+    check(
+        &format!("loop {recipe} step losses"),
+        &losses,
+        &floats(&run["losses"]),
+        LOSS_ABS,
+    );
+    check(
+        &format!("loop {recipe} step lrs"),
+        &lrs,
+        &floats(&run["step_lrs"]),
+        0.0,
+    );
+    let weights = trainer.train.weights().unwrap();
+    check_probes(
+        recipe,
+        "after_step_3",
+        &weights,
+        &run["probes"]["after_step_3"],
+    );
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn tutorial_loop_matches_pytorch() {
+    replay_loop("tutorial");
+}
+
+#[test]
+fn fixed_loop_matches_pytorch() {
+    replay_loop("fixed");
 }

@@ -162,10 +162,12 @@ impl Jokes {
     }
 }
 
+// ANCHOR: joke_text
 /// The text the model trains on: the tutorial's `JokesDataset` item.
 pub fn joke_text(joke: &str) -> String {
     format!("JOKE: {joke}{END_OF_TEXT}")
 }
+// ANCHOR_END: joke_text
 
 /// Token ids of [`joke_text`] for each joke. The tokenizer must know `<|endoftext|>` as the
 /// special token 50256 (GPT-2's does); otherwise the jokes would not end where the model

@@ -6,16 +6,24 @@
 //!   the bundled sample - and the tutorial's text for each joke, tokenized.
 //! - [`packing`]: the tutorial's packing of jokes into sequences of at most `MAX_SEQ_LEN`
 //!   tokens (and the fixed recipe's, which drops nothing), and the seeded order of each epoch.
-//!
-//! Chapter 7's IMDB reviews will join as `imdb.rs` (the dataset) and `collate.rs` (padding
-//! reviews into batches).
+//! - [`imdb`]: chapter 7's reviews - the Hub's `stanfordnlp/imdb`, a local directory of its
+//!   parquet files or the bundled sample - with their labels and the number of classes.
+//! - [`collate`]: reviews into padded batches, to `max_length` (the tutorial) or to each
+//!   batch's longest row.
 
+pub mod collate;
+pub mod imdb;
 pub mod jokes;
 pub mod packing;
 pub mod parquet;
 
 pub use self::parquet::{
     column_names, parquet_files, read_columns, read_columns_of, ColumnKind, ColumnValues, Columns,
+};
+pub use collate::{collate, tokenize_truncated, Batch, Padding};
+pub use imdb::{
+    bundled_imdb_dir, Imdb, ImdbSource, Split, IMDB_DATASET, IMDB_LABEL_NAMES, LABEL_COLUMN,
+    TEXT_COLUMN,
 };
 pub use jokes::{
     bundled_jokes_path, joke_text, tokenize_jokes, Jokes, JokesSource, END_OF_TEXT, END_OF_TEXT_ID,

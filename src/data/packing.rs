@@ -80,6 +80,7 @@ impl Packer {
         })
     }
 
+    // ANCHOR: push
     /// Adds one joke's token ids; returns a sequence when the joke did not fit in the buffer
     /// (the buffer is emitted and the joke starts the next one). An empty `ids` changes nothing.
     pub fn push(&mut self, ids: &[u32]) -> Option<Vec<u32>> {
@@ -110,6 +111,7 @@ impl Packer {
         self.buffered_jokes += 1;
         None
     }
+    // ANCHOR_END: push
 
     /// Ends packing: [`PackingMode::Full`] returns the last, partial sequence;
     /// [`PackingMode::Tutorial`] drops it, as the tutorial's loop does. The buffer is empty
@@ -196,6 +198,7 @@ pub fn check_max_seq_len(tokenized: &[Vec<u32>], max_seq_len: usize) -> Result<u
     Ok(fit)
 }
 
+// ANCHOR: epoch_order
 /// The order in which epoch `epoch` visits `n` jokes: a permutation drawn from ChaCha8 seeded
 /// with `seed` on stream `epoch`, so each epoch has its own order and a run resumed mid-epoch
 /// draws the same one; with `shuffle` false, file order (the tutorial's `DataLoader` shuffles).
@@ -208,3 +211,4 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
     }
     order
 }
+// ANCHOR_END: epoch_order

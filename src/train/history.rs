@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plot::StepPoint;
+use crate::plot::{loss_lr_chart, StepPoint};
 use crate::{Error, Result};
 
 /// One optimizer step of a run.
@@ -75,6 +75,16 @@ impl History {
                 lr: r.lr,
             })
             .collect()
+    }
+
+    /// The tutorial's figure of this run: loss and learning rate per optimizer step on one log
+    /// axis, a dashed line at each epoch's end (SVG text).
+    pub fn chart(&self) -> Result<String> {
+        loss_lr_chart(
+            "Loss and learning rate per optimizer step",
+            &self.points(),
+            &self.epoch_ends(),
+        )
     }
 
     /// The CSV text: a header, then one line per step (floats in Rust's shortest round-trip

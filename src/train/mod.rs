@@ -22,24 +22,34 @@
 //! (transformers' linear warm-up and decay), [`AdamW`] in PyTorch's and the tutorial's
 //! transformers-4 versions, [`clip_grad_norm`], gradient accumulation
 //! ([`TrainStep::accumulate`], [`TrainStep::apply`]) and checkpoints that resume exactly
-//! ([`save_checkpoint`], [`load_checkpoint`]).
+//! ([`save_checkpoint`], [`load_checkpoint`]). Chapter 7 adds transformers' `Trainer` on top:
+//! [`TrainingArguments`], [`Trainer`] (`train`, `evaluate`, checkpoints that resume) and what it
+//! reports ([`TrainOutput`], [`EvalOutput`], accuracy, `total_flos`).
 
+mod args;
 mod checkpoint;
 mod clip;
 mod history;
 mod jokes;
+mod metrics;
 mod optim;
 mod precision;
 mod progress;
 mod recipe;
 mod schedule;
 mod step;
+mod trainer;
 
+pub use args::{Interval, TrainingArguments};
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CHECKPOINT_FILES};
 pub use clip::{clip_grad_norm, grad_norm};
 pub use history::{EpochEnd, History, StepRecord};
 pub use jokes::{
     continue_prompt, DataFingerprint, JokesReport, JokesTrainer, LoopState, RunOptions,
+};
+pub use metrics::{
+    accuracy, floating_point_ops, get_sentiment, num_parameters_exclude_embeddings, python_dict,
+    python_float, ComputeMetrics, EvalOutput, EvalPrediction, Sentiment, TrainMetrics, TrainOutput,
 };
 pub use optim::{
     decays, named_vars, AdamW, AdamWConfig, AdamWKind, AdamWState, AdamWVariant, HalfMoments,
@@ -48,4 +58,7 @@ pub use precision::{LossScaler, TrainPrecision};
 pub use progress::{bars_wanted, EpochBar};
 pub use recipe::{JokesSettings, Recipe};
 pub use schedule::LinearSchedule;
-pub use step::{StepReport, TrainStep, TrainStepState, UpdateReport};
+pub use step::{StepReport, TaskHead, TrainStep, TrainStepState, UpdateReport};
+pub use trainer::{
+    latest_checkpoint, Collator, EvalLog, LabelledRows, Logged, StepLog, Trainer, TrainerState,
+};

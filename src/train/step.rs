@@ -1,6 +1,11 @@
 //! One training step: forward, loss, backward and an optimiser update - whole with
 //! [`TrainStep::step`], or split for gradient accumulation into micro-steps
 //! ([`TrainStep::accumulate`]) and one update ([`TrainStep::apply`]).
+//!
+//! The step trains one model class, its [`TaskHead`]: `GPT2LMHeadModel` and the shifted
+//! language-modelling loss (chapter 6), or `GPT2ForSequenceClassification` and the
+//! cross-entropy of one label per sequence (chapter 7, [`TrainStep::accumulate_labelled`]).
+//! Everything after the loss - backward, accumulation, clipping, AdamW - is the same for both.
 
 use std::collections::HashMap;
 
@@ -13,7 +18,29 @@ use super::clip::{clip_grad_norm, grad_norm};
 use super::optim::{named_vars, AdamW, AdamWConfig, AdamWKind, AdamWState, Opt};
 use super::precision::{LossScaler, TrainPrecision};
 use crate::dropout::{Dropout, DropoutRngState};
+use crate::heads::Gpt2ForSequenceClassification;
 use crate::{loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
+
+// ANCHOR: task_head
+/// Which model class a [`TrainStep`] trains, and so which loss it computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskHead {
+    /// `GPT2LMHeadModel`: the shifted language-modelling loss of the ids themselves.
+    #[default]
+    LanguageModel,
+    /// `GPT2ForSequenceClassification` with this many labels: the cross-entropy of the logits
+    /// at each row's last non-pad token against the row's label.
+    SequenceClassification { num_labels: usize },
+}
+// ANCHOR_END: task_head
+
+/// The model over the trainable weights, of the step's [`TaskHead`].
+#[derive(Clone)]
+enum TaskModel {
+    Lm(Gpt2LmHeadModel),
+    Classifier(Gpt2ForSequenceClassification),
+}
 
 /// What one [`TrainStep::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +79,9 @@ pub struct TrainStepState {
     pub dropout_rng: DropoutRngState,
     pub loss_scaler: Option<LossScaler>,
     pub optimizer_steps: usize,
+    /// The model class trained (checkpoints written before chapter 7 lack it: LM).
+    #[serde(default)]
+    pub task: TaskHead,
 }
 
 /// One language-modelling training setup: trainable weights in the chosen precision, the model
@@ -59,6 +89,7 @@ pub struct TrainStepState {
 /// optimiser, and the gradients accumulated since its last update.
 pub struct TrainStep {
     cfg: Gpt2Config,
+    task: TaskHead,
     precision: TrainPrecision,
     /// The weights the optimiser updates: f32 masters (f32, mixed) or the half weights (pure).
     pub varmap: VarMap,
@@ -67,7 +98,7 @@ pub struct TrainStep {
     dropout_on: bool,
     /// The model over the trainable weights themselves; `None` in mixed precision, where each
     /// step builds it over fresh half-precision casts of the masters.
-    model: Option<Gpt2LmHeadModel>,
+    model: Option<TaskModel>,
     scaler: Option<LossScaler>,
     opt: Opt,
     /// Optimizer updates made (the checkpoint's step count).
@@ -97,7 +128,15 @@ impl TrainStep {
             ..ParamsAdamW::default()
         };
         let opt = Opt::legacy(&varmap, params, adamw)?;
-        Self::assemble(weights, varmap, cfg, seed, precision, opt)
+        Self::assemble(
+            weights,
+            varmap,
+            cfg,
+            TaskHead::LanguageModel,
+            seed,
+            precision,
+            opt,
+        )
     }
 
     /// Trainable copies of `weights` in `precision`, dropout seeded with `seed`, and [`AdamW`]
@@ -109,9 +148,30 @@ impl TrainStep {
         adamw: AdamWConfig,
         seed: u64,
     ) -> Result<Self> {
+        Self::for_task(
+            weights,
+            cfg,
+            TaskHead::LanguageModel,
+            precision,
+            adamw,
+            seed,
+        )
+    }
+
+    /// [`TrainStep::with_adamw`] for any [`TaskHead`]. For sequence classification `weights`
+    /// must hold the `score` head already (see `heads::for_sequence_classification`), and
+    /// `cfg.pad_token_id` says where each padded row ends.
+    pub fn for_task(
+        weights: &Weights,
+        cfg: &Gpt2Config,
+        task: TaskHead,
+        precision: TrainPrecision,
+        adamw: AdamWConfig,
+        seed: u64,
+    ) -> Result<Self> {
         let varmap = weights.to_varmap_in(precision.weight_dtype())?;
         let opt = Opt::Named(AdamW::from_varmap(&varmap, adamw)?);
-        Self::assemble(weights, varmap, cfg, seed, precision, opt)
+        Self::assemble(weights, varmap, cfg, task, seed, precision, opt)
     }
 
     /// A training step continuing from a checkpoint: `weights` (as saved, in the training
@@ -125,7 +185,7 @@ impl TrainStep {
         let precision = TrainPrecision::parse(&state.precision)?;
         let varmap = weights.to_varmap_in(precision.weight_dtype())?;
         let opt = Opt::Named(AdamW::from_state(named_vars(&varmap)?, adamw)?);
-        let mut train = Self::assemble(weights, varmap, cfg, 0, precision, opt)?;
+        let mut train = Self::assemble(weights, varmap, cfg, state.task, 0, precision, opt)?;
         train.dropout.set_rng_state(&state.dropout_rng)?;
         train.set_dropout(state.dropout);
         if let Some(scaler) = &state.loss_scaler {
@@ -139,6 +199,7 @@ impl TrainStep {
         weights: &Weights,
         varmap: VarMap,
         cfg: &Gpt2Config,
+        task: TaskHead,
         seed: u64,
         precision: TrainPrecision,
         opt: Opt,
@@ -151,6 +212,7 @@ impl TrainStep {
             _ => Some(Self::build(
                 VarBuilder::from_varmap(&varmap, dtype, weights.device()),
                 cfg,
+                task,
                 &dropout,
                 true,
             )?),
@@ -162,6 +224,7 @@ impl TrainStep {
         };
         Ok(Self {
             cfg: cfg.clone(),
+            task,
             precision,
             varmap,
             vars,
@@ -181,12 +244,22 @@ impl TrainStep {
     fn build(
         vb: VarBuilder,
         cfg: &Gpt2Config,
+        task: TaskHead,
         dropout: &Dropout,
         training: bool,
-    ) -> Result<Gpt2LmHeadModel> {
-        let mut model = Gpt2LmHeadModel::load(vb, cfg, dropout)?;
-        model.transformer.set_training(training);
-        Ok(model)
+    ) -> Result<TaskModel> {
+        Ok(match task {
+            TaskHead::LanguageModel => {
+                let mut model = Gpt2LmHeadModel::load(vb, cfg, dropout)?;
+                model.transformer.set_training(training);
+                TaskModel::Lm(model)
+            }
+            TaskHead::SequenceClassification { num_labels } => {
+                let mut model = Gpt2ForSequenceClassification::load(vb, cfg, num_labels, dropout)?;
+                model.set_training(training);
+                TaskModel::Classifier(model)
+            }
+        })
     }
 
     /// Replaces the loss scaler (mixed f16 only; other precisions scale nothing and refuse).
@@ -205,8 +278,10 @@ impl TrainStep {
     /// `*_pdrop` are 0 drops nothing either way.
     pub fn set_dropout(&mut self, on: bool) {
         self.dropout_on = on;
-        if let Some(model) = &mut self.model {
-            model.transformer.set_training(on);
+        match &mut self.model {
+            Some(TaskModel::Lm(model)) => model.transformer.set_training(on),
+            Some(TaskModel::Classifier(model)) => model.set_training(on),
+            None => {}
         }
     }
 
@@ -223,6 +298,11 @@ impl TrainStep {
 
     pub fn config(&self) -> &Gpt2Config {
         &self.cfg
+    }
+
+    /// The model class this step trains.
+    pub fn task(&self) -> TaskHead {
+        self.task
     }
 
     /// The loss scaler (mixed f16 only).
@@ -261,6 +341,7 @@ impl TrainStep {
             dropout_rng: self.dropout.rng_state()?,
             loss_scaler: self.scaler.clone(),
             optimizer_steps: self.updates,
+            task: self.task,
         })
     }
 
@@ -269,6 +350,29 @@ impl TrainStep {
     /// latest update. The casts are operations on the masters, so the backward pass carries
     /// the gradients through them into f32.
     pub fn model(&self) -> Result<Gpt2LmHeadModel> {
+        match self.task_model()? {
+            TaskModel::Lm(model) => Ok(model),
+            TaskModel::Classifier(_) => Err(self.wrong_task("a language model")),
+        }
+    }
+
+    /// [`TrainStep::model`] for a sequence-classification step: `GPT2ForSequenceClassification`
+    /// over the trainable weights, in training mode.
+    pub fn classifier(&self) -> Result<Gpt2ForSequenceClassification> {
+        match self.task_model()? {
+            TaskModel::Classifier(model) => Ok(model),
+            TaskModel::Lm(_) => Err(self.wrong_task("a sequence classifier")),
+        }
+    }
+
+    fn wrong_task(&self, wanted: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "this training step trains {:?}, not {wanted}: build it with TrainStep::for_task and the TaskHead you mean",
+            self.task
+        ))
+    }
+
+    fn task_model(&self) -> Result<TaskModel> {
         if let Some(model) = &self.model {
             return Ok(model.clone());
         }
@@ -286,7 +390,7 @@ impl TrainStep {
         }
         drop(data);
         let vb = VarBuilder::from_tensors(casts, half, &device);
-        Self::build(vb, &self.cfg, &self.dropout, self.dropout_on)
+        Self::build(vb, &self.cfg, self.task, &self.dropout, self.dropout_on)
     }
 
     /// The language-modelling loss of `ids` `(B, T)` predicting themselves, shifted by one; in
@@ -297,6 +401,22 @@ impl TrainStep {
         let labels = ids.to_dtype(DType::I64)?;
         loss::lm_loss(&logits, &labels)
     }
+
+    // ANCHOR: forward_labelled
+    /// The sequence-classification loss of a padded batch: `ids` `(B, T)`, its attention mask
+    /// `(B, T)` (1 = token, 0 = padding) and one label per row `labels` `(B)` - the mean over
+    /// the rows of the cross-entropy at each row's last non-pad token, in f32.
+    pub fn forward_labelled(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        labels: &Tensor,
+    ) -> Result<Tensor> {
+        let logits = self.classifier()?.forward(ids, attention_mask)?; // (B, num_labels)
+        let logits = logits.to_dtype(DType::F32)?;
+        loss::sequence_classification_loss(&logits, &labels.to_dtype(DType::I64)?)
+    }
+    // ANCHOR_END: forward_labelled
 
     fn non_finite(&self, what: &'static str, value: f64) -> Error {
         Error::NonFiniteLoss {
@@ -315,6 +435,27 @@ impl TrainStep {
     /// now and then: the coming update is skipped instead.
     pub fn accumulate(&mut self, ids: &Tensor, loss_weight: f64) -> Result<f32> {
         let loss = self.forward(ids)?;
+        self.accumulate_loss(loss, loss_weight)
+    }
+    // ANCHOR_END: accumulate
+
+    /// [`TrainStep::accumulate`] for a sequence-classification step: the loss of
+    /// [`TrainStep::forward_labelled`] and its gradients, weighted by `loss_weight`.
+    pub fn accumulate_labelled(
+        &mut self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        labels: &Tensor,
+        loss_weight: f64,
+    ) -> Result<f32> {
+        let loss = self.forward_labelled(ids, attention_mask, labels)?;
+        self.accumulate_loss(loss, loss_weight)
+    }
+
+    // ANCHOR: accumulate_loss
+    /// The part of a micro-step after the loss, whatever the task: backward, and the gradients
+    /// added to the sum since the last update.
+    fn accumulate_loss(&mut self, loss: Tensor, loss_weight: f64) -> Result<f32> {
         let value = loss.to_scalar::<f32>()?;
         let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
         if !value.is_finite() {
@@ -341,7 +482,7 @@ impl TrainStep {
         self.micro_steps += 1;
         Ok(value)
     }
-    // ANCHOR_END: accumulate
+    // ANCHOR_END: accumulate_loss
 
     // ANCHOR: apply
     /// One optimizer update from the accumulated gradients at learning rate `lr`: unscale them

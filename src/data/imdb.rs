@@ -1,0 +1,328 @@
+//! The reviews of chapter 7: the Hub dataset `stanfordnlp/imdb` (25,000 training and 25,000
+//! test reviews, labelled 0 = negative, 1 = positive), a local directory of its parquet files,
+//! or the 320-sentence sample bundled with the crate (`data/imdb-sample/`, written for it).
+//!
+//! Every split is a parquet file (or several) with the columns `text` and `label`. The Hub
+//! names them `plain_text/train-00000-of-00001.parquet`, `plain_text/test-...` and
+//! `plain_text/unsupervised-...` (unlabelled, label -1, which we never read); a split's files are
+//! those whose name starts with the split's name. The number of classes comes from the data, as
+//! the tutorial's `num_clases`: the distinct labels of the training split.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hf_hub::{Repo, RepoType};
+
+use super::packing::epoch_order;
+use super::parquet::{parquet_files, read_columns_of, ColumnKind};
+use crate::source::{hub_reachable, offline};
+use crate::{Error, Result};
+
+/// The tutorial's dataset on the Hub.
+pub const IMDB_DATASET: &str = "stanfordnlp/imdb";
+/// The column holding the reviews.
+pub const TEXT_COLUMN: &str = "text";
+/// The column holding the classes: 0 = negative, 1 = positive.
+pub const LABEL_COLUMN: &str = "label";
+/// The names of IMDB's two classes, by label.
+pub const IMDB_LABEL_NAMES: [&str; 2] = ["negative", "positive"];
+
+/// The sample shipped with the crate (240 + 80 sentences, see `data/imdb-sample/PROVENANCE.md`).
+pub fn bundled_imdb_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/imdb-sample")
+}
+
+/// Where the reviews come from, as given by `--data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImdbSource {
+    /// `hub`: [`IMDB_DATASET`] through `hf-hub` (or `hub:owner/name` for another dataset with
+    /// `text` and `label` columns and `train-*`/`test-*` files).
+    Hub(String),
+    /// `bundled`: the sample in `data/imdb-sample/`.
+    Bundled,
+    /// A directory holding `train-*.parquet` and `test-*.parquet` (the Hub's names).
+    Local(PathBuf),
+}
+
+impl FromStr for ImdbSource {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        match s {
+            "" => Err(Error::InvalidArgument(
+                "--data is empty: give `hub`, `bundled`, or a directory with train-*.parquet and test-*.parquet".into(),
+            )),
+            "hub" => Ok(Self::Hub(IMDB_DATASET.into())),
+            "bundled" => Ok(Self::Bundled),
+            _ => match s.strip_prefix("hub:") {
+                Some(id) if id.split('/').count() == 2 && !id.contains(' ') => {
+                    Ok(Self::Hub(id.to_string()))
+                }
+                Some(id) => Err(Error::InvalidArgument(format!(
+                    "`hub:{id}` is not a Hub dataset id: write hub:owner/name, or just `hub` for {IMDB_DATASET}"
+                ))),
+                None => Ok(Self::Local(PathBuf::from(s))),
+            },
+        }
+    }
+}
+
+/// One split: texts and their labels, row for row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// `train` or `test`.
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    pub texts: Vec<String>,
+    pub labels: Vec<i64>,
+    /// Rows skipped because their text was null or empty, or their label null.
+    pub skipped: usize,
+}
+
+impl Split {
+    /// Reads the `text` and `label` columns of `files`; `origin` names them in errors.
+    pub fn from_files(name: &str, files: &[PathBuf], origin: &str) -> Result<Self> {
+        let wanted = [
+            (TEXT_COLUMN, ColumnKind::Text),
+            (LABEL_COLUMN, ColumnKind::Int),
+        ];
+        let mut columns = read_columns_of(files, &wanted)?;
+        let labels = columns.ints(LABEL_COLUMN)?.to_vec();
+        let texts = columns.take_text(TEXT_COLUMN)?;
+        if texts.is_empty() {
+            let reason = if columns.rows_read == 0 {
+                format!("its {name} split has no rows")
+            } else {
+                format!(
+                    "all {} rows of its {name} split lack a text or a label",
+                    columns.rows_read
+                )
+            };
+            return Err(Error::EmptyDataset {
+                origin: origin.to_string(),
+                reason,
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            files: columns.files,
+            texts,
+            labels,
+            skipped: columns.skipped,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+
+    // ANCHOR: subset
+    /// At most `n` rows, drawn at random with `seed` - not the first `n`: the Hub's IMDB files
+    /// hold all negative reviews first, so their first rows are one class only.
+    pub fn subset(&self, n: usize, seed: u64) -> Self {
+        if n >= self.len() {
+            return self.clone();
+        }
+        let order = epoch_order(self.len(), seed, 0, true);
+        let mut picked = order[..n].to_vec();
+        picked.sort_unstable(); // keep the file's order among the rows drawn
+        Self {
+            texts: picked.iter().map(|&i| self.texts[i].clone()).collect(),
+            labels: picked.iter().map(|&i| self.labels[i]).collect(),
+            ..self.clone()
+        }
+    }
+    // ANCHOR_END: subset
+
+    /// Checks every label is a class of a `num_labels`-way classifier: `0..num_labels`.
+    pub fn check_labels(&self, num_labels: usize) -> Result<()> {
+        let bad = self
+            .labels
+            .iter()
+            .position(|&l| l < 0 || l as u64 >= num_labels as u64);
+        match bad {
+            None => Ok(()),
+            Some(row) => Err(Error::LabelOutOfRange {
+                split: self.name.clone(),
+                row,
+                label: self.labels[row],
+                num_labels,
+            }),
+        }
+    }
+}
+
+/// IMDB's two labelled splits, and the number of classes.
+#[derive(Debug, Clone)]
+pub struct Imdb {
+    /// Where the splits came from: the Hub id, `bundled sample (...)` or the path.
+    pub origin: String,
+    pub train: Split,
+    pub test: Split,
+    /// The number of distinct labels in the training split (the tutorial's `num_clases`).
+    pub num_labels: usize,
+}
+
+impl std::fmt::Display for Imdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} training and {} test reviews, {} classes, from {}",
+            self.train.len(),
+            self.test.len(),
+            self.num_labels,
+            self.origin
+        )?;
+        let skipped = self.train.skipped + self.test.skipped;
+        if skipped > 0 {
+            write!(f, " ({skipped} rows without text or label skipped)")?;
+        }
+        Ok(())
+    }
+}
+
+impl Imdb {
+    /// Reads the splits at `source` (for the Hub, downloading them if they are not cached).
+    pub fn load(source: &ImdbSource) -> Result<Self> {
+        let (origin, files) = match source {
+            ImdbSource::Bundled => {
+                // Named relative to the crate, so that output is the same on every machine.
+                let origin = "bundled sample (data/imdb-sample)".to_string();
+                (origin, parquet_files(&bundled_imdb_dir())?)
+            }
+            ImdbSource::Local(dir) => (dir.display().to_string(), parquet_files(dir)?),
+            ImdbSource::Hub(repo) => (repo.clone(), hub_split_files(repo)?),
+        };
+        let train = Split::from_files("train", &split_files(&files, "train", &origin)?, &origin)?;
+        let test = Split::from_files("test", &split_files(&files, "test", &origin)?, &origin)?;
+        Self::from_splits(origin, train, test)
+    }
+
+    /// Loads `source`; if it is the Hub and the dataset cannot be had (not cached, no network),
+    /// loads the bundled sample instead and returns a one-line note saying so.
+    pub fn load_or_bundled(source: &ImdbSource) -> Result<(Self, Option<String>)> {
+        match Self::load(source) {
+            Err(e @ Error::HubDataset { .. }) => {
+                let note = format!("{e} - using the bundled sample of 320 sentences instead");
+                Ok((Self::load(&ImdbSource::Bundled)?, Some(note)))
+            }
+            other => other.map(|d| (d, None)),
+        }
+    }
+
+    // ANCHOR: num_labels
+    /// Two splits as a dataset: the classes are the training split's distinct labels, which
+    /// must be `0..num_labels`, and every test label must be one of them.
+    pub fn from_splits(origin: String, train: Split, test: Split) -> Result<Self> {
+        let mut distinct = train.labels.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let num_labels = distinct.len();
+        train.check_labels(num_labels)?;
+        test.check_labels(num_labels)?;
+        Ok(Self {
+            origin,
+            train,
+            test,
+            num_labels,
+        })
+    }
+    // ANCHOR_END: num_labels
+}
+
+/// The files among `files` whose name starts with `split` (`train.parquet`,
+/// `train-00000-of-00001.parquet`).
+fn split_files(files: &[PathBuf], split: &str, origin: &str) -> Result<Vec<PathBuf>> {
+    let picked: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(split))
+        })
+        .cloned()
+        .collect();
+    if picked.is_empty() {
+        return Err(Error::EmptyDataset {
+            origin: origin.to_string(),
+            reason: format!(
+                "no {split}-*.parquet file: a dataset directory needs train-*.parquet and test-*.parquet, as the Hub names them"
+            ),
+        });
+    }
+    Ok(picked)
+}
+
+/// The `train-*` and `test-*` parquet files of Hub dataset `repo`: from the Hugging Face cache
+/// if its snapshot has both, else downloaded into it (the unlabelled split is left alone).
+fn hub_split_files(repo: &str) -> Result<Vec<PathBuf>> {
+    let hub_err = |reason: String| Error::HubDataset {
+        repo: repo.to_string(),
+        reason,
+    };
+    let wanted = |name: &str| {
+        let file = name.rsplit('/').next().unwrap_or(name);
+        name.ends_with(".parquet") && (file.starts_with("train") || file.starts_with("test"))
+    };
+    let cache = hf_hub::Cache::from_env();
+    let dataset = Repo::with_revision(repo.to_string(), RepoType::Dataset, "main".into());
+    let dir = cache.path().join(dataset.folder_name());
+    if let Ok(commit) = std::fs::read_to_string(dir.join("refs").join(dataset.revision())) {
+        let snapshot = dir.join("snapshots").join(commit.trim());
+        if let Ok(files) = parquet_files(&snapshot) {
+            let files: Vec<PathBuf> = files
+                .into_iter()
+                .filter(|f| wanted(&f.to_string_lossy()))
+                .collect();
+            let has = |s: &str| split_files(&files, s, repo).is_ok();
+            if has("train") && has("test") {
+                return Ok(files);
+            }
+        }
+    }
+    let cache_dir = cache.path().display().to_string();
+    if offline() {
+        return Err(hub_err(format!(
+            "it is not in the Hugging Face cache ({cache_dir}) and HF_HUB_OFFLINE is set: download it once while online, or pass a directory of its parquet files"
+        )));
+    }
+    if !hub_reachable() {
+        return Err(hub_err(format!(
+            "it is not in the Hugging Face cache ({cache_dir}) and the Hub is not reachable: connect to the internet, set HF_HOME to a cache that has it, or pass a directory of its parquet files"
+        )));
+    }
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| hub_err(e.to_string()))?;
+    let remote = api.repo(dataset);
+    let info = remote
+        .info()
+        .map_err(|e| hub_err(format!("cannot list its files ({e}); is the id right?")))?;
+    let mut names: Vec<String> = info
+        .siblings
+        .into_iter()
+        .map(|s| s.rfilename)
+        .filter(|f| wanted(f))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(hub_err(
+            "it has no train-*.parquet or test-*.parquet files: pass a dataset stored as parquet"
+                .into(),
+        ));
+    }
+    names
+        .iter()
+        .map(|f| {
+            remote
+                .get(f)
+                .map_err(|e| hub_err(format!("cannot download {f} ({e})")))
+        })
+        .collect()
+}

@@ -1,0 +1,564 @@
+//! Chapter 7's `Trainer`: transformers' training loop for `GPT2ForSequenceClassification`, on
+//! the [`TrainStep`] of chapter 6. `train()` runs epochs of shuffled, padded batches - forward,
+//! loss, backward, clipping, AdamW, the learning rate decayed linearly to 0 - evaluates and saves
+//! checkpoints as the [`TrainingArguments`] say, and returns transformers' `TrainOutput`;
+//! `evaluate()` returns the loss and `compute_metrics`' accuracy on the evaluation rows.
+//!
+//! The loop's whole position is data ([`TrainerState`]: epoch, next batch, flos, history), saved
+//! with the weights and the optimizer in each `checkpoint-N/`, so a resumed run continues with
+//! the same batches, dropout masks and losses.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use super::args::{Interval, TrainingArguments};
+use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::metrics::{
+    accuracy, floating_point_ops, num_parameters_exclude_embeddings, round_to, ComputeMetrics,
+    EvalOutput, EvalPrediction, TrainMetrics, TrainOutput,
+};
+use super::progress::EpochBar;
+use super::schedule::LinearSchedule;
+use super::step::{TaskHead, TrainStep};
+use crate::data::{collate, epoch_order, Batch, Padding};
+use crate::dropout::Dropout;
+use crate::heads::Gpt2ForSequenceClassification;
+use crate::loss::sequence_classification_loss;
+use crate::{Error, Gpt2Config, Result, Weights};
+
+/// A tokenized split: each row's token ids (already truncated) and its class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledRows {
+    pub ids: Vec<Vec<u32>>,
+    pub labels: Vec<i64>,
+}
+
+impl LabelledRows {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Rows, tokens and the sum of the labels: what a resumed run checks it is given the same
+    /// data as before.
+    fn fingerprint(&self) -> [u64; 3] {
+        [
+            self.len() as u64,
+            self.ids.iter().map(|r| r.len() as u64).sum(),
+            self.labels.iter().map(|&l| l as u64).sum(),
+        ]
+    }
+}
+
+/// How rows become batches (transformers' `data_collator` and the tokenizer's padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collator {
+    pub padding: Padding,
+    pub max_length: usize,
+    pub pad_token_id: u32,
+}
+
+impl Collator {
+    /// The rows `picked` of `data` as one padded batch.
+    pub fn batch(&self, data: &LabelledRows, picked: &[usize], device: &Device) -> Result<Batch> {
+        let rows: Vec<&[u32]> = picked.iter().map(|&i| data.ids[i].as_slice()).collect();
+        let labels: Vec<i64> = picked.iter().map(|&i| data.labels[i]).collect();
+        collate(
+            &rows,
+            &labels,
+            self.padding,
+            self.max_length,
+            self.pad_token_id,
+            device,
+        )
+    }
+}
+
+/// One optimizer step of the run, as transformers' `log_history` holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    /// Epochs done, counting the batches of the one under way (0.5 halfway through the first).
+    pub epoch: f64,
+    /// The step's loss: the mean over its rows (and its accumulated batches).
+    pub loss: f64,
+    pub learning_rate: f64,
+    /// The gradients' norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One evaluation during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalLog {
+    pub step: usize,
+    pub epoch: f64,
+    pub eval_loss: f64,
+    pub eval_accuracy: Option<f64>,
+}
+
+/// What the loop tells its caller as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logged {
+    /// Every `logging_steps` steps: the mean loss since the last such line.
+    Train {
+        step: usize,
+        epoch: f64,
+        loss: f64,
+        grad_norm: f64,
+        learning_rate: f64,
+    },
+    Eval(EvalLog),
+    Saved(PathBuf),
+}
+
+// ANCHOR: trainer_state
+/// Where a run is: what `trainer_state.json` in a checkpoint holds beside the weights and the
+/// optimizer, so that a resumed run continues exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub args: TrainingArguments,
+    pub collator: Collator,
+    pub num_labels: usize,
+    /// The optimizer steps of the whole run (where the learning rate reaches 0).
+    pub max_steps: usize,
+    /// The epoch under way, from 0, and the next batch in its order.
+    pub epoch: usize,
+    pub batch: usize,
+    /// `floating_point_ops` summed over every training batch so far.
+    pub total_flos: f64,
+    pub log_history: Vec<StepLog>,
+    pub eval_history: Vec<EvalLog>,
+    data: [u64; 3],
+}
+// ANCHOR_END: trainer_state
+
+/// transformers' `Trainer` for `GPT2ForSequenceClassification`.
+pub struct Trainer<'a> {
+    pub train_step: TrainStep,
+    state: TrainerState,
+    train_data: &'a LabelledRows,
+    eval_data: Option<&'a LabelledRows>,
+    compute_metrics: Option<ComputeMetrics>,
+    schedule: LinearSchedule,
+    non_embedding_parameters: usize,
+    tokenizer_json: PathBuf,
+    device: Device,
+}
+
+impl<'a> Trainer<'a> {
+    /// A fresh run of `args` on `weights` (which hold the `score` head, see
+    /// `heads::for_sequence_classification`; `cfg.pad_token_id` must be the collator's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        weights: &Weights,
+        cfg: &Gpt2Config,
+        num_labels: usize,
+        args: TrainingArguments,
+        collator: Collator,
+        train_data: &'a LabelledRows,
+        eval_data: Option<&'a LabelledRows>,
+        tokenizer_json: &Path,
+    ) -> Result<Self> {
+        args.validate()?;
+        if cfg.pad_token_id != Some(collator.pad_token_id) {
+            return Err(Error::InvalidArgument(format!(
+                "the model's pad_token_id is {:?} but batches are padded with {}: set config.pad_token_id = {1} (the tutorial's `model.config.pad_token_id = model.config.eos_token_id`)",
+                cfg.pad_token_id, collator.pad_token_id
+            )));
+        }
+        check_rows("train", train_data, num_labels)?;
+        if let Some(eval) = eval_data {
+            check_rows("test", eval, num_labels)?;
+        }
+        let mut train_step = TrainStep::for_task(
+            weights,
+            cfg,
+            TaskHead::SequenceClassification { num_labels },
+            args.train_precision()?,
+            args.adamw(),
+            args.seed,
+        )?;
+        train_step.set_dropout(args.dropout);
+        let state = TrainerState {
+            max_steps: args.total_steps(train_data.len()),
+            args,
+            collator,
+            num_labels,
+            epoch: 0,
+            batch: 0,
+            total_flos: 0.0,
+            log_history: Vec::new(),
+            eval_history: Vec::new(),
+            data: train_data.fingerprint(),
+        };
+        Self::assemble(train_step, state, train_data, eval_data, tokenizer_json)
+    }
+
+    /// Continues the run saved in checkpoint `dir` (`trainer.train(resume_from_checkpoint=dir)`),
+    /// on the same training rows.
+    pub fn resume(
+        dir: &Path,
+        train_data: &'a LabelledRows,
+        eval_data: Option<&'a LabelledRows>,
+        device: &Device,
+    ) -> Result<Self> {
+        let checkpoint = load_checkpoint(dir, device)?;
+        let state: TrainerState = checkpoint.state()?;
+        if state.data != train_data.fingerprint() {
+            return Err(Error::InvalidArgument(format!(
+                "checkpoint {} was trained on other rows ({} rows, {} tokens) than these ({} rows, {} tokens): resume with the same --data, --train-limit, --max-length and --seed",
+                dir.display(),
+                state.data[0],
+                state.data[1],
+                train_data.len(),
+                train_data.fingerprint()[1],
+            )));
+        }
+        let train_step = checkpoint.train_step()?;
+        let tokenizer_json = dir.join("tokenizer.json");
+        Self::assemble(train_step, state, train_data, eval_data, &tokenizer_json)
+    }
+
+    fn assemble(
+        train_step: TrainStep,
+        state: TrainerState,
+        train_data: &'a LabelledRows,
+        eval_data: Option<&'a LabelledRows>,
+        tokenizer_json: &Path,
+    ) -> Result<Self> {
+        let wants_eval = state.args.eval_strategy != Interval::No;
+        if wants_eval && eval_data.is_none_or(LabelledRows::is_empty) {
+            return Err(Error::InvalidArgument(
+                "eval_strategy evaluates during training, but no evaluation rows were given: pass them, or set eval_strategy to Interval::No".into(),
+            ));
+        }
+        let non_embedding_parameters =
+            num_parameters_exclude_embeddings(train_step.config(), state.num_labels)?;
+        let device = train_step.weights()?.device().clone();
+        Ok(Self {
+            schedule: state.args.schedule(state.max_steps),
+            train_step,
+            state,
+            train_data,
+            eval_data,
+            compute_metrics: Some(accuracy),
+            non_embedding_parameters,
+            tokenizer_json: tokenizer_json.to_path_buf(),
+            device,
+        })
+    }
+
+    /// Replaces `compute_metrics` (accuracy by default; `None` reports the loss only).
+    pub fn set_compute_metrics(&mut self, f: Option<ComputeMetrics>) {
+        self.compute_metrics = f;
+    }
+
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    pub fn schedule(&self) -> &LinearSchedule {
+        &self.schedule
+    }
+
+    /// The directory of the checkpoint after optimizer step `step`.
+    pub fn checkpoint_dir(&self, step: usize) -> PathBuf {
+        self.state
+            .args
+            .output_dir
+            .join(format!("checkpoint-{step}"))
+    }
+
+    /// Epochs done, as a fraction: transformers' `state.epoch`.
+    fn epoch_float(&self) -> f64 {
+        let batches = self.batches_per_epoch();
+        self.state.epoch as f64 + self.state.batch as f64 / batches as f64
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        let bs = self.state.args.per_device_train_batch_size;
+        self.train_data.len().div_ceil(bs)
+    }
+
+    /// [`Trainer::train_with`], without watching.
+    pub fn train(&mut self) -> Result<TrainOutput> {
+        self.train_with(&mut |_| {})
+    }
+
+    // ANCHOR: train
+    /// Trains to `max_steps` (or the end of the last epoch), calling `on_log` with the logged
+    /// losses, evaluations and saves as they happen.
+    pub fn train_with(&mut self, on_log: &mut dyn FnMut(&Logged)) -> Result<TrainOutput> {
+        let started = Instant::now();
+        let args = self.state.args.clone();
+        let (n, bs) = (self.train_data.len(), args.per_device_train_batch_size);
+        let batches = self.batches_per_epoch();
+        let mut since_log: Vec<StepLog> = Vec::new();
+        while self.train_step.step_count() < self.state.max_steps {
+            let order = epoch_order(n, args.seed, self.state.epoch as u64, args.shuffle);
+            let epochs = args.num_train_epochs.max(self.state.epoch + 1);
+            let mut bar = EpochBar::new(
+                self.state.epoch,
+                epochs,
+                n as u64,
+                "samples",
+                args.progress_bars,
+            );
+            while self.state.batch < batches && self.train_step.step_count() < self.state.max_steps
+            {
+                // One optimizer step: the next `gradient_accumulation_steps` batches (fewer at
+                // the end of an epoch), their gradients averaged.
+                let end = (self.state.batch + args.gradient_accumulation_steps).min(batches);
+                let weight = 1.0 / (end - self.state.batch) as f64;
+                let mut loss = 0.0;
+                for b in self.state.batch..end {
+                    let picked = &order[b * bs..((b + 1) * bs).min(n)];
+                    let batch = self
+                        .state
+                        .collator
+                        .batch(self.train_data, picked, &self.device)?;
+                    loss += weight
+                        * f64::from(self.train_step.accumulate_labelled(
+                            &batch.input_ids,
+                            Some(&batch.attention_mask),
+                            &batch.labels,
+                            weight,
+                        )?);
+                    self.state.total_flos +=
+                        floating_point_ops(self.non_embedding_parameters, batch.tokens);
+                }
+                self.state.batch = end;
+                let lr = self.schedule.lr(self.train_step.step_count());
+                let update = self.train_step.apply(lr, args.max_grad_norm)?;
+                let log = StepLog {
+                    step: self.train_step.step_count(),
+                    epoch: self.epoch_float(),
+                    loss,
+                    learning_rate: lr,
+                    grad_norm: update.grad_norm.unwrap_or(f64::NAN),
+                };
+                self.state.log_history.push(log);
+                since_log.push(log);
+                bar.set_position((end * bs).min(n) as u64);
+                bar.show(loss, lr);
+                if log.step.is_multiple_of(args.logging_steps) {
+                    on_log(&mean_log(&since_log));
+                    since_log.clear();
+                }
+                if self.state.batch == batches {
+                    self.state.epoch += 1;
+                    self.state.batch = 0;
+                }
+                let epoch_end = self.state.batch == 0;
+                if due(args.eval_strategy, log.step, epoch_end) {
+                    let eval = self.evaluate()?;
+                    let record = self.eval_log(&eval);
+                    on_log(&Logged::Eval(record));
+                }
+                let last = log.step == self.state.max_steps;
+                if due(args.save_strategy, log.step, epoch_end)
+                    || (last && args.save_strategy != Interval::No)
+                {
+                    on_log(&Logged::Saved(self.save()?));
+                }
+            }
+            bar.finish();
+        }
+        Ok(self.train_output(started.elapsed().as_secs_f64()))
+    }
+    // ANCHOR_END: train
+
+    fn eval_log(&mut self, eval: &EvalOutput) -> EvalLog {
+        let record = EvalLog {
+            step: self.train_step.step_count(),
+            epoch: eval.epoch,
+            eval_loss: eval.eval_loss,
+            eval_accuracy: eval.accuracy(),
+        };
+        self.state.eval_history.push(record.clone());
+        record
+    }
+
+    fn train_output(&self, runtime: f64) -> TrainOutput {
+        let args = &self.state.args;
+        let history = &self.state.log_history;
+        let training_loss =
+            history.iter().map(|l| l.loss).sum::<f64>() / history.len().max(1) as f64;
+        // transformers' count: rows × epochs, or max_steps full batches when max_steps is set.
+        let samples = match args.max_steps {
+            Some(steps) => {
+                steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
+            }
+            None => self.train_data.len() * args.num_train_epochs,
+        };
+        let runtime = runtime.max(1e-9);
+        TrainOutput {
+            global_step: self.train_step.step_count(),
+            training_loss,
+            metrics: TrainMetrics {
+                train_runtime: round_to(runtime, 4),
+                train_samples_per_second: round_to(samples as f64 / runtime, 3),
+                train_steps_per_second: round_to(self.state.max_steps as f64 / runtime, 3),
+                total_flos: self.state.total_flos,
+                train_loss: training_loss,
+                epoch: self.epoch_float(),
+            },
+        }
+    }
+
+    fn save(&self) -> Result<PathBuf> {
+        let dir = self.checkpoint_dir(self.train_step.step_count());
+        save_checkpoint(&dir, &self.train_step, &self.tokenizer_json, &self.state)?;
+        Ok(dir)
+    }
+
+    /// The trained model for inference: the current weights, dropout off.
+    pub fn model(&self) -> Result<Gpt2ForSequenceClassification> {
+        let weights = self.train_step.weights()?;
+        let cfg = self.train_step.config();
+        let mut model = Gpt2ForSequenceClassification::load(
+            weights.var_builder(),
+            cfg,
+            self.state.num_labels,
+            &Dropout::seeded(0),
+        )?;
+        model.set_training(false);
+        Ok(model)
+    }
+
+    // ANCHOR: predict
+    /// Every row's logits and the mean loss over the rows, in batches of
+    /// `per_device_eval_batch_size`, dropout off, in file order (transformers' `predict`).
+    pub fn predict(&self, data: &LabelledRows) -> Result<(EvalPrediction, f64)> {
+        let model = self.model()?;
+        let bs = self.state.args.per_device_eval_batch_size;
+        let (mut logits, mut loss_sum) = (Vec::with_capacity(data.len()), 0.0);
+        let all: Vec<usize> = (0..data.len()).collect();
+        for picked in all.chunks(bs) {
+            let batch = self.state.collator.batch(data, picked, &self.device)?;
+            let out = model
+                .forward(&batch.input_ids, Some(&batch.attention_mask))? // (B, num_labels)
+                .to_dtype(DType::F32)?;
+            let loss = sequence_classification_loss(&out, &batch.labels)?;
+            // The batch's mean, weighted by its rows: a mean over all rows in the end.
+            loss_sum += f64::from(loss.to_scalar::<f32>()?) * picked.len() as f64;
+            logits.extend(out.to_vec2::<f32>()?);
+        }
+        let prediction = EvalPrediction {
+            logits,
+            labels: data.labels.clone(),
+        };
+        Ok((prediction, loss_sum / data.len().max(1) as f64))
+    }
+    // ANCHOR_END: predict
+
+    /// `trainer.evaluate()` on the evaluation rows given at construction.
+    pub fn evaluate(&self) -> Result<EvalOutput> {
+        let data = self.eval_data.ok_or_else(|| {
+            Error::InvalidArgument(
+                "evaluate() needs evaluation rows: pass them to Trainer::new".into(),
+            )
+        })?;
+        self.evaluate_on(data)
+    }
+
+    /// `trainer.evaluate(eval_dataset=data)`.
+    pub fn evaluate_on(&self, data: &LabelledRows) -> Result<EvalOutput> {
+        check_rows("evaluation", data, self.state.num_labels)?;
+        let started = Instant::now();
+        let (prediction, eval_loss) = self.predict(data)?;
+        let metrics = self
+            .compute_metrics
+            .map(|f| f(&prediction))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (format!("eval_{k}"), v))
+            .collect();
+        let runtime = started.elapsed().as_secs_f64().max(1e-9);
+        let steps = data
+            .len()
+            .div_ceil(self.state.args.per_device_eval_batch_size);
+        Ok(EvalOutput {
+            eval_loss,
+            metrics,
+            eval_runtime: round_to(runtime, 4),
+            eval_samples_per_second: round_to(data.len() as f64 / runtime, 3),
+            eval_steps_per_second: round_to(steps as f64 / runtime, 3),
+            epoch: self.epoch_float(),
+        })
+    }
+}
+
+/// Whether an interval strategy asks for its action after `step`.
+fn due(interval: Interval, step: usize, epoch_end: bool) -> bool {
+    match interval {
+        Interval::No => false,
+        Interval::Epoch => epoch_end,
+        Interval::Steps(n) => step.is_multiple_of(n),
+    }
+}
+
+/// The logged line for the steps since the last one: their mean loss, the last step's rest.
+fn mean_log(steps: &[StepLog]) -> Logged {
+    let last = steps[steps.len() - 1];
+    Logged::Train {
+        step: last.step,
+        epoch: last.epoch,
+        loss: steps.iter().map(|s| s.loss).sum::<f64>() / steps.len() as f64,
+        grad_norm: last.grad_norm,
+        learning_rate: last.learning_rate,
+    }
+}
+
+/// A split the Trainer can use: some rows, one label per row, every label a class.
+fn check_rows(split: &str, data: &LabelledRows, num_labels: usize) -> Result<()> {
+    if data.is_empty() {
+        return Err(Error::EmptyDataset {
+            origin: format!("the {split} split"),
+            reason: "it has no rows".into(),
+        });
+    }
+    if data.ids.len() != data.labels.len() {
+        return Err(Error::InvalidArgument(format!(
+            "the {split} split has {} rows of tokens but {} labels",
+            data.ids.len(),
+            data.labels.len()
+        )));
+    }
+    let bad = data
+        .labels
+        .iter()
+        .position(|&l| l < 0 || l as u64 >= num_labels as u64);
+    match bad {
+        None => Ok(()),
+        Some(row) => Err(Error::LabelOutOfRange {
+            split: split.to_string(),
+            row,
+            label: data.labels[row],
+            num_labels,
+        }),
+    }
+}
+
+/// The checkpoint of `output_dir` with the highest step (`get_last_checkpoint`), if any.
+pub fn latest_checkpoint(output_dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(output_dir).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let step: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then_some((step, e.path()))
+        })
+        .max_by_key(|(step, _)| *step)
+        .map(|(_, path)| path)
+}

@@ -1,0 +1,395 @@
+//! Chapter 6's loop as a user meets it: the same seed gives the same run, a run resumed from a
+//! checkpoint continues bit for bit, a diverging run stops with the last good checkpoint
+//! intact, the loss falls on the bundled jokes, and bad input is a clear error.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use gpt2_tutorial::data::{Jokes, JokesSource};
+use gpt2_tutorial::tokenizer::bundled_tokenizer_path;
+use gpt2_tutorial::train::{
+    load_checkpoint, History, JokesReport, JokesSettings, JokesTrainer, RunOptions,
+};
+use gpt2_tutorial::Error;
+
+fn tokenized() -> Vec<Vec<u32>> {
+    Jokes::load(&JokesSource::Bundled)
+        .unwrap()
+        .tokenize(&bundled().tokenizer)
+        .unwrap()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gpt2-jokes-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    dir
+}
+
+/// Small sequences and steps, so a test trains many steps in seconds; dropout stays on (the
+/// tiny model's 0.1), so the seed matters.
+fn small(max_steps: usize) -> JokesSettings {
+    JokesSettings {
+        max_seq_len: 48,
+        accumulate: 2,
+        max_steps: Some(max_steps),
+        ..JokesSettings::fixed()
+    }
+}
+
+fn run(
+    settings: JokesSettings,
+    out: &Path,
+    options: &RunOptions,
+) -> gpt2_tutorial::Result<JokesReport> {
+    let m = bundled();
+    let jokes = tokenized();
+    let mut trainer = JokesTrainer::new(
+        &m.weights,
+        &m.config,
+        &jokes,
+        settings,
+        out,
+        &bundled_tokenizer_path(),
+    )?;
+    trainer.run(options)
+}
+
+fn losses(report: &JokesReport) -> Vec<f64> {
+    report.history.steps.iter().map(|r| r.loss).collect()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_first_20_losses() {
+    let (a, b, c) = (temp_dir("seed-a"), temp_dir("seed-b"), temp_dir("seed-c"));
+    let first = run(small(20), &a, &RunOptions::default()).unwrap();
+    let again = run(small(20), &b, &RunOptions::default()).unwrap();
+    assert_eq!(losses(&first).len(), 20);
+    assert_eq!(
+        losses(&first),
+        losses(&again),
+        "same seed, different losses"
+    );
+    let other = run(
+        JokesSettings {
+            seed: 7,
+            ..small(20)
+        },
+        &c,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_ne!(losses(&first), losses(&other), "the seed changes nothing");
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+#[test]
+fn a_resumed_run_continues_bit_for_bit() {
+    let (whole, part) = (temp_dir("resume-whole"), temp_dir("resume-part"));
+    let settings = JokesSettings {
+        save_steps: Some(5),
+        ..small(12)
+    };
+    let uninterrupted = run(settings, &whole, &RunOptions::default()).unwrap();
+    assert!(whole.join("checkpoint-5").is_dir() && whole.join("checkpoint-10").is_dir());
+
+    // Continue from step 5 of that run into another directory.
+    let jokes = tokenized();
+    let mut resumed = JokesTrainer::resume(
+        &whole.join("checkpoint-5"),
+        &jokes,
+        &part,
+        bundled().weights.device(),
+    )
+    .unwrap();
+    let report = resumed.run(&RunOptions::default()).unwrap();
+    assert_eq!(report.optimizer_steps, 12);
+    // The history carries the first 5 steps from the checkpoint; every step matches.
+    assert_eq!(losses(&report), losses(&uninterrupted));
+    assert_eq!(
+        report.history.steps, uninterrupted.history.steps,
+        "learning rates or epochs differ after resuming"
+    );
+    let a = load_checkpoint(&whole.join("checkpoint-12"), &candle_core::Device::Cpu).unwrap();
+    let b = load_checkpoint(&part.join("checkpoint-12"), &candle_core::Device::Cpu).unwrap();
+    for name in a.weights.names() {
+        let d = max_abs_diff(a.weights.get(&name).unwrap(), b.weights.get(&name).unwrap());
+        assert_eq!(d, 0.0, "{name} differs after resuming");
+    }
+    std::fs::remove_dir_all(whole).ok();
+    std::fs::remove_dir_all(part).ok();
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let out = temp_dir("nan");
+    let settings = JokesSettings {
+        save_steps: Some(2),
+        ..small(10)
+    };
+    let options = RunOptions {
+        nan_at_step: Some(4),
+        ..RunOptions::default()
+    };
+    let err = run(settings, &out, &options).unwrap_err();
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    match &err {
+        Error::TrainingDiverged {
+            step, checkpoint, ..
+        } => {
+            assert_eq!(*step, 4);
+            assert_eq!(
+                checkpoint.as_deref(),
+                Some(out.join("checkpoint-2").as_path())
+            );
+        }
+        other => panic!("expected TrainingDiverged, got {other:?}"),
+    }
+    assert!(
+        msg.contains("optimizer step 4") && msg.contains("checkpoint-2"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--resume"),
+        "the message says how to go on: {msg}"
+    );
+    assert!(!out.join("checkpoint-4").exists());
+    let saved = load_checkpoint(&out.join("checkpoint-2"), &candle_core::Device::Cpu).unwrap();
+    for name in saved.weights.names() {
+        let t = saved.weights.get(&name).unwrap();
+        let sum = t
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            sum.is_finite(),
+            "{name} is not finite in the kept checkpoint"
+        );
+    }
+    std::fs::remove_dir_all(out).ok();
+}
+
+#[test]
+fn the_loss_falls_on_the_bundled_jokes() {
+    let out = temp_dir("falls");
+    let report = run(
+        JokesSettings {
+            lr: 1e-3,
+            ..small(40)
+        },
+        &out,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let l = report
+        .history
+        .steps
+        .iter()
+        .map(|r| r.mean_loss)
+        .collect::<Vec<_>>();
+    let first: f64 = l[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
+    eprintln!("mean loss of the first 5 steps {first:.4}, of the last 5 {last:.4}");
+    assert!(last < first - 0.5, "{first} -> {last}");
+    std::fs::remove_dir_all(out).ok();
+}
+
+/// The tutorial's loop on one epoch in file order at max_seq_len 64: the fixture's 113
+/// sequences, 28 full steps of 4, and what it never trains (the last sequence, the buffer).
+#[test]
+fn the_tutorial_loop_drops_what_the_tutorial_drops() {
+    let out = temp_dir("tutorial");
+    let settings = JokesSettings {
+        epochs: 1,
+        max_seq_len: 64,
+        accumulate: 4,
+        shuffle: false,
+        ..JokesSettings::tutorial()
+    };
+    let report = run(settings, &out, &RunOptions::default()).unwrap();
+    assert_eq!(report.sequences, 113);
+    assert_eq!(report.optimizer_steps, 28);
+    assert_eq!(report.untrained_sequences, 1);
+    assert!(report.untrained_jokes >= 1);
+    // Warm-up over 5,000 steps from 0: step k runs at 3e-6 · ((k-1)/5000), as LambdaLR computes it.
+    let lrs: Vec<f64> = report.history.steps.iter().map(|r| r.lr).collect();
+    assert_eq!(lrs[0], 0.0);
+    assert_eq!(lrs[27], 3e-6 * (27.0 / 5000.0));
+    std::fs::remove_dir_all(out).ok();
+}
+
+// ---- bad input, through the example as a user meets it ----
+
+fn fails(args: &[&str]) -> String {
+    let bin = example_binary("06_jokes_finetune");
+    let out = std::process::Command::new(&bin)
+        .args(["--quiet", "--device", "cpu"])
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = temp_dir("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+
+    let msg = fails(&["--data", "no/such/jokes.parquet", "--out", out]);
+    assert!(
+        msg.contains("no/such/jokes.parquet") && msg.contains("does not exist"),
+        "{msg}"
+    );
+
+    let msg = fails(&["--max-seq-len", "3", "--out", out]);
+    assert!(
+        msg.contains("max_seq_len") || msg.contains("max-seq-len"),
+        "{msg}"
+    );
+    assert!(msg.contains("shortest"), "{msg}");
+
+    let not_a_checkpoint = dir.join("empty");
+    std::fs::create_dir_all(&not_a_checkpoint).unwrap();
+    let msg = fails(&["--resume", not_a_checkpoint.to_str().unwrap(), "--out", out]);
+    assert!(msg.contains("not a training checkpoint"), "{msg}");
+
+    let msg = fails(&["--accumulate", "0", "--out", out]);
+    assert!(msg.contains("--accumulate 0"), "{msg}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+// ---- the book's run ----
+
+const BOOK_HISTORY: &str = "chapters/figures/06_history.csv";
+const BOOK_FIGURE: &str = "chapters/figures/06_loss_lr.svg";
+
+/// The example's output with what varies from run to run replaced: times, the output
+/// directory, the crate's path, and the generated texts (word salad from a near-uniform model,
+/// whose tokens move with the last bits of the arithmetic).
+fn redact(text: &str, out: &Path) -> String {
+    let text = text
+        .replace(out.to_str().unwrap(), "[out]")
+        .replace(root().to_str().unwrap(), "[crate]");
+    text.lines()
+        .map(|line| {
+            if line.starts_with('"') && line.contains(" → ") {
+                let (prompt, _) = line.split_once(" → ").unwrap();
+                format!("{prompt} → [generated]")
+            } else if let Some((head, _)) = line.split_once(" jokes in ") {
+                format!("{head} jokes in [time]")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The default run - the one the book shows - printed, recorded and drawn. Its steps, epochs and
+/// learning rates must be the committed history's exactly, its losses within 1e-4 (they are
+/// sums of many float products, whose last bits may differ between CPUs).
+#[test]
+fn the_default_run_is_the_books() {
+    let out = temp_dir("book");
+    let stdout = run_example(
+        "06_jokes_finetune",
+        &["--quiet", "--out", out.to_str().unwrap()],
+    );
+    with_snapshots(|| insta::assert_snapshot!("06_jokes_finetune", redact(&stdout, &out)));
+
+    let fresh = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    let fresh = History::from_csv(&fresh, &out).unwrap();
+    let committed_path = root().join(BOOK_HISTORY);
+    let committed = History::from_csv(
+        &std::fs::read_to_string(&committed_path).unwrap(),
+        &committed_path,
+    )
+    .unwrap();
+    assert_eq!(
+        fresh.steps.len(),
+        committed.steps.len(),
+        "regenerate with scripts/book_figures.sh"
+    );
+    for (f, c) in fresh.steps.iter().zip(&committed.steps) {
+        assert_eq!(
+            (f.step, f.epoch, f.lr),
+            (c.step, c.epoch, c.lr),
+            "regenerate with scripts/book_figures.sh"
+        );
+        assert!(
+            (f.loss - c.loss).abs() < 1e-4 && (f.mean_loss - c.mean_loss).abs() < 1e-4,
+            "step {}: loss {} vs committed {}; regenerate with scripts/book_figures.sh",
+            f.step,
+            f.loss,
+            c.loss
+        );
+    }
+    std::fs::remove_dir_all(out).ok();
+}
+
+/// The book's figure is what the example draws from the committed history.
+#[test]
+fn the_books_figure_is_drawn_from_the_committed_history() {
+    let path = root().join(BOOK_HISTORY);
+    let history = History::from_csv(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    let drawn = history.chart().unwrap();
+    let committed = std::fs::read_to_string(root().join(BOOK_FIGURE)).unwrap();
+    assert!(
+        drawn == committed,
+        "{BOOK_FIGURE} is not what {BOOK_HISTORY} draws; regenerate with scripts/book_figures.sh"
+    );
+    let doc = roxmltree::Document::parse(&drawn).expect("well-formed SVG");
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for label in ["loss", "learning rate", "optimizer step"] {
+        assert!(
+            texts.iter().any(|t| t.contains(label)),
+            "no {label:?} in the figure"
+        );
+    }
+}
+
+/// The numbers chapter 6 derives: "JOKE:" is three tokens, the bundled jokes average 21 tokens,
+/// and the CPU estimate for the full run from the recorded training speed.
+#[test]
+fn the_chapters_numbers() {
+    let tok = &bundled().tokenizer;
+    assert_eq!(tok.encode("JOKE:").unwrap(), [45006, 7336, 25]);
+    assert_eq!(tok.decode(&[45006]).unwrap(), "JO");
+    assert_eq!(tok.decode(&[7336]).unwrap(), "KE");
+    let jokes = tokenized();
+    let tokens: usize = jokes.iter().map(Vec::len).sum();
+    let mean = tokens as f64 / jokes.len() as f64;
+    assert_eq!(format!("{mean:.0}"), "21");
+    // Five epochs of the Hub's 231,657 jokes at gpt2's recorded training speed.
+    let bench = std::fs::read_to_string(root().join("benchmarks/cpu-2026-11-26-gpt2.md")).unwrap();
+    assert!(
+        bench.contains("93.6"),
+        "the recorded gpt2 training speed moved: update chapter 6"
+    );
+    let total = 231_657.0 * mean * 5.0;
+    assert_eq!(format!("{:.0}", total / 1e6), "24");
+    assert_eq!(format!("{:.0}", total / 93.6 / 3600.0), "73");
+    let chapter = std::fs::read_to_string(root().join("chapters/06_jokes_finetune.md")).unwrap();
+    for quoted in [
+        "about 24 million tokens",
+        "93.6 tokens",
+        "about 73 hours",
+        "average 21 tokens",
+    ] {
+        assert!(
+            chapter.contains(quoted),
+            "chapter 6 no longer says {quoted:?}"
+        );
+    }
+}
