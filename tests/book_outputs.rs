@@ -172,3 +172,28 @@ fn using_the_crate_example_output() {
     assert_eq!(text, format!("{want}\n"));
     common::with_snapshots(|| insta::assert_snapshot!("using_the_crate", text));
 }
+
+/// The fine-tuning program of "Using the crate": it runs offline and its loss falls.
+#[test]
+fn using_finetune_example_runs_and_learns() {
+    let bin = common::example_binary("using_finetune");
+    let out = Command::new(&bin)
+        .env("HF_HUB_OFFLINE", "1")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().next().unwrap();
+    // "loss 10.9 at step 1, 9.9 at step 8"
+    let numbers: Vec<f64> = line
+        .split([' ', ','])
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(numbers[2] < numbers[0] - 0.5, "{line}");
+    assert!(stdout.contains("checkpoint-"), "{stdout}");
+}

@@ -56,6 +56,23 @@ fn run(
     trainer.run(options)
 }
 
+/// Breaks `text` into lines of at most `width` characters at spaces, for the book.
+fn textwrap(text: &str, width: usize) -> String {
+    let mut lines = vec![String::new()];
+    for word in text.split(' ') {
+        let line = lines.last_mut().unwrap();
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines.join("\n")
+}
+
 fn losses(report: &JokesReport) -> Vec<f64> {
     report.history.steps.iter().map(|r| r.loss).collect()
 }
@@ -157,6 +174,9 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
         msg.contains("--resume"),
         "the message says how to go on: {msg}"
     );
+    // The message as chapter 6 shows it, for a run whose --out is target/jokes-finetune.
+    let shown = msg.replace(out.to_str().unwrap(), "target/jokes-finetune");
+    with_snapshots(|| insta::assert_snapshot!("06_diverged", textwrap(&shown, 96)));
     assert!(!out.join("checkpoint-4").exists());
     let saved = load_checkpoint(&out.join("checkpoint-2"), &candle_core::Device::Cpu).unwrap();
     for name in saved.weights.names() {
@@ -392,4 +412,68 @@ fn the_chapters_numbers() {
             "chapter 6 no longer says {quoted:?}"
         );
     }
+}
+
+/// transformers opens a checkpoint the loop writes and computes what the crate computes from it
+/// (tests/fixtures/checkpoint.json, by `scripts/reference/make_checkpoint_fixture.py`, which
+/// trains the same two steps with the example and loads `checkpoint-2` with
+/// `GPT2LMHeadModel.from_pretrained`).
+#[test]
+fn transformers_reads_our_checkpoints_as_we_do() {
+    use candle_core::{DType, Device, Tensor, D};
+    let fx = fixture_json("checkpoint");
+    let out = temp_dir("hf-checkpoint");
+    let settings = JokesSettings {
+        max_seq_len: 48,
+        accumulate: 2,
+        max_steps: Some(2),
+        shuffle: false,
+        ..JokesSettings::fixed()
+    };
+    run(settings, &out, &RunOptions::default()).unwrap();
+    let dir = out.join(fx["checkpoint"].as_str().unwrap());
+    let loaded = gpt2_tutorial::LoadedModel::load(
+        &gpt2_tutorial::ModelSource::Local(dir),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let model =
+        gpt2_tutorial::Gpt2LmHeadModel::from_weights(&loaded.weights, &loaded.config).unwrap();
+    let input = ids(&fx["input_ids"]);
+    let input = Tensor::new(input.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let labels = input.to_dtype(DType::I64).unwrap();
+    let got = model.forward_with_labels(&input, None, &labels).unwrap();
+    let loss = got.loss.to_scalar::<f32>().unwrap();
+    let want_loss = fx["loss"].as_f64().unwrap() as f32;
+    eprintln!("loss: ours {loss}, transformers {want_loss}");
+    assert!((loss - want_loss).abs() < LOSS_TOL * 10.0);
+    let logits = got.logits.squeeze(0).unwrap(); // (T, V)
+    let t = logits.dim(0).unwrap();
+    let last: Vec<f32> = logits
+        .get(t - 1)
+        .unwrap()
+        .narrow(0, 0, 16)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let want: Vec<f32> = fx["last_logits_first16"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let worst = last
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("last logits: max |diff| {worst:e}");
+    assert!(worst < LOGITS_TOL, "{last:?} vs {want:?}");
+    let argmax: Vec<u32> = logits.argmax(D::Minus1).unwrap().to_vec1().unwrap();
+    assert_eq!(argmax, ids(&fx["argmax"]));
+    std::fs::remove_dir_all(out).ok();
 }

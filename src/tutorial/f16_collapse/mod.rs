@@ -3,8 +3,8 @@
 //!
 //! The tutorial trained gpt2-xl after `model.half()` with transformers 4's `AdamW` (eps 1e-6)
 //! at a learning rate that only reached 1.16e-6. Four suspects, each measured here with the
-//! crate's own training code ([`AdamW`] rounds every operation to f16 exactly where PyTorch's
-//! `.half()` arithmetic does):
+//! crate's own training code ([`AdamW`](crate::train::AdamW) rounds every operation to f16
+//! exactly where PyTorch's `.half()` arithmetic does):
 //!
 //! 1. [`number_facts`]: what f16 can hold - `eps`, the smallest gradient whose square survives,
 //!    the largest weight an update of the tutorial's size still moves.
