@@ -11,20 +11,15 @@
 //! ```
 
 use clap::Parser;
-use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::cli::PromptArgs;
 use gpt2_tutorial::generation::{self, GenerationConfig, DEFAULT_SEED, DEFAULT_TOP_K};
-use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
-use gpt2_tutorial::Gpt2LmHeadModel;
 use serde::Serialize;
 
 /// Sample several continuations of a prompt, as the text-generation pipeline does.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    /// The text to continue.
-    #[arg(long, default_value = TUTORIAL_PROMPT)]
-    prompt: String,
+    common: PromptArgs,
     /// Length of each output in tokens, prompt included (transformers' max_length).
     #[arg(long, default_value_t = 30)]
     max_length: usize,
@@ -43,9 +38,6 @@ struct Args {
     /// Seed of the sampler, so that a run can be repeated exactly.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Serialize)]
@@ -64,8 +56,7 @@ struct Output {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let loaded = args.model.load()?;
-    let model = Gpt2LmHeadModel::from_weights(&loaded.weights, &loaded.config)?;
+    let (loaded, model) = args.common.load_lm()?;
 
     // ANCHOR: pipeline
     let config = GenerationConfig {
@@ -78,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         num_return_sequences: args.num_return_sequences,
         ..GenerationConfig::default()
     };
-    let prompt_ids = loaded.tokenizer.encode(&args.prompt)?;
+    let prompt_ids = loaded.tokenizer.encode(&args.common.prompt)?;
     let generation = generation::generate(&model, &prompt_ids, &config)?;
     let outputs = generation
         .sequences
@@ -92,10 +83,10 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // ANCHOR_END: pipeline
 
-    if args.json {
+    if args.common.json {
         let report = Report {
             model: loaded.name,
-            prompt: args.prompt,
+            prompt: args.common.prompt,
             config,
             outputs,
         };
@@ -106,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "Sampling {} continuations of {:?}, max_length {} (prompt included), temperature {}, top_k {}, top_p {}, seed {}\n",
         config.num_return_sequences,
-        args.prompt,
+        args.common.prompt,
         config.max_length,
         config.temperature,
         config.top_k.map_or("off".to_string(), |k| k.to_string()),

@@ -17,14 +17,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::cli::PromptArgs;
 use gpt2_tutorial::generation::{GenerationConfig, Generator};
 use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::stream::TokenOutputStream;
 use gpt2_tutorial::tutorial::greedy_loops::{compare_loops, LoopComparison};
 use gpt2_tutorial::tutorial::next_token::{format_prob, next_token, NextToken};
 use gpt2_tutorial::tutorial::top_tokens::top_tokens_chart;
-use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 use gpt2_tutorial::{Gpt2LmHeadModel, LoadedModel};
 use serde::Serialize;
 
@@ -32,19 +31,13 @@ use serde::Serialize;
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    /// The text to continue.
-    #[arg(long, default_value = TUTORIAL_PROMPT)]
-    prompt: String,
+    common: PromptArgs,
     /// How many tokens each loop adds (the tutorial's function uses 20).
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
     /// Where to write the top-10 chart [default: target/figures/03_top10-<model>.svg].
     #[arg(long)]
     figure: Option<PathBuf>,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// The `--json` output.
@@ -76,12 +69,11 @@ fn default_figure(model_name: &str) -> PathBuf {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let loaded = args.model.load()?;
-    let model = Gpt2LmHeadModel::from_weights(&loaded.weights, &loaded.config)?;
+    let (loaded, model) = args.common.load_lm()?;
     let tokenizer = &loaded.tokenizer;
 
     // ANCHOR: one_step
-    let step = next_token(&model, tokenizer, &args.prompt, 10)?;
+    let step = next_token(&model, tokenizer, &args.common.prompt, 10)?;
     // ANCHOR_END: one_step
     let figure = args
         .figure
@@ -89,18 +81,18 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| default_figure(&loaded.name));
     let title = format!(
         "Top-10 next tokens after {:?} ({})",
-        args.prompt, loaded.name
+        args.common.prompt, loaded.name
     );
     write_svg(&figure, &top_tokens_chart(&title, &step.top)?)?;
 
     // ANCHOR: loops
-    let loops = compare_loops(&model, tokenizer, &args.prompt, args.max_new_tokens)?;
+    let loops = compare_loops(&model, tokenizer, &args.common.prompt, args.max_new_tokens)?;
     // ANCHOR_END: loops
 
-    if args.json {
+    if args.common.json {
         let report = Report {
             model: loaded.name,
-            prompt: args.prompt,
+            prompt: args.common.prompt,
             input_ids: step.input_ids,
             logits_shape: step.logits_shape,
             next_token_id: step.next.id,
@@ -116,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("Model: {}", loaded.name);
-    println!("Prompt: {:?}\n", args.prompt);
+    println!("Prompt: {:?}\n", args.common.prompt);
     print_one_step(&step, &figure);
     print_loops(&loops, args.max_new_tokens);
     stream(&model, &loaded, &args)?;
@@ -193,7 +185,7 @@ fn stream(model: &Gpt2LmHeadModel, loaded: &LoadedModel, args: &Args) -> anyhow:
     println!("6. The cached loop again, streamed piece by piece as characters complete:");
     print!("   ");
     // ANCHOR: stream
-    let prompt_ids = loaded.tokenizer.encode(&args.prompt)?;
+    let prompt_ids = loaded.tokenizer.encode(&args.common.prompt)?;
     let mut stream = TokenOutputStream::new(&loaded.tokenizer);
     let mut out = std::io::stdout();
     for &id in &prompt_ids {

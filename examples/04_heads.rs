@@ -15,33 +15,26 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 use clap::Parser;
-use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::cli::PromptArgs;
 use gpt2_tutorial::dropout::Dropout;
 use gpt2_tutorial::heads::ModelClass;
 use gpt2_tutorial::heads::{with_head, Gpt2Head, HEAD_SEED};
 use gpt2_tutorial::tutorial::module_tree::module_tree;
-use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
 
 /// Every GPT-2 head on one checkpoint: module trees, output shapes, new weights.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    model: ModelArgs,
+    common: PromptArgs,
     /// Number of classes of the two classification heads (the tutorial uses 5).
     #[arg(long, default_value_t = 5)]
     num_labels: usize,
-    /// The text each head reads.
-    #[arg(long, default_value = TUTORIAL_PROMPT)]
-    prompt: String,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let model = args.model.load()?;
-    let ids = model.tokenizer.encode(&args.prompt)?;
+    let model = args.common.model.load()?;
+    let ids = model.tokenizer.encode(&args.common.prompt)?;
     let input_ids = Tensor::new(ids.as_slice(), model.weights.device())?.unsqueeze(0)?; // (1, T)
     let mut heads = serde_json::Map::new();
     for class in ModelClass::all(args.num_labels) {
@@ -60,7 +53,7 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(name, t)| (*name, t.dims().to_vec()))
             .collect();
-        if args.json {
+        if args.common.json {
             let entry =
                 serde_json::json!({"output_shapes": shapes, "new_weights": report.new_weights});
             heads.insert(class.class_name().to_string(), entry);
@@ -86,7 +79,7 @@ fn main() -> anyhow::Result<()> {
         // ANCHOR_END: new_weights
         println!();
     }
-    if args.json {
+    if args.common.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "heads": heads }))?

@@ -13,32 +13,23 @@
 use candle_core::{DType, Tensor, D};
 use candle_nn::ops::log_softmax;
 use clap::Parser;
-use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::cli::PromptArgs;
 use gpt2_tutorial::loss::IGNORE_INDEX;
-use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
-use gpt2_tutorial::Gpt2LmHeadModel;
 
 /// The LM loss from the model and by hand.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    model: ModelArgs,
-    /// The text to score.
-    #[arg(long, default_value = TUTORIAL_PROMPT)]
-    prompt: String,
+    common: PromptArgs,
     /// How many leading labels the last variant sets to -100.
     #[arg(long, default_value_t = 3)]
     ignore_first: usize,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let model = args.model.load()?;
-    let lm = Gpt2LmHeadModel::from_weights(&model.weights, &model.config)?;
-    let ids = model.tokenizer.encode(&args.prompt)?;
+    let (model, lm) = args.common.load_lm()?;
+    let ids = model.tokenizer.encode(&args.common.prompt)?;
     let device = model.weights.device();
 
     // ANCHOR: model_loss
@@ -74,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     // The first label is dropped by the shift anyway, so it never counts.
     let counted = ignored[1..].iter().filter(|&&l| l != IGNORE_INDEX).count();
 
-    if args.json {
+    if args.common.json {
         let report = serde_json::json!({
             "input_ids": ids,
             "loss": loss,
@@ -94,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("prompt: {:?} ({t} tokens)", args.prompt);
+    println!("prompt: {:?} ({t} tokens)", args.common.prompt);
     println!("input_ids: {ids:?}\n");
     println!("loss from the model (labels = input_ids): {loss:.4}\n");
     println!("by hand:");

@@ -16,9 +16,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::cli::{noted, FinetuneArgs};
 use gpt2_tutorial::data::{Jokes, JokesSource};
-use gpt2_tutorial::device::Precision;
 use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::train::{
     bars_wanted, continue_prompt, JokesReport, JokesSettings, JokesTrainer, Recipe, RunOptions,
@@ -28,15 +27,8 @@ use serde::Serialize;
 /// Fine-tune GPT-2 on jokes with the tutorial's loop.
 #[derive(Parser)]
 struct Args {
-    /// A Hub id (openai-community/gpt2 ... gpt2-xl), a model directory, or `bundled`.
-    #[arg(long, default_value = "bundled")]
-    model: String,
-    /// Where to run: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `hub` (Maximofn/short-jokes-dataset), a .parquet file or directory, or `bundled`.
-    #[arg(long, default_value = "bundled")]
-    data: String,
+    #[command(flatten)]
+    common: FinetuneArgs,
     /// `tutorial`: every choice of the original; `fixed`: the loop that works.
     #[arg(long, value_enum, default_value_t = Recipe::Fixed)]
     recipe: Recipe,
@@ -132,20 +124,11 @@ struct Generated {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let device = gpt2_tutorial::device::parse_device(&args.device)?;
-    let model_args = ModelArgs {
-        model: args.model.clone(),
-        device: args.device.clone(),
-        dtype: Precision::F32,
-    };
-    let loaded = model_args.load()?;
+    let loaded = args.common.load()?;
 
     // ANCHOR: data
-    let source: JokesSource = args.data.parse()?;
-    let (jokes, note) = Jokes::load_or_bundled(&source)?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
+    let source: JokesSource = args.common.data.parse()?;
+    let jokes = noted(Jokes::load_or_bundled(&source)?);
     let tokenized = jokes.tokenize(&loaded.tokenizer)?;
     // ANCHOR_END: data
 
@@ -154,7 +137,7 @@ fn main() -> anyhow::Result<()> {
     loaded.tokenizer.save(&tokenizer_json)?;
     // ANCHOR: train
     let mut trainer = match &args.resume {
-        Some(dir) => JokesTrainer::resume(dir, &tokenized, &args.out, &device)?,
+        Some(dir) => JokesTrainer::resume(dir, &tokenized, &args.out, &args.common.device()?)?,
         None => JokesTrainer::new(
             &loaded.weights,
             &loaded.config,

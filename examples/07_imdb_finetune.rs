@@ -19,10 +19,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use gpt2_tutorial::cli::ModelArgs;
+use gpt2_tutorial::cli::{noted, FinetuneArgs};
 use gpt2_tutorial::config::EOS_TOKEN_ID;
 use gpt2_tutorial::data::{tokenize_truncated, Imdb, ImdbSource, Padding, Split, IMDB_LABEL_NAMES};
-use gpt2_tutorial::device::Precision;
 use gpt2_tutorial::heads::{for_sequence_classification, HEAD_SEED};
 use gpt2_tutorial::plot::{loss_accuracy_chart, write_svg};
 use gpt2_tutorial::train::{
@@ -34,15 +33,8 @@ use serde::Serialize;
 /// Fine-tune GPT-2 to classify movie reviews, with transformers' Trainer.
 #[derive(Parser)]
 struct Args {
-    /// A Hub id (openai-community/gpt2 ... gpt2-xl), a model directory, or `bundled`.
-    #[arg(long, default_value = "bundled")]
-    model: String,
-    /// Where to run: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `hub` (stanfordnlp/imdb), a directory with train-*.parquet and test-*.parquet, or `bundled`.
-    #[arg(long, default_value = "bundled")]
-    data: String,
+    #[command(flatten)]
+    common: FinetuneArgs,
     /// Training epochs (the tutorial's num_train_epochs).
     #[arg(long, default_value_t = 3)]
     epochs: usize,
@@ -122,20 +114,12 @@ const SENTENCES: [&str; 2] = ["I hate this movie!", "I love this movie!"];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let device = gpt2_tutorial::device::parse_device(&args.device)?;
-    let loaded = ModelArgs {
-        model: args.model.clone(),
-        device: args.device.clone(),
-        dtype: Precision::F32,
-    }
-    .load()?;
+    let device = args.common.device()?;
+    let loaded = args.common.load()?;
 
     // ANCHOR: data
-    let source: ImdbSource = args.data.parse()?;
-    let (imdb, note) = Imdb::load_or_bundled(&source)?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
+    let source: ImdbSource = args.common.data.parse()?;
+    let imdb = noted(Imdb::load_or_bundled(&source)?);
     let limit =
         |split: &Split, n: Option<usize>| n.map_or(split.clone(), |n| split.subset(n, args.seed));
     let (train_split, test_split) = (

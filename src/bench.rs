@@ -44,18 +44,23 @@ pub fn long_input(len: usize, vocab_size: usize) -> Vec<u32> {
         .collect()
 }
 
+/// Greedy decoding of exactly `max_new_tokens` new tokens: no end-of-text stop (random weights
+/// may well pick `<|endoftext|>`, and a benchmark must do the same work every run).
+fn exact_greedy(max_new_tokens: usize) -> GenerationConfig {
+    GenerationConfig {
+        eos_token_id: None,
+        ..GenerationConfig::greedy(max_new_tokens)
+    }
+}
+
 /// Greedy decoding with the KV cache, exactly `max_new_tokens` new tokens: the library's
-/// [`generation::generate`] with no end-of-text stop (random weights may well pick
-/// `<|endoftext|>`, and a benchmark must do the same work every run).
+/// [`generation::generate`] with no end-of-text stop.
 pub fn cached_greedy(
     model: &Gpt2LmHeadModel,
     prompt: &[u32],
     max_new_tokens: usize,
 ) -> Result<Vec<u32>> {
-    let cfg = GenerationConfig {
-        eos_token_id: None,
-        ..GenerationConfig::greedy(max_new_tokens)
-    };
+    let cfg = exact_greedy(max_new_tokens);
     Ok(generation::generate(model, prompt, &cfg)?
         .sequences
         .swap_remove(0))
@@ -68,11 +73,7 @@ pub fn naive_greedy(
     prompt: &[u32],
     max_new_tokens: usize,
 ) -> Result<Vec<u32>> {
-    let cfg = GenerationConfig {
-        eos_token_id: None,
-        ..GenerationConfig::greedy(max_new_tokens)
-    };
-    generation::uncached_greedy(model, prompt, &cfg)
+    generation::uncached_greedy(model, prompt, &exact_greedy(max_new_tokens))
 }
 
 /// The peak resident memory of this process so far (`VmHWM` in `/proc/self/status`), in bytes.

@@ -1,10 +1,12 @@
-//! The command-line flags every example shares: which model, on which device, in which dtype.
+//! The command-line flags the examples share: which model, on which device, in which dtype;
+//! and for the chapters' examples that read a prompt, the prompt and `--json`.
 
 use candle_core::Device;
 
 use crate::device::{parse_device, Precision};
 use crate::source::{LoadedModel, ModelSource, DEFAULT_MODEL};
-use crate::Result;
+use crate::tutorial::TUTORIAL_PROMPT;
+use crate::{Gpt2LmHeadModel, Result};
 
 // ANCHOR: model_args
 /// Model selection, as `--model`, `--device` and `--dtype`.
@@ -56,4 +58,68 @@ impl ModelArgs {
         }
         Ok(model)
     }
+}
+
+/// The model and data flags of the fine-tuning examples: the bundled model and sample by default
+/// (a fine-tune is long; the real ones are asked for by name), weights loaded in f32 (the
+/// training precision has a flag of its own).
+#[derive(clap::Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    /// A Hub id (openai-community/gpt2 ... gpt2-xl), a model directory, or `bundled`.
+    #[arg(long, default_value = "bundled")]
+    pub model: String,
+    /// Where to run: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// `hub` (the chapter's Hub dataset), a local .parquet file or directory, or `bundled`.
+    #[arg(long, default_value = "bundled")]
+    pub data: String,
+}
+
+impl FinetuneArgs {
+    pub fn device(&self) -> Result<Device> {
+        parse_device(&self.device)
+    }
+
+    /// Loads the model in f32 (see [`ModelArgs::load`]).
+    pub fn load(&self) -> Result<LoadedModel> {
+        ModelArgs {
+            model: self.model.clone(),
+            device: self.device.clone(),
+            dtype: Precision::F32,
+        }
+        .load()
+    }
+}
+
+/// The flags of the chapters' examples that run a model on a prompt: the model, the prompt and
+/// `--json`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromptArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The text the model reads.
+    #[arg(long, default_value = TUTORIAL_PROMPT)]
+    pub prompt: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PromptArgs {
+    /// Loads the chosen model ([`ModelArgs::load`]) and builds `GPT2LMHeadModel` on it.
+    pub fn load_lm(&self) -> Result<(LoadedModel, Gpt2LmHeadModel)> {
+        let loaded = self.model.load()?;
+        let lm = Gpt2LmHeadModel::from_weights(&loaded.weights, &loaded.config)?;
+        Ok((loaded, lm))
+    }
+}
+
+/// The data of a `load_or_bundled`, its note (why the bundled sample stands in) printed on
+/// stderr so that `--json` output stays clean.
+pub fn noted<T>((data, note): (T, Option<String>)) -> T {
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    data
 }

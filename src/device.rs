@@ -1,7 +1,8 @@
 //! Choosing where tensors live (`--device`) and in which precision (`--dtype`).
 //!
-//! The tutorial runs gpt2-xl in fp16 on a CUDA GPU (`torch_dtype=torch.float16`, `.to("cuda")`);
-//! here that is `--device cuda --dtype f16` on a build with `--features cuda`. Half precision
+//! The tutorial runs gpt2-xl on a CUDA GPU (`.to("cuda")`), in f32 for generation, and calls
+//! `model.half()` only to fine-tune; here that is `--device cuda` on a build with
+//! `--features cuda`, and `--dtype f16` for half precision. Half precision
 //! also runs on the CPU (candle multiplies f16 with the gemm crate and bf16 by widening to f32),
 //! which is slower than f32 there but lets the tests check half-precision numerics anywhere.
 

@@ -329,31 +329,6 @@ impl Gpt2ForSequenceClassification {
 // ANCHOR_END: sequence_classification
 
 impl Gpt2ForSequenceClassification {
-    /// Builds the class for inference from a checkpoint, with `num_labels` classes (see
-    /// [`Gpt2Head::from_weights`]).
-    pub fn from_weights(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        num_labels: usize,
-    ) -> Result<(Self, LoadReport)> {
-        let class = ModelClass::SequenceClassification(num_labels);
-        let (weights, report) = with_head(weights, cfg, class, HEAD_SEED)?;
-        let model = Self::load(weights.var_builder(), cfg, num_labels, &Dropout::seeded(0))?;
-        Ok((model, report))
-    }
-
-    /// Pooled logits and the cross-entropy against one class per sequence, `labels` `(B)`.
-    pub fn forward_with_labels(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        labels: &Tensor,
-    ) -> Result<WithLoss> {
-        let logits = self.forward(input_ids, attention_mask)?;
-        let loss = sequence_classification_loss(&logits, labels)?;
-        Ok(WithLoss { logits, loss })
-    }
-
     /// The token padding is made of (the tutorial sets it to eos before batching).
     pub fn set_pad_token_id(&mut self, pad_token_id: Option<u32>) {
         self.pad_token_id = pad_token_id;
@@ -400,35 +375,58 @@ impl Gpt2ForTokenClassification {
 // ANCHOR_END: token_classification
 
 impl Gpt2ForTokenClassification {
-    /// Builds the class for inference from a checkpoint, with `num_labels` classes.
-    pub fn from_weights(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        num_labels: usize,
-    ) -> Result<(Self, LoadReport)> {
-        let class = ModelClass::TokenClassification(num_labels);
-        let (weights, report) = with_head(weights, cfg, class, HEAD_SEED)?;
-        let model = Self::load(weights.var_builder(), cfg, num_labels, &Dropout::seeded(0))?;
-        Ok((model, report))
-    }
-
-    /// Logits and the cross-entropy against one label per token, `labels` `(B, T)`, -100 ignored.
-    pub fn forward_with_labels(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        labels: &Tensor,
-    ) -> Result<WithLoss> {
-        let logits = self.forward(input_ids, attention_mask)?;
-        let loss = token_classification_loss(&logits, labels)?;
-        Ok(WithLoss { logits, loss })
-    }
-
     pub fn set_training(&mut self, training: bool) {
         self.transformer.set_training(training);
         self.dropout.set_training(training);
     }
 }
+
+/// `from_weights` and `forward_with_labels` for a classifier class: the first built like every
+/// class (see [`Gpt2Head::from_weights`]), the second scoring its logits with `$loss`.
+macro_rules! classifier_methods {
+    ($class:ident, $variant:ident, $loss:ident, $labels:literal) => {
+        impl $class {
+            /// Builds the class for inference from a checkpoint, with `num_labels` classes (see
+            /// [`Gpt2Head::from_weights`]).
+            pub fn from_weights(
+                weights: &Weights,
+                cfg: &Gpt2Config,
+                num_labels: usize,
+            ) -> Result<(Self, LoadReport)> {
+                let class = ModelClass::$variant(num_labels);
+                let (weights, report) = with_head(weights, cfg, class, HEAD_SEED)?;
+                let model =
+                    Self::load(weights.var_builder(), cfg, num_labels, &Dropout::seeded(0))?;
+                Ok((model, report))
+            }
+
+            #[doc = concat!("Logits and the cross-entropy against ", $labels, ".")]
+            pub fn forward_with_labels(
+                &self,
+                input_ids: &Tensor,
+                attention_mask: Option<&Tensor>,
+                labels: &Tensor,
+            ) -> Result<WithLoss> {
+                let logits = self.forward(input_ids, attention_mask)?;
+                let loss = $loss(&logits, labels)?;
+                Ok(WithLoss { logits, loss })
+            }
+        }
+    };
+}
+
+classifier_methods!(
+    Gpt2ForSequenceClassification,
+    SequenceClassification,
+    sequence_classification_loss,
+    "one class per sequence, `labels` `(B)`"
+);
+classifier_methods!(
+    Gpt2ForTokenClassification,
+    TokenClassification,
+    token_classification_loss,
+    "one label per token, `labels` `(B, T)`, -100 ignored"
+);
 
 // ANCHOR: question_answering
 /// `GPT2ForQuestionAnswering`: two scores per token, how likely the answer span starts there

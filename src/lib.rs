@@ -10,7 +10,7 @@
 //!
 //! | layer | modules | what they hold |
 //! |---|---|---|
-//! | chapters | [`tutorial`], [`bench`], [`cli`] | what the chapters print and draw, the benchmark harness, the examples' shared flags |
+//! | chapters | [`tutorial`], [`bench`](mod@bench), [`cli`] | what the chapters print and draw, the benchmark harness, the examples' shared flags |
 //! | training | [`train`] | a training step in f32 or half precision, AdamW, schedules, clipping, checkpoints |
 //! | data | [`data`] | datasets read from parquet, and packing them into training sequences |
 //! | loading | [`source`], [`device`] | the Hub, local directories and the bundled files; devices and dtypes |

@@ -23,6 +23,41 @@ pub fn write_svg(path: &Path, svg: &str) -> Result<()> {
     std::fs::write(path, svg).map_err(|e| Error::io(path, e))
 }
 
+/// A white canvas with `title` on top and room for the x axis' labels: how every training chart
+/// starts.
+fn titled_chart<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+    title: &'b str,
+) -> Result<ChartBuilder<'a, 'b, DB>> {
+    root.fill(&WHITE).map_err(plot_err)?;
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40);
+    Ok(builder)
+}
+
+/// A legend entry's sample: a short line in the series' colour.
+fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
+}
+
+/// The legend, top right, over a faint white box.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(plot_err)
+}
+
 /// The loss curve's colour and the learning rate's; tests find the series by them.
 pub const LOSS_COLOR: RGBColor = RGBColor(0x46, 0x82, 0xb4);
 pub const LR_COLOR: RGBColor = RGBColor(0xd9, 0x5f, 0x02);
@@ -58,11 +93,7 @@ pub fn loss_lr_chart(title: &str, points: &[StepPoint], epoch_ends: &[usize]) ->
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, CURVES_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(40)
+        let mut chart = titled_chart(&root, title)?
             .y_label_area_size(70)
             .build_cartesian_2d(0usize..last, (lo / 2.0..hi * 2.0).log_scale())
             .map_err(plot_err)?;
@@ -96,19 +127,13 @@ pub fn loss_lr_chart(title: &str, points: &[StepPoint], epoch_ends: &[usize]) ->
             ))
             .map_err(plot_err)?
             .label("loss")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LOSS_COLOR.stroke_width(2)));
+            .legend(legend_line(LOSS_COLOR));
         chart
             .draw_series(LineSeries::new(series(|p| p.lr), LR_COLOR.stroke_width(2)))
             .map_err(plot_err)?
             .label("learning rate")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LR_COLOR.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+            .legend(legend_line(LR_COLOR));
+        draw_legend(&mut chart)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
@@ -138,11 +163,7 @@ pub fn loss_accuracy_chart(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, CURVES_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(40)
+        let mut chart = titled_chart(&root, title)?
             .y_label_area_size(60)
             .right_y_label_area_size(60)
             .build_cartesian_2d(0usize..last, (lo - pad).max(0.0)..hi + pad)
@@ -174,7 +195,7 @@ pub fn loss_accuracy_chart(
             ))
             .map_err(plot_err)?
             .label("training loss")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LOSS_COLOR.stroke_width(2)));
+            .legend(legend_line(LOSS_COLOR));
         chart
             .draw_secondary_series(LineSeries::new(
                 accuracy.iter().copied(),
@@ -182,9 +203,7 @@ pub fn loss_accuracy_chart(
             ))
             .map_err(plot_err)?
             .label("eval accuracy")
-            .legend(|(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], ACCURACY_COLOR.stroke_width(2))
-            });
+            .legend(legend_line(ACCURACY_COLOR));
         chart
             .draw_secondary_series(
                 accuracy
@@ -192,13 +211,7 @@ pub fn loss_accuracy_chart(
                     .map(|&p| Circle::new(p, 4, ACCURACY_COLOR.filled())),
             )
             .map_err(plot_err)?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(plot_err)?;
     }
     Ok(svg)

@@ -34,8 +34,9 @@ fn layers() -> HashMap<String, usize> {
         .filter(|row| row.contains("[`"));
     for (layer, row) in rows.enumerate() {
         let modules = row.split(" | ").nth(1).expect("a modules column");
-        for name in modules.split(", ") {
-            let name = name.trim_start_matches("[`").trim_end_matches("`]");
+        // Each entry is a doc link: [`name`] or [`name`](mod@name).
+        for entry in modules.split(", ") {
+            let name = entry.split('`').nth(1).expect("a module name in backticks");
             layers.insert(name.to_string(), layer);
         }
     }

@@ -418,6 +418,38 @@ fn tutorial_total_flos() {
     assert_eq!(summed, 3.91945125888e16);
 }
 
+/// The chapter's `total_flos` of the default run on the bundled sample (the tutorial's
+/// arguments, 240 rows, 3 epochs): 6 × 100,224 × 240 · 3 · 1,024 with every row padded to 1,024,
+/// and 7,937,740,800 when each shuffled batch is padded to its longest row.
+#[test]
+fn default_run_total_flos_for_both_paddings() {
+    let m = bundled();
+    let n = num_parameters_exclude_embeddings(&m.config, 2).unwrap();
+    assert_eq!(n, 100_224);
+    assert_eq!(floating_point_ops(n, 240 * 3 * 1024), 443_358_904_320.0);
+    let (weights, mut cfg, _) =
+        for_sequence_classification(&m.weights, &m.config, 2, HEAD_SEED).unwrap();
+    cfg.pad_token_id = Some(EOS_TOKEN_ID);
+    let imdb = bundled_imdb();
+    let train = rows(&imdb.train, 240, 1024);
+    let collator = Collator {
+        padding: Padding::Longest,
+        max_length: 1024,
+        pad_token_id: EOS_TOKEN_ID,
+    };
+    let args = TrainingArguments {
+        eval_strategy: Interval::No,
+        save_strategy: Interval::No,
+        ..TrainingArguments::tutorial(temp_dir("flos"))
+    };
+    let tok_json = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
+    let mut trainer =
+        Trainer::new(&weights, &cfg, 2, args, collator, &train, None, &tok_json).unwrap();
+    let output = trainer.train().unwrap();
+    assert_eq!(output.global_step, 45);
+    assert_eq!(output.metrics.total_flos, 7_937_740_800.0);
+}
+
 /// The weight-decay groups of transformers' Trainer: 0.01 for every weight matrix, the
 /// embeddings and `score.weight`; 0 for biases and LayerNorm parameters.
 #[test]
@@ -853,6 +885,10 @@ pub const BOOK_RUN: [&str; 10] = [
     "15",
 ];
 
+/// What the example writes to `history.json`: `(step, loss)` of every step, `(step, accuracy)`
+/// of every evaluation.
+type History = (Vec<(usize, f64)>, Vec<(usize, f64)>);
+
 /// Replaces the timings, which vary run to run, and the temporary output directory.
 fn redact(text: &str, out: &Path) -> String {
     let text = text.replace(out.to_str().unwrap(), "[out]");
@@ -921,9 +957,9 @@ fn the_books_run_learns_sentiment() {
 
     // The book's figure is drawn from the committed history, and that history is this run's.
     let committed = root().join("chapters/figures/07_imdb_history.json");
-    let history: (Vec<(usize, f64)>, Vec<(usize, f64)>) =
+    let history: History =
         serde_json::from_str(&std::fs::read_to_string(&committed).unwrap()).unwrap();
-    let fresh: (Vec<(usize, f64)>, Vec<(usize, f64)>) =
+    let fresh: History =
         serde_json::from_str(&std::fs::read_to_string(out.join("history.json")).unwrap()).unwrap();
     assert!(
         history == fresh,

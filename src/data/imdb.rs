@@ -11,11 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hf_hub::{Repo, RepoType};
-
+use super::hub::{hub_parquet_files, HubFiles};
 use super::packing::epoch_order;
 use super::parquet::{parquet_files, read_columns_of, ColumnKind};
-use crate::source::{hub_reachable, offline};
 use crate::{Error, Result};
 
 /// The tutorial's dataset on the Hub.
@@ -141,19 +139,24 @@ impl Split {
 
     /// Checks every label is a class of a `num_labels`-way classifier: `0..num_labels`.
     pub fn check_labels(&self, num_labels: usize) -> Result<()> {
-        let bad = self
-            .labels
-            .iter()
-            .position(|&l| l < 0 || l as u64 >= num_labels as u64);
-        match bad {
-            None => Ok(()),
-            Some(row) => Err(Error::LabelOutOfRange {
-                split: self.name.clone(),
-                row,
-                label: self.labels[row],
-                num_labels,
-            }),
-        }
+        check_labels(&self.name, &self.labels, num_labels)
+    }
+}
+
+/// Checks every label of split `split` is a class of a `num_labels`-way classifier:
+/// `0..num_labels`; the first that is not is an error naming its row.
+pub fn check_labels(split: &str, labels: &[i64], num_labels: usize) -> Result<()> {
+    let bad = labels
+        .iter()
+        .position(|&l| l < 0 || l as u64 >= num_labels as u64);
+    match bad {
+        None => Ok(()),
+        Some(row) => Err(Error::LabelOutOfRange {
+            split: split.to_string(),
+            row,
+            label: labels[row],
+            num_labels,
+        }),
     }
 }
 
@@ -261,68 +264,18 @@ fn split_files(files: &[PathBuf], split: &str, origin: &str) -> Result<Vec<PathB
 /// The `train-*` and `test-*` parquet files of Hub dataset `repo`: from the Hugging Face cache
 /// if its snapshot has both, else downloaded into it (the unlabelled split is left alone).
 fn hub_split_files(repo: &str) -> Result<Vec<PathBuf>> {
-    let hub_err = |reason: String| Error::HubDataset {
-        repo: repo.to_string(),
-        reason,
-    };
     let wanted = |name: &str| {
         let file = name.rsplit('/').next().unwrap_or(name);
-        name.ends_with(".parquet") && (file.starts_with("train") || file.starts_with("test"))
+        file.starts_with("train") || file.starts_with("test")
     };
-    let cache = hf_hub::Cache::from_env();
-    let dataset = Repo::with_revision(repo.to_string(), RepoType::Dataset, "main".into());
-    let dir = cache.path().join(dataset.folder_name());
-    if let Ok(commit) = std::fs::read_to_string(dir.join("refs").join(dataset.revision())) {
-        let snapshot = dir.join("snapshots").join(commit.trim());
-        if let Ok(files) = parquet_files(&snapshot) {
-            let files: Vec<PathBuf> = files
-                .into_iter()
-                .filter(|f| wanted(&f.to_string_lossy()))
-                .collect();
-            let has = |s: &str| split_files(&files, s, repo).is_ok();
-            if has("train") && has("test") {
-                return Ok(files);
-            }
-        }
-    }
-    let cache_dir = cache.path().display().to_string();
-    if offline() {
-        return Err(hub_err(format!(
-            "it is not in the Hugging Face cache ({cache_dir}) and HF_HUB_OFFLINE is set: download it once while online, or pass a directory of its parquet files"
-        )));
-    }
-    if !hub_reachable() {
-        return Err(hub_err(format!(
-            "it is not in the Hugging Face cache ({cache_dir}) and the Hub is not reachable: connect to the internet, set HF_HOME to a cache that has it, or pass a directory of its parquet files"
-        )));
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| hub_err(e.to_string()))?;
-    let remote = api.repo(dataset);
-    let info = remote
-        .info()
-        .map_err(|e| hub_err(format!("cannot list its files ({e}); is the id right?")))?;
-    let mut names: Vec<String> = info
-        .siblings
-        .into_iter()
-        .map(|s| s.rfilename)
-        .filter(|f| wanted(f))
-        .collect();
-    names.sort();
-    if names.is_empty() {
-        return Err(hub_err(
-            "it has no train-*.parquet or test-*.parquet files: pass a dataset stored as parquet"
-                .into(),
-        ));
-    }
-    names
-        .iter()
-        .map(|f| {
-            remote
-                .get(f)
-                .map_err(|e| hub_err(format!("cannot download {f} ({e})")))
-        })
-        .collect()
+    let complete = |files: &[PathBuf]| {
+        let has = |s: &str| split_files(files, s, repo).is_ok();
+        has("train") && has("test")
+    };
+    let files = HubFiles {
+        wanted: &wanted,
+        complete: &complete,
+        instead: "a directory of its train-*.parquet and test-*.parquet files",
+    };
+    hub_parquet_files(repo, &files)
 }

@@ -11,10 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hf_hub::{Repo, RepoType};
-
+use super::hub::{hub_parquet_files, HubFiles};
 use super::parquet::{parquet_files, read_columns_of, ColumnKind};
-use crate::source::{hub_reachable, offline};
 use crate::{Error, Gpt2Tokenizer, Result};
 
 /// The tutorial's dataset on the Hub.
@@ -108,7 +106,7 @@ impl Jokes {
             JokesSource::Local(path) => {
                 Self::from_files(&parquet_files(path)?, path.display().to_string())
             }
-            JokesSource::Hub(repo) => Self::from_files(&hub_parquet_files(repo)?, repo.clone()),
+            JokesSource::Hub(repo) => Self::from_files(&hub_jokes_files(repo)?, repo.clone()),
         }
     }
 
@@ -195,65 +193,12 @@ pub fn tokenize_jokes(tokenizer: &Gpt2Tokenizer, jokes: &[String]) -> Result<Vec
     Ok(ids)
 }
 
-/// The parquet files of Hub dataset `repo` at `main`: from the Hugging Face cache if a
-/// snapshot is there, else listed from the repo's files and downloaded into the cache.
-fn hub_parquet_files(repo: &str) -> Result<Vec<PathBuf>> {
-    let hub_err = |reason: String| Error::HubDataset {
-        repo: repo.to_string(),
-        reason,
+/// The parquet files of Hub dataset `repo` (every one: the jokes dataset has one split).
+fn hub_jokes_files(repo: &str) -> Result<Vec<PathBuf>> {
+    let files = HubFiles {
+        wanted: &|_| true,
+        complete: &|_| true,
+        instead: "a .parquet file",
     };
-    let cache = hf_hub::Cache::from_env();
-    let dataset = Repo::with_revision(repo.to_string(), RepoType::Dataset, "main".into());
-    if let Some(files) = cached_parquet_files(cache.path(), &dataset) {
-        return Ok(files);
-    }
-    let cache_dir = cache.path().display().to_string();
-    if offline() {
-        return Err(hub_err(format!(
-            "it is not in the Hugging Face cache ({cache_dir}) and HF_HUB_OFFLINE is set: download it once while online, or pass a .parquet file"
-        )));
-    }
-    if !hub_reachable() {
-        return Err(hub_err(format!(
-            "it is not in the Hugging Face cache ({cache_dir}) and the Hub is not reachable: connect to the internet, set HF_HOME to a cache that has it, or pass a .parquet file"
-        )));
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| hub_err(e.to_string()))?;
-    let remote = api.repo(dataset);
-    let info = remote
-        .info()
-        .map_err(|e| hub_err(format!("cannot list its files ({e}); is the id right?")))?;
-    let mut names: Vec<String> = info
-        .siblings
-        .into_iter()
-        .map(|s| s.rfilename)
-        .filter(|f| f.ends_with(".parquet"))
-        .collect();
-    names.sort();
-    if names.is_empty() {
-        return Err(hub_err(
-            "it has no .parquet files: pass a dataset stored as parquet, or a local .parquet file"
-                .into(),
-        ));
-    }
-    names
-        .iter()
-        .map(|f| {
-            remote
-                .get(f)
-                .map_err(|e| hub_err(format!("cannot download {f} ({e})")))
-        })
-        .collect()
-}
-
-/// The `.parquet` files of the cached snapshot `refs/main` points to, if there are any
-/// (hf-hub and Python's `huggingface_hub` share this layout).
-fn cached_parquet_files(cache_dir: &Path, repo: &Repo) -> Option<Vec<PathBuf>> {
-    let dir = cache_dir.join(repo.folder_name());
-    let commit = std::fs::read_to_string(dir.join("refs").join(repo.revision())).ok()?;
-    let snapshot = dir.join("snapshots").join(commit.trim());
-    parquet_files(&snapshot).ok()
+    hub_parquet_files(repo, &files)
 }

@@ -8,10 +8,12 @@
 //!   tokens (and the fixed recipe's, which drops nothing), and the seeded order of each epoch.
 //! - [`imdb`]: chapter 7's reviews - the Hub's `stanfordnlp/imdb`, a local directory of its
 //!   parquet files or the bundled sample - with their labels and the number of classes.
-//! - [`collate`]: reviews into padded batches, to `max_length` (the tutorial) or to each
-//!   batch's longest row.
+//! - [`collate`](mod@collate): reviews into padded batches, to `max_length` (the tutorial) or
+//!   to each batch's longest row.
+//! - [`hub`]: a Hub dataset's parquet files, cached in `HF_HOME` like the models.
 
 pub mod collate;
+pub mod hub;
 pub mod imdb;
 pub mod jokes;
 pub mod packing;

@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Var};
 use candle_nn::ParamsAdamW;
 use rayon::prelude::*;
 
-use super::contiguous_f32;
+use super::contiguous;
 use crate::{Error, Result};
 
 /// AdamW with decoupled weight decay, exactly `candle_nn::AdamW`'s update (same formula, same
@@ -155,7 +155,7 @@ impl InplaceOp2 for AdamWInPlace<'_> {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<()> {
-        let g = contiguous_f32(self.name(), gs, gl)?;
+        let g = contiguous::<f32>(self.name(), gs, gl)?;
         let theta = match ts {
             CpuStorage::F32(v) => v.as_mut_slice(),
             _ => candle_core::bail!("{}: expected f32 parameters", self.name()),

@@ -2,10 +2,11 @@
 //! the mask of one call, where each head's q, k and v lie in `c_attn`'s `(B, T, 3C)` output,
 //! and the two products every pass makes.
 
-use candle_core::Layout;
+use std::ops::Range;
 
 use super::gemm::{matmul_f32, Strided};
-use super::softmax::MaskIndex;
+use super::op::CpuInputs;
+use super::softmax::{masked_softmax_row, MaskIndex};
 
 /// Query rows per block: each block's scores are computed only up to the last key any of its
 /// rows may see, which skips most of the masked upper triangle of a causal prefill.
@@ -22,17 +23,16 @@ pub(super) struct AttentionGeometry<'a> {
 }
 
 impl<'a> AttentionGeometry<'a> {
-    /// For `qkv` of layout `l` `(B, T, 3C)` and an optional mask `(B or 1, 1, T or 1, T)`.
+    /// For `qkv` `(B, T, 3C)`, input 0 of `inputs`, and the mask `(B or 1, 1, T or 1, T)` at
+    /// input `mask_input` if the call has one. The mask is indexed like the `(B, nh, T, T)`
+    /// scores it would apply to.
     pub(super) fn new(
-        l: &Layout,
+        inputs: &CpuInputs<'a>,
         n_head: usize,
-        mask: Option<(&'a [u8], &Layout)>,
+        mask_input: usize,
     ) -> candle_core::Result<Self> {
-        let (b, t, c3) = l.shape().dims3()?;
-        let mask = match mask {
-            Some((m, ml)) => Some((m, MaskIndex::for_scores((b, n_head, t), ml)?)),
-            None => None,
-        };
+        let (b, t, c3) = inputs.layout(0).shape().dims3()?;
+        let mask = MaskIndex::of_input(inputs, mask_input, (b, n_head, t))?;
         Ok(Self {
             b,
             t,
@@ -60,13 +60,54 @@ impl<'a> AttentionGeometry<'a> {
 
     /// How many keys the rows `i0..i1` need: up to the last one any of them may see, or all of
     /// them when a row may see none (its softmax is uniform, as on the plain path).
-    pub(super) fn width(&self, bi: usize, h: usize, rows: std::ops::Range<usize>) -> usize {
+    fn width(&self, bi: usize, h: usize, rows: Range<usize>) -> usize {
         rows.map(|i| match self.mask_row(bi, h, i) {
             None => self.t,
             Some(m) => m.iter().rposition(|&a| a != 0).map_or(self.t, |j| j + 1),
         })
         .max()
         .unwrap_or(self.t)
+    }
+
+    /// The blocks of query rows of head `h` of batch row `bi`, each with the keys it needs.
+    pub(super) fn row_blocks(&self, bi: usize, h: usize) -> impl Iterator<Item = RowBlock> + '_ {
+        (0..self.t).step_by(ATTENTION_ROW_BLOCK).map(move |i0| {
+            let i1 = (i0 + ATTENTION_ROW_BLOCK).min(self.t);
+            let width = self.width(bi, h, i0..i1);
+            RowBlock {
+                bi,
+                h,
+                i0,
+                i1,
+                width,
+            }
+        })
+    }
+
+    /// The attention probabilities of a block: its rows of `q k^T` into `scores`
+    /// `(rows, width)`, then the scaled, masked softmax of each into row `r` of `probs`, whose
+    /// rows are `stride` apart.
+    pub(super) fn block_probs(
+        &self,
+        qkv: &[f32],
+        blk: &RowBlock,
+        scale: f32,
+        scores: &mut [f32],
+        (probs, stride): (&mut [f32], usize),
+    ) {
+        let (rows, width) = (blk.rows(), blk.width);
+        assert!(qkv.len() == self.b * self.t * self.c3() && scores.len() >= rows * width);
+        // SAFETY: q rows i0..i1 and k rows 0..width of this head lie within `qkv` (checked
+        // above, with `scores`' size).
+        unsafe {
+            let head = self.head(blk.bi, blk.h);
+            head.scores(qkv, blk.i0, rows, width, scores.as_mut_ptr())
+        };
+        for (r, i) in blk.queries() {
+            let m = self.mask_row(blk.bi, blk.h, i).map(|m| &m[..width]);
+            let row = &mut probs[r * stride..r * stride + width];
+            masked_softmax_row(row, &scores[blk.row(r)], m, scale);
+        }
     }
 
     /// Offset of the dropout mask's element `(bi, h, i, 0)` in the `(B, nh, T, T)` numbering.
@@ -84,6 +125,33 @@ impl<'a> AttentionGeometry<'a> {
             c3: self.c3(),
             hs: self.hs,
         }
+    }
+}
+
+/// A block of query rows `i0..i1` of head `h` of batch row `bi`, and the keys `0..width` they
+/// need.
+#[derive(Clone, Copy)]
+pub(super) struct RowBlock {
+    pub(super) bi: usize,
+    pub(super) h: usize,
+    pub(super) i0: usize,
+    pub(super) i1: usize,
+    pub(super) width: usize,
+}
+
+impl RowBlock {
+    pub(super) fn rows(&self) -> usize {
+        self.i1 - self.i0
+    }
+
+    /// Each query row's index in the block and in the sequence: `(r, i)`.
+    pub(super) fn queries(&self) -> impl Iterator<Item = (usize, usize)> {
+        (self.i0..self.i1).enumerate()
+    }
+
+    /// Row `r` of a `(rows, width)` scratch block.
+    pub(super) fn row(&self, r: usize) -> Range<usize> {
+        r * self.width..(r + 1) * self.width
     }
 }
 

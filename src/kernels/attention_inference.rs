@@ -1,13 +1,13 @@
 //! Multi-head attention for inference without a KV cache (prefill, the naive loop), head by
 //! head, never holding the full score matrix.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_geometry::{AttentionGeometry, SharedOut, ATTENTION_ROW_BLOCK};
 use super::gemm::Strided;
-use super::softmax::masked_softmax_row;
-use super::{contiguous_f32, contiguous_u8, cpu_f32, mask_fits};
+use super::op::{apply_no_bwd, CpuInputs, CpuKernel};
+use super::{cpu_f32, mask_fits};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -37,12 +37,9 @@ pub fn causal_attention(
         n_head,
         scale: scale as f32,
     };
-    let qkv = qkv.contiguous()?;
     match mask {
-        None => Ok(Some(qkv.apply_op1_no_bwd(&op)?)),
-        Some(m) if mask_fits(m, (b, t, t)) => {
-            Ok(Some(qkv.apply_op2_no_bwd(&m.contiguous()?, &op)?))
-        }
+        None => Ok(Some(apply_no_bwd(op, &[qkv])?)),
+        Some(m) if mask_fits(m, (b, t, t)) => Ok(Some(apply_no_bwd(op, &[qkv, m])?)),
         Some(_) => Ok(None),
     }
 }
@@ -52,8 +49,13 @@ struct CausalAttention {
     scale: f32,
 }
 
-impl CausalAttention {
-    fn run(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+/// With one input, `qkv`; with two, `qkv` and the mask.
+impl CpuKernel for CausalAttention {
+    const NAME: &'static str = "causal-attention";
+
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = inputs.f32(0)?;
+        let g = AttentionGeometry::new(inputs, self.n_head, 1)?;
         let (t, nh, c) = (g.t, g.nh, g.c());
         let mut y = zeros_on_huge_pages(g.b * t * c);
         let out = SharedOut(y.as_mut_ptr());
@@ -62,64 +64,22 @@ impl CausalAttention {
             let head = g.head(bi, h);
             let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut probs = vec![0f32; ATTENTION_ROW_BLOCK * t];
-            for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
-                let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
-                // Keys beyond the last one any row of the block may see get probability 0.
-                let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
-                // SAFETY: q rows i0..i1 and k rows 0..width of this head; `scores` holds
-                // (rows, width).
-                unsafe { head.scores(qkv, i0, rows, width, scores.as_mut_ptr()) };
-                for (r, i) in (i0..i1).enumerate() {
-                    let row = r * width..(r + 1) * width;
-                    let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
-                    masked_softmax_row(&mut probs[row.clone()], &scores[row], m, self.scale);
-                }
+            // Keys beyond the last one any row of a block may see get probability 0.
+            for blk in g.row_blocks(bi, h) {
+                let width = blk.width;
+                g.block_probs(qkv, &blk, self.scale, &mut scores, (&mut probs, width));
                 // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C) are
                 // written by this task alone.
                 unsafe {
                     head.times_v(
                         qkv,
-                        (rows, width),
+                        (blk.rows(), width),
                         Strided::rows(probs.as_ptr(), width),
-                        Strided::rows(out.at(bi * t * c + i0 * c + h * g.hs), c),
+                        Strided::rows(out.at(bi * t * c + blk.i0 * c + h * g.hs), c),
                     )
                 }
             }
         });
-        y
-    }
-}
-
-impl CustomOp1 for CausalAttention {
-    fn name(&self) -> &'static str {
-        "causal-attention"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let qkv = contiguous_f32(CustomOp1::name(self), s, l)?;
-        let g = AttentionGeometry::new(l, self.n_head, None)?;
-        let y = self.run(qkv, &g);
-        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.c()))))
-    }
-}
-
-impl CustomOp2 for CausalAttention {
-    fn name(&self) -> &'static str {
-        "causal-attention"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s: &CpuStorage,
-        l: &Layout,
-        ms: &CpuStorage,
-        ml: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
-        let m = contiguous_u8(CustomOp2::name(self), ms, ml)?;
-        // The mask is indexed like the (B, nh, T, T) scores it would apply to.
-        let g = AttentionGeometry::new(l, self.n_head, Some((m, ml)))?;
-        let y = self.run(qkv, &g);
-        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.c()))))
+        Ok((CpuStorage::F32(y), Shape::from((g.b, t, c))))
     }
 }

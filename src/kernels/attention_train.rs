@@ -3,14 +3,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::attention_geometry::{AttentionGeometry, SharedOut, ATTENTION_ROW_BLOCK};
+use super::attention_geometry::{AttentionGeometry, RowBlock, SharedOut, ATTENTION_ROW_BLOCK};
 use super::dropout::{DrawMask, Mask};
 use super::gemm::{matmul_f32, Strided};
-use super::softmax::{masked_softmax_grad_row, masked_softmax_row};
-use super::{contiguous_f32, contiguous_u8, cpu_f32, mask_fits};
+use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use super::softmax::masked_softmax_grad_row;
+use super::{cpu_f32, mask_fits};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -45,7 +46,7 @@ pub fn attention(
         dropout: dropout.next_mask(),
         probs: Arc::new(Mutex::new(None)),
     };
-    Ok(Some(qkv.contiguous()?.apply_op2(&mask.contiguous()?, op)?))
+    Ok(Some(apply(op, &[qkv, mask])?))
 }
 
 struct AttentionWithGrad {
@@ -71,42 +72,59 @@ impl AttentionWithGrad {
                 let (bi, h) = (task / nh, task % nh);
                 let head = g.head(bi, h);
                 let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
+                let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
                 let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
-                for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
-                    let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
-                    let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
-                    // SAFETY: q rows i0..i1 and k rows 0..width of this head; `scores` holds
-                    // (rows, width).
-                    unsafe { head.scores(qkv, i0, rows, width, scores.as_mut_ptr()) };
-                    for (r, i) in (i0..i1).enumerate() {
-                        let m = g.mask_row(bi, h, i).map(|m| &m[..width]);
-                        let row = &mut p[i * t..i * t + width];
-                        masked_softmax_row(row, &scores[r * width..(r + 1) * width], m, self.scale);
-                        if let Some(mask) = &self.dropout {
-                            let d = &mut dropped[r * width..(r + 1) * width];
-                            mask.fill(g.mask_offset(bi, h, i), d);
-                            for (d, &p) in d.iter_mut().zip(row.iter()) {
-                                *d *= p;
-                            }
-                        }
-                    }
-                    let probs = match self.dropout {
-                        Some(_) => Strided::rows(dropped.as_ptr(), width),
-                        None => Strided::rows(p[i0 * t..].as_ptr(), t),
-                    };
+                for blk in g.row_blocks(bi, h) {
+                    g.block_probs(
+                        qkv,
+                        &blk,
+                        self.scale,
+                        &mut scores,
+                        (&mut p[blk.i0 * t..], t),
+                    );
+                    let probs = self.dropped_probs(g, &blk, p, &mut keep, &mut dropped);
                     // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C)
                     // are written by this task alone.
                     unsafe {
                         head.times_v(
                             qkv,
-                            (rows, width),
+                            (blk.rows(), blk.width),
                             probs,
-                            Strided::rows(out.at(bi * t * c + i0 * c + h * g.hs), c),
+                            Strided::rows(out.at(bi * t * c + blk.i0 * c + h * g.hs), c),
                         )
                     }
                 }
             });
         (y, probs)
+    }
+
+    /// The probabilities of a block after dropout, as the forward pass multiplies v by them:
+    /// `keep` gets the rows of the dropout mask and `dropped` their products with the rows of
+    /// `p` (one head's `(T, T)` probabilities); without dropout, `p`'s rows themselves.
+    fn dropped_probs(
+        &self,
+        g: &AttentionGeometry,
+        blk: &RowBlock,
+        p: &[f32],
+        keep: &mut [f32],
+        dropped: &mut [f32],
+    ) -> Strided<*const f32> {
+        let t = g.t;
+        let Some(mask) = &self.dropout else {
+            return Strided::rows(p[blk.i0 * t..].as_ptr(), t);
+        };
+        for (r, i) in blk.queries() {
+            let m = &mut keep[blk.row(r)];
+            mask.fill(g.mask_offset(blk.bi, blk.h, i), m);
+            for ((d, &m), &p) in dropped[blk.row(r)]
+                .iter_mut()
+                .zip(m.iter())
+                .zip(&p[i * t..])
+            {
+                *d = m * p;
+            }
+        }
+        Strided::rows(dropped.as_ptr(), blk.width)
     }
 
     /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
@@ -121,25 +139,10 @@ impl AttentionWithGrad {
             let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut dp = vec![0f32; ATTENTION_ROW_BLOCK * t];
-            for i0 in (0..t).step_by(ATTENTION_ROW_BLOCK) {
-                let i1 = (i0 + ATTENTION_ROW_BLOCK).min(t);
-                let (rows, width) = (i1 - i0, g.width(bi, h, i0..i1));
+            for blk in g.row_blocks(bi, h) {
+                let (i0, rows, width) = (blk.i0, blk.rows(), blk.width);
                 let dy_rows = Strided::rows(dy[bi * t * c + i0 * c + h * hs..].as_ptr(), c);
-                // The probabilities after dropout, as the forward pass multiplied v by them.
-                let pd = match &self.dropout {
-                    Some(mask) => {
-                        for (r, i) in (i0..i1).enumerate() {
-                            let m = &mut keep[r * width..(r + 1) * width];
-                            mask.fill(g.mask_offset(bi, h, i), m);
-                            let d = &mut dropped[r * width..(r + 1) * width];
-                            for ((d, &m), &p) in d.iter_mut().zip(m.iter()).zip(&p[i * t..]) {
-                                *d = m * p;
-                            }
-                        }
-                        Strided::rows(dropped.as_ptr(), width)
-                    }
-                    None => Strided::rows(p[i0 * t..].as_ptr(), t),
-                };
+                let pd = self.dropped_probs(g, &blk, p, &mut keep, &mut dropped);
                 // SAFETY (all four products): the rows of this head that this task alone
                 // writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row stride 3C),
                 // scratch buffers of (rows, width), and reads within `qkv`, `dy` and `probs`.
@@ -172,8 +175,8 @@ impl AttentionWithGrad {
                     );
                 }
                 // Through the dropout, then the softmax, the mask and the scale: d(scores).
-                for (r, i) in (i0..i1).enumerate() {
-                    let row = r * width..(r + 1) * width;
+                for (r, i) in blk.queries() {
+                    let row = blk.row(r);
                     if self.dropout.is_some() {
                         for (d, &m) in dp[row.clone()].iter_mut().zip(&keep[row.clone()]) {
                             *d *= m;
@@ -215,33 +218,18 @@ impl AttentionWithGrad {
     }
 }
 
-impl CustomOp2 for AttentionWithGrad {
-    fn name(&self) -> &'static str {
-        "attention"
-    }
+/// Inputs `qkv` and the mask.
+impl CpuKernel for AttentionWithGrad {
+    const NAME: &'static str = "attention";
 
-    fn cpu_fwd(
-        &self,
-        s: &CpuStorage,
-        l: &Layout,
-        ms: &CpuStorage,
-        ml: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let qkv = contiguous_f32(CustomOp2::name(self), s, l)?;
-        let mask = contiguous_u8(CustomOp2::name(self), ms, ml)?;
-        let g = AttentionGeometry::new(l, self.n_head, Some((mask, ml)))?;
-        let (y, probs) = self.forward(qkv, &g);
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = AttentionGeometry::new(inputs, self.n_head, 1)?;
+        let (y, probs) = self.forward(inputs.f32(0)?, &g);
         *self.probs.lock().expect("attention probabilities poisoned") = Some(probs);
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.nh * g.hs))))
     }
 
-    fn bwd(
-        &self,
-        qkv: &Tensor,
-        mask: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Grads {
         let grad = AttentionGrad {
             op: AttentionWithGrad {
                 n_head: self.n_head,
@@ -250,8 +238,8 @@ impl CustomOp2 for AttentionWithGrad {
                 probs: self.probs.clone(),
             },
         };
-        let dqkv = qkv.apply_op3_no_bwd(&dy.contiguous()?, mask, &grad)?;
-        Ok((Some(dqkv), None))
+        let (qkv, mask) = (inputs[0], inputs[1]);
+        Ok(vec![Some(apply_no_bwd(grad, &[qkv, dy, mask])?), None])
     }
 }
 
@@ -260,34 +248,21 @@ struct AttentionGrad {
     op: AttentionWithGrad,
 }
 
-impl CustomOp3 for AttentionGrad {
-    fn name(&self) -> &'static str {
-        "attention-grad"
-    }
+impl CpuKernel for AttentionGrad {
+    const NAME: &'static str = "attention-grad";
 
-    fn cpu_fwd(
-        &self,
-        s: &CpuStorage,
-        l: &Layout,
-        ds: &CpuStorage,
-        dl: &Layout,
-        ms: &CpuStorage,
-        ml: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = CustomOp3::name(self);
-        let qkv = contiguous_f32(name, s, l)?;
-        let dy = contiguous_f32(name, ds, dl)?;
-        let mask = contiguous_u8(name, ms, ml)?;
-        let g = AttentionGeometry::new(l, self.op.n_head, Some((mask, ml)))?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (qkv, dy) = (inputs.f32(0)?, inputs.f32(1)?);
+        let g = AttentionGeometry::new(inputs, self.op.n_head, 2)?;
         let probs = self
             .op
             .probs
             .lock()
             .expect("attention probabilities poisoned");
         let Some(probs) = probs.as_ref() else {
-            candle_core::bail!("{name}: the forward pass kept no probabilities");
+            candle_core::bail!("{}: the forward pass kept no probabilities", Self::NAME);
         };
         let dqkv = self.op.backward(qkv, dy, probs, &g);
-        Ok((CpuStorage::F32(dqkv), l.shape().clone()))
+        Ok((CpuStorage::F32(dqkv), inputs.layout(0).shape().clone()))
     }
 }

@@ -3,11 +3,12 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::simd::{exp_fast, lane_max, lane_sum, simd_fn};
-use super::{contiguous_f32, cpu_f32};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -36,11 +37,7 @@ pub fn cross_entropy(
         keep_grad: logits.track_op(),
         grad: Mutex::new(None),
     };
-    Ok(Some(logits.contiguous()?.apply_op3(
-        &targets.contiguous()?,
-        &weights.contiguous()?,
-        op,
-    )?))
+    Ok(Some(apply(op, &[logits, targets, weights])?))
 }
 
 simd_fn! {
@@ -67,47 +64,30 @@ simd_fn! {
 type CrossEntropyInputs<'a> = (&'a [f32], &'a [u32], &'a [f32], usize);
 
 /// The rows' data of the three inputs, checked: logits `(N, V)`, targets in `[0, V)`.
-fn cross_entropy_inputs<'a>(
-    op: &str,
-    (xs, xl): (&'a CpuStorage, &Layout),
-    (ts, tl): (&'a CpuStorage, &Layout),
-    (ws, wl): (&'a CpuStorage, &Layout),
-) -> candle_core::Result<CrossEntropyInputs<'a>> {
-    let x = contiguous_f32(op, xs, xl)?;
-    let w = contiguous_f32(op, ws, wl)?;
-    let t = match (ts, tl.contiguous_offsets()) {
-        (CpuStorage::U32(t), Some((start, end))) => &t[start..end],
-        _ => candle_core::bail!("{op}: expected contiguous u32 targets"),
-    };
-    let (_, v) = xl.shape().dims2()?;
+fn cross_entropy_inputs<'a>(inputs: &CpuInputs<'a>) -> candle_core::Result<CrossEntropyInputs<'a>> {
+    let (x, t, w) = (inputs.f32(0)?, inputs.data::<u32>(1)?, inputs.f32(2)?);
+    let (_, v) = inputs.layout(0).shape().dims2()?;
     if let Some(bad) = t.iter().find(|&&t| t as usize >= v) {
-        candle_core::bail!("{op}: target {bad} is not below the {v} classes");
+        candle_core::bail!(
+            "{}: target {bad} is not below the {v} classes",
+            CrossEntropy::NAME
+        );
     }
     Ok((x, t, w, v))
 }
 
 /// The loss, and with `keep_grad` the gradient of the logits for an upstream gradient of 1,
-/// computed in the same pass and kept for [`CustomOp3::bwd`].
+/// computed in the same pass and kept for [`CpuKernel::bwd`].
 struct CrossEntropy {
     keep_grad: bool,
     grad: Mutex<Option<Vec<f32>>>,
 }
 
-impl CustomOp3 for CrossEntropy {
-    fn name(&self) -> &'static str {
-        "cross-entropy"
-    }
+impl CpuKernel for CrossEntropy {
+    const NAME: &'static str = "cross-entropy";
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ts: &CpuStorage,
-        tl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, t, w, v) = cross_entropy_inputs(self.name(), (xs, xl), (ts, tl), (ws, wl))?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, t, w, v) = cross_entropy_inputs(inputs)?;
         let row = |e: &mut [f32], x: &[f32], t: u32, w: f32| {
             // Ignored rows (weight 0) add nothing and keep a zero gradient.
             if w == 0.0 {
@@ -141,14 +121,8 @@ impl CustomOp3 for CrossEntropy {
         Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        w: &Tensor,
-        _loss: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, inputs: &[&Tensor], _loss: &Tensor, g: &Tensor) -> Grads {
+        let x = inputs[0]; // and the targets and weights
         let kept = self
             .grad
             .lock()
@@ -163,7 +137,7 @@ impl CustomOp3 for CrossEntropy {
                     keep_grad: true,
                     grad: Mutex::new(None),
                 };
-                x.apply_op3_no_bwd(t, w, &op)?;
+                apply_no_bwd(&op, inputs)?;
                 let grad = op.grad.get_mut().ok().and_then(Option::take);
                 let grad = grad
                     .ok_or_else(|| candle_core::Error::Msg("cross-entropy: no gradient".into()))?;
@@ -176,6 +150,6 @@ impl CustomOp3 for CrossEntropy {
         } else {
             (dx * f64::from(scale))?
         };
-        Ok((Some(dx), None, None))
+        Ok(vec![Some(dx), None, None])
     }
 }

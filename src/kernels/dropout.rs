@@ -8,6 +8,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::contiguous;
+
 /// Mask elements per block of random numbers (one ChaCha stream each).
 const MASK_BLOCK: usize = 1 << 16;
 
@@ -92,10 +94,7 @@ impl CustomOp1 for Mask {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = match (s, l.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((start, end))) => &v[start..end],
-            _ => candle_core::bail!("dropout: expected contiguous f32 data"),
-        };
+        let x = contiguous::<f32>(self.name(), s, l)?;
         let mut y = vec![0f32; x.len()];
         self.apply(&mut y, |j, m| x[j] * m);
         Ok((CpuStorage::F32(y), l.shape().clone()))

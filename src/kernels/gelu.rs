@@ -1,10 +1,11 @@
 //! GPT-2's `gelu_new` on every core, with a one-pass backward.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
+use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::simd::{sigmoid_fast, simd_fn};
-use super::{contiguous_f32, cpu_f32};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -20,7 +21,7 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Option<Tensor>> {
     if !cpu_f32(x) {
         return Ok(None);
     }
-    Ok(Some(x.contiguous()?.apply_op1(GeluTanh)?))
+    Ok(Some(apply(GeluTanh, &[x])?))
 }
 
 struct GeluTanh;
@@ -50,42 +51,31 @@ simd_fn! {
     }
 }
 
-impl CustomOp1 for GeluTanh {
-    fn name(&self) -> &'static str {
-        "gelu-tanh"
-    }
+impl CpuKernel for GeluTanh {
+    const NAME: &'static str = "gelu-tanh";
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), xs, xl)?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = inputs.f32(0)?;
         let mut y = zeros_on_huge_pages(x.len());
         y.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(x.par_chunks(ELEMENTWISE_CHUNK))
             .for_each(|(y, x)| gelu_slice(y, x));
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        Ok((CpuStorage::F32(y), inputs.layout(0).shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&g.contiguous()?, &GeluTanhGrad)?))
+    fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
+        Ok(vec![Some(apply_no_bwd(GeluTanhGrad, &[inputs[0], g])?)])
     }
 }
 
 /// The backward pass of [`GeluTanh`], from its input.
 struct GeluTanhGrad;
 
-impl CustomOp2 for GeluTanhGrad {
-    fn name(&self) -> &'static str {
-        "gelu-tanh-grad"
-    }
+impl CpuKernel for GeluTanhGrad {
+    const NAME: &'static str = "gelu-tanh-grad";
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), xs, xl)?;
-        let g = contiguous_f32(self.name(), gs, gl)?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (inputs.f32(0)?, inputs.f32(1)?);
         let mut dx = zeros_on_huge_pages(x.len());
         dx.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(
@@ -93,6 +83,6 @@ impl CustomOp2 for GeluTanhGrad {
                     .zip(g.par_chunks(ELEMENTWISE_CHUNK)),
             )
             .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
-        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+        Ok((CpuStorage::F32(dx), inputs.layout(0).shape().clone()))
     }
 }

@@ -1,9 +1,10 @@
 //! LayerNorm over the last dimension with a one-pass backward, for training.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, cpu_f32};
+use super::cpu_f32;
+use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -16,11 +17,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         return Ok(None);
     }
     let op = LayerNormOp { eps: eps as f32 };
-    Ok(Some(x.contiguous()?.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        op,
-    )?))
+    Ok(Some(apply(op, &[x, weight, bias])?))
 }
 
 struct LayerNormOp {
@@ -35,30 +32,18 @@ fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-impl CustomOp3 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        "layer-norm-train"
-    }
+impl CpuKernel for LayerNormOp {
+    const NAME: &'static str = "layer-norm-train";
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), xs, xl)?;
-        let w = contiguous_f32(self.name(), ws, wl)?;
-        let b = contiguous_f32(self.name(), bs, bl)?;
-        let c = w.len();
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (inputs.f32(0)?, inputs.f32(1)?, inputs.f32(2)?);
+        let (xl, c) = (inputs.layout(0), w.len());
         if b.len() != c || xl.dims().last() != Some(&c) {
             candle_core::bail!(
                 "{}: input {:?}, weight {:?}",
-                self.name(),
+                Self::NAME,
                 xl.dims(),
-                wl.dims()
+                inputs.layout(1).dims()
             );
         }
         let mut y = zeros_on_huge_pages(x.len());
@@ -71,26 +56,17 @@ impl CustomOp3 for LayerNormOp {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
+        let (x, w) = (inputs[0], inputs[1]); // and the bias
         let c = w.elem_count();
         let (x2, g2) = (x.reshape(((), c))?, g.contiguous()?.reshape(((), c))?); // (N, C)
-        let dx = x2.apply_op3_no_bwd(&g2, w, &LayerNormGrad { eps: self.eps })?;
+        let dx = apply_no_bwd(LayerNormGrad { eps: self.eps }, &[&x2, &g2, w])?;
         // dw = sum over rows of g * xhat, db = sum over rows of g.
-        let xhat = x2.apply_op3_no_bwd(
-            &w.ones_like()?,
-            &w.zeros_like()?,
-            &LayerNormOp { eps: self.eps },
-        )?;
+        let (ones, zeros) = (w.ones_like()?, w.zeros_like()?);
+        let xhat = apply_no_bwd(LayerNormOp { eps: self.eps }, &[&x2, &ones, &zeros])?;
         let dw = (&g2 * xhat)?.sum(0)?;
         let db = g2.sum(0)?;
-        Ok((Some(dx.reshape(x.shape())?), Some(dw), Some(db)))
+        Ok(vec![Some(dx.reshape(x.shape())?), Some(dw), Some(db)])
     }
 }
 
@@ -99,23 +75,11 @@ struct LayerNormGrad {
     eps: f32,
 }
 
-impl CustomOp3 for LayerNormGrad {
-    fn name(&self) -> &'static str {
-        "layer-norm-train-grad"
-    }
+impl CpuKernel for LayerNormGrad {
+    const NAME: &'static str = "layer-norm-train-grad";
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), xs, xl)?;
-        let g = contiguous_f32(self.name(), gs, gl)?;
-        let w = contiguous_f32(self.name(), ws, wl)?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g, w) = (inputs.f32(0)?, inputs.f32(1)?, inputs.f32(2)?);
         let c = w.len();
         let mut dx = zeros_on_huge_pages(x.len());
         dx.par_chunks_mut(c)
@@ -135,6 +99,6 @@ impl CustomOp3 for LayerNormGrad {
                     *dx = rstd * (g * w - mean_d - xhat * mean_dx);
                 }
             });
-        Ok((CpuStorage::F32(dx), xl.shape().clone()))
+        Ok((CpuStorage::F32(dx), inputs.layout(0).shape().clone()))
     }
 }

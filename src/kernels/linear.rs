@@ -2,11 +2,12 @@
 //! differentiable operations: one row (decoding) threaded over blocks of the weight, more rows
 //! through gemm's threaded product.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
 use super::gemm::{gemv_chunk, matmul_f32, pool_parallelism, Strided};
-use super::{contiguous_f32, cpu_f32};
+use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use crate::memory::{advise_huge_pages, zeros_on_huge_pages, HUGE_PAGE_MIN_BYTES};
 use crate::Result;
 
@@ -27,11 +28,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Option<Tenso
     if !cpu_f32(x) || !cpu_f32(weight) || !cpu_f32(bias) || weight.rank() != 2 {
         return Ok(None);
     }
-    Ok(Some(x.contiguous()?.apply_op3(
-        &weight.contiguous()?,
-        &bias.contiguous()?,
-        Linear,
-    )?))
+    Ok(Some(apply(Linear, &[x, weight, bias])?))
 }
 
 /// `x @ wte^T` for `x` `(N, C)`: the tied LM head, differentiable. One position (decoding) is
@@ -43,9 +40,7 @@ pub fn tied_head(x: &Tensor, wte: &Tensor) -> Result<Option<Tensor>> {
     if !cpu_f32(x) || !cpu_f32(wte) || x.rank() != 2 || wte.rank() != 2 {
         return Ok(None);
     }
-    Ok(Some(
-        x.contiguous()?.apply_op2(&wte.contiguous()?, TiedHead)?,
-    ))
+    Ok(Some(apply(TiedHead, &[x, wte])?))
 }
 
 /// Splits `0..n` into aligned chunks for the pool's threads.
@@ -111,31 +106,20 @@ fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
     y
 }
 
-impl CustomOp3 for Linear {
-    fn name(&self) -> &'static str {
-        "conv1d-linear"
-    }
+impl CpuKernel for Linear {
+    const NAME: &'static str = "conv1d-linear";
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-        bs: &CpuStorage,
-        bl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), xs, xl)?;
-        let w = contiguous_f32(self.name(), ws, wl)?;
-        let b = contiguous_f32(self.name(), bs, bl)?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (inputs.f32(0)?, inputs.f32(1)?, inputs.f32(2)?);
+        let (xl, wl) = (inputs.layout(0), inputs.layout(1));
         let (k, n) = wl.shape().dims2()?;
         if xl.dims().last() != Some(&k) || b.len() != n {
             candle_core::bail!(
                 "{}: input {:?}, weight {:?}, bias {:?} do not fit",
-                self.name(),
+                Self::NAME,
                 xl.dims(),
                 wl.dims(),
-                bl.dims()
+                inputs.layout(2).dims()
             );
         }
         let m = x.len() / k;
@@ -149,35 +133,27 @@ impl CustomOp3 for Linear {
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _b: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
+        let (x, w) = (inputs[0], inputs[1]); // and the bias
         let (k, n) = w.dims2()?;
         let x2 = x.reshape(((), k))?; // (N, in)
         let g2 = g.contiguous()?.reshape(((), n))?; // (N, out)
         let dx = g2.matmul(&w.t()?)?.reshape(x.shape())?; // (N, out) @ (out, in)
         let dw = x2.t()?.matmul(&g2)?; // (in, N) @ (N, out)
-        let db = g2.apply_op1_no_bwd(&ColumnSum)?; // (out)
-        Ok((Some(dx), Some(dw), Some(db)))
+        let db = apply_no_bwd(ColumnSum, &[&g2])?; // (out)
+        Ok(vec![Some(dx), Some(dw), Some(db)])
     }
 }
 
 /// The sum of each column of an `(N, C)` matrix: the bias gradient.
 struct ColumnSum;
 
-impl CustomOp1 for ColumnSum {
-    fn name(&self) -> &'static str {
-        "column-sum"
-    }
+impl CpuKernel for ColumnSum {
+    const NAME: &'static str = "column-sum";
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = contiguous_f32(self.name(), s, l)?;
-        let (_, c) = l.shape().dims2()?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = inputs.f32(0)?;
+        let (_, c) = inputs.layout(0).shape().dims2()?;
         let chunk = column_chunks(c);
         let mut sums = vec![0f32; c];
         sums.par_chunks_mut(chunk)
@@ -196,26 +172,17 @@ impl CustomOp1 for ColumnSum {
 
 struct TiedHead;
 
-impl CustomOp2 for TiedHead {
-    fn name(&self) -> &'static str {
-        "tied-head"
-    }
+impl CpuKernel for TiedHead {
+    const NAME: &'static str = "tied-head";
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(self.name(), xs, xl)?;
-        let wte = contiguous_f32(self.name(), ws, wl)?;
-        let (n, c) = xl.shape().dims2()?;
-        let (v, wc) = wl.shape().dims2()?;
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, wte) = (inputs.f32(0)?, inputs.f32(1)?);
+        let (xl, wl) = (inputs.layout(0), inputs.layout(1));
+        let ((n, c), (v, wc)) = (xl.shape().dims2()?, wl.shape().dims2()?);
         if wc != c {
             candle_core::bail!(
                 "{}: hidden states {:?} do not fit wte {:?}",
-                self.name(),
+                Self::NAME,
                 xl.dims(),
                 wl.dims()
             );
@@ -248,15 +215,10 @@ impl CustomOp2 for TiedHead {
         Ok((CpuStorage::F32(y), Shape::from((n, v))))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        wte: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
+        let (x, wte) = (inputs[0], inputs[1]);
         let dx = g.matmul(wte)?; // (N, V) @ (V, C) = (N, C)
         let dwte = g.t()?.matmul(x)?; // (V, N) @ (N, C) = (V, C), contiguous
-        Ok((Some(dx), Some(dwte)))
+        Ok(vec![Some(dx), Some(dwte)])
     }
 }

@@ -35,9 +35,12 @@
 //!   for training (`attention_train.rs`), both walking `attention_geometry.rs`'s blocks of rows;
 //! - [`cross_entropy`] (`cross_entropy.rs`) and [`FusedAdamW`] (`adamw.rs`);
 //! - [`Mask`] (`dropout.rs`): the dropout mask, made again from its seed when needed;
-//! - `simd.rs`: the exponential and the reductions the element-wise loops share.
+//! - `simd.rs`: the exponential and the reductions the element-wise loops share;
+//! - `op.rs`: how a kernel of one to three inputs becomes a candle custom operation.
 
-use candle_core::{CpuStorage, DType, Layout, Tensor};
+use candle_core::{DType, Tensor};
+
+use op::contiguous;
 
 mod simd;
 
@@ -51,6 +54,7 @@ mod gelu;
 mod gemm;
 mod layer_norm;
 mod linear;
+mod op;
 mod softmax;
 
 pub use adamw::FusedAdamW;
@@ -66,33 +70,6 @@ pub use softmax::scaled_masked_softmax;
 /// Whether a tensor is f32 on the CPU, where the fast paths apply.
 fn cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
-}
-
-/// The contiguous f32 data of a CPU tensor, or an error naming the op.
-fn contiguous_f32<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{op}: expected f32 data"),
-    };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!(
-            "{op}: expected a contiguous tensor, got strides {:?}",
-            l.stride()
-        ),
-    }
-}
-
-/// The contiguous u8 data of a CPU mask, or an error naming the op.
-fn contiguous_u8<'a>(op: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u8]> {
-    let data = match s {
-        CpuStorage::U8(v) => v.as_slice(),
-        _ => candle_core::bail!("{op}: expected a u8 mask"),
-    };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: expected a contiguous mask"),
-    }
 }
 
 /// Whether `mask` is a u8 mask on the CPU of shape `(B or 1, 1, T or 1, S)`, as the scores

@@ -1,11 +1,12 @@
 //! The attention scores' scale, mask and softmax in one pass, and its backward pass in one;
 //! the row functions are the attention kernels' too.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::simd::{exp_fast, lane_max, lane_sum, simd_fn};
-use super::{contiguous_f32, contiguous_u8, cpu_f32, mask_fits};
+use super::{cpu_f32, mask_fits};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -26,10 +27,9 @@ pub fn scaled_masked_softmax(
     let op = MaskedSoftmax {
         scale: scale as f32,
     };
-    let att = att.contiguous()?;
     match mask {
-        None => Ok(Some(att.apply_op1(op)?)),
-        Some(m) if mask_fits(m, (b, t, s)) => Ok(Some(att.apply_op2(&m.contiguous()?, op)?)),
+        None => Ok(Some(apply(op, &[att])?)),
+        Some(m) if mask_fits(m, (b, t, s)) => Ok(Some(apply(op, &[att, m])?)),
         Some(_) => Ok(None),
     }
 }
@@ -45,18 +45,18 @@ pub(super) struct MaskIndex {
 }
 
 impl MaskIndex {
-    fn new(att: &Layout, mask: &Layout) -> candle_core::Result<Self> {
-        let (b, nh, t, _) = att.shape().dims4()?;
-        Self::for_scores((b, nh, t), mask)
-    }
-
-    /// For scores `(B, nh, T, S)` given as `(B, nh, T)`.
-    pub(super) fn for_scores(
+    /// The mask at input `i` of `inputs`, if the call has one, and its index for scores
+    /// `(B, nh, T, S)` given as `(B, nh, T)`.
+    pub(super) fn of_input<'a>(
+        inputs: &CpuInputs<'a>,
+        i: usize,
         (_, nh, t): (usize, usize, usize),
-        mask: &Layout,
-    ) -> candle_core::Result<Self> {
-        let (mb, _, mt, _) = mask.shape().dims4()?;
-        Ok(Self { nh, t, mb, mt })
+    ) -> candle_core::Result<Option<(&'a [u8], Self)>> {
+        if inputs.len() <= i {
+            return Ok(None);
+        }
+        let (mb, _, mt, _) = inputs.layout(i).shape().dims4()?;
+        Ok(Some((inputs.data(i)?, Self { nh, t, mb, mt })))
     }
 
     /// Index of the mask row (of length S) for score row `r`.
@@ -127,15 +127,14 @@ struct MaskedSoftmax {
     scale: f32,
 }
 
-impl MaskedSoftmax {
-    fn run(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        mask: Option<(&[u8], MaskIndex)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32("scaled-masked-softmax", xs, xl)?;
-        let s = xl.dims()[3];
+/// With one input, the scores; with two, the scores and the mask.
+impl CpuKernel for MaskedSoftmax {
+    const NAME: &'static str = "scaled-masked-softmax";
+
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, xl) = (inputs.f32(0)?, inputs.layout(0));
+        let (b, nh, t, s) = xl.shape().dims4()?;
+        let mask = MaskIndex::of_input(inputs, 1, (b, nh, t))?;
         let mut y = zeros_on_huge_pages(x.len());
         y.par_chunks_mut(s)
             .zip(x.par_chunks(s))
@@ -146,49 +145,14 @@ impl MaskedSoftmax {
             });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
-}
 
-impl CustomOp1 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "scaled-masked-softmax"
-    }
-
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.run(xs, xl, None)
-    }
-
-    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    /// The gradient of the scores (the mask has none), from the output.
+    fn bwd(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor) -> Grads {
         let grad = MaskedSoftmaxGrad { scale: self.scale };
-        Ok(Some(y.apply_op2_no_bwd(&g.contiguous()?, &grad)?))
-    }
-}
-
-impl CustomOp2 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "scaled-masked-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ms: &CpuStorage,
-        ml: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let m = contiguous_u8(CustomOp2::name(self), ms, ml)?;
-        self.run(xs, xl, Some((m, MaskIndex::new(xl, ml)?)))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        mask: &Tensor,
-        y: &Tensor,
-        g: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = MaskedSoftmaxGrad { scale: self.scale };
-        let dx = y.apply_op3_no_bwd(&g.contiguous()?, mask, &grad)?;
-        Ok((Some(dx), None))
+        let mut args = vec![y, g];
+        args.extend(inputs.get(1).copied()); // the mask
+        let dx = apply_no_bwd(grad, &args)?;
+        Ok(vec![Some(dx), None])
     }
 }
 
@@ -197,18 +161,14 @@ struct MaskedSoftmaxGrad {
     scale: f32,
 }
 
-impl MaskedSoftmaxGrad {
-    fn run(
-        &self,
-        ys: &CpuStorage,
-        yl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-        mask: Option<(&[u8], MaskIndex)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = contiguous_f32("scaled-masked-softmax-grad", ys, yl)?;
-        let g = contiguous_f32("scaled-masked-softmax-grad", gs, gl)?;
-        let s = yl.dims()[3];
+/// With two inputs, the output and its gradient; with three, the mask as well.
+impl CpuKernel for MaskedSoftmaxGrad {
+    const NAME: &'static str = "scaled-masked-softmax-grad";
+
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g, yl) = (inputs.f32(0)?, inputs.f32(1)?, inputs.layout(0));
+        let (b, nh, t, s) = yl.shape().dims4()?;
+        let mask = MaskIndex::of_input(inputs, 2, (b, nh, t))?;
         let mut dx = zeros_on_huge_pages(y.len());
         dx.par_chunks_mut(s)
             .zip(y.par_chunks(s).zip(g.par_chunks(s)))
@@ -218,40 +178,5 @@ impl MaskedSoftmaxGrad {
                 masked_softmax_grad_row(dx, y, g, m, self.scale);
             });
         Ok((CpuStorage::F32(dx), yl.shape().clone()))
-    }
-}
-
-impl CustomOp2 for MaskedSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "scaled-masked-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ys: &CpuStorage,
-        yl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.run(ys, yl, gs, gl, None)
-    }
-}
-
-impl CustomOp3 for MaskedSoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "scaled-masked-softmax-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        ys: &CpuStorage,
-        yl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-        ms: &CpuStorage,
-        ml: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let m = contiguous_u8(CustomOp3::name(self), ms, ml)?;
-        self.run(ys, yl, gs, gl, Some((m, MaskIndex::new(yl, ml)?)))
     }
 }

@@ -531,19 +531,7 @@ fn check_rows(split: &str, data: &LabelledRows, num_labels: usize) -> Result<()>
             data.labels.len()
         )));
     }
-    let bad = data
-        .labels
-        .iter()
-        .position(|&l| l < 0 || l as u64 >= num_labels as u64);
-    match bad {
-        None => Ok(()),
-        Some(row) => Err(Error::LabelOutOfRange {
-            split: split.to_string(),
-            row,
-            label: data.labels[row],
-            num_labels,
-        }),
-    }
+    crate::data::imdb::check_labels(split, &data.labels, num_labels)
 }
 
 /// The checkpoint of `output_dir` with the highest step (`get_last_checkpoint`), if any.

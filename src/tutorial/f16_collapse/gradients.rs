@@ -26,6 +26,48 @@ pub struct GroupRow {
     pub changed: Vec<f64>,
 }
 
+impl GroupRow {
+    /// A row with nothing counted yet.
+    pub(super) fn empty(name: String) -> Self {
+        Self {
+            name,
+            params: 0,
+            grad_zero: 0.0,
+            grad_v_underflows: 0.0,
+            grad_above: 0.0,
+            grad_zero_f32: 0.0,
+            changed: vec![0.0; PROBE_LRS.len()],
+        }
+    }
+
+    /// Adds `other`'s fractions back as counts, weighted by its parameters.
+    pub(super) fn add_counts(&mut self, other: &GroupRow) {
+        let w = other.params as f64;
+        self.params += other.params;
+        self.grad_zero += other.grad_zero * w;
+        self.grad_v_underflows += other.grad_v_underflows * w;
+        self.grad_above += other.grad_above * w;
+        self.grad_zero_f32 += other.grad_zero_f32 * w;
+        for (t, c) in self.changed.iter_mut().zip(&other.changed) {
+            *t += c * w;
+        }
+    }
+
+    /// Turns the counts into fractions of the row's parameters.
+    pub(super) fn counts_to_fractions(&mut self) {
+        let n = self.params as f64;
+        for x in [
+            &mut self.grad_zero,
+            &mut self.grad_v_underflows,
+            &mut self.grad_above,
+            &mut self.grad_zero_f32,
+        ] {
+            *x /= n;
+        }
+        self.changed.iter_mut().for_each(|c| *c /= n);
+    }
+}
+
 /// `wte` rows of tokens that the sequences never contain: they get a gradient only through
 /// the tied head (their logits), a small one.
 #[derive(Debug, Clone, Serialize)]
@@ -156,15 +198,7 @@ pub fn real_step(
         let row = match groups.iter_mut().find(|r| r.name == key) {
             Some(row) => row,
             None => {
-                groups.push(GroupRow {
-                    name: key,
-                    params: 0,
-                    grad_zero: 0.0,
-                    grad_v_underflows: 0.0,
-                    grad_above: 0.0,
-                    grad_zero_f32: 0.0,
-                    changed: vec![0.0; PROBE_LRS.len()],
-                });
+                groups.push(GroupRow::empty(key));
                 groups.last_mut().expect("just pushed")
             }
         };
@@ -178,18 +212,7 @@ pub fn real_step(
             *c += *k as f64;
         }
     }
-    for row in &mut groups {
-        let n = row.params as f64;
-        for x in [
-            &mut row.grad_zero,
-            &mut row.grad_v_underflows,
-            &mut row.grad_above,
-            &mut row.grad_zero_f32,
-        ] {
-            *x /= n;
-        }
-        row.changed.iter_mut().for_each(|c| *c /= n);
-    }
+    groups.iter_mut().for_each(GroupRow::counts_to_fractions);
     groups.sort_by_key(|r| {
         (
             r.name.starts_with("ln_f"),

@@ -107,36 +107,11 @@ pub fn render(r: &CollapseReport) -> String {
         "above",
         lrs.join("")
     );
-    let mut total = GroupRow {
-        name: "all".into(),
-        params: 0,
-        grad_zero: 0.0,
-        grad_v_underflows: 0.0,
-        grad_above: 0.0,
-        grad_zero_f32: 0.0,
-        changed: vec![0.0; PROBE_LRS.len()],
-    };
+    let mut total = GroupRow::empty("all".into());
     for g in &q.groups {
-        let w = g.params as f64;
-        total.params += g.params;
-        total.grad_zero += g.grad_zero * w;
-        total.grad_v_underflows += g.grad_v_underflows * w;
-        total.grad_above += g.grad_above * w;
-        total
-            .changed
-            .iter_mut()
-            .zip(&g.changed)
-            .for_each(|(t, c)| *t += c * w);
+        total.add_counts(g);
     }
-    let w = total.params as f64;
-    for x in [
-        &mut total.grad_zero,
-        &mut total.grad_v_underflows,
-        &mut total.grad_above,
-    ] {
-        *x /= w;
-    }
-    total.changed.iter_mut().for_each(|c| *c /= w);
+    total.counts_to_fractions();
     for g in q.groups.iter().chain([&total]) {
         let changed: Vec<String> = g
             .changed
