@@ -30,37 +30,38 @@ struct Args {
     #[command(flatten)]
     common: FinetuneArgs,
     /// `tutorial`: every choice of the original; `fixed`: the loop that works.
-    #[arg(long, value_enum, default_value_t = Recipe::Fixed)]
+    #[arg(long, value_enum, default_value_t = Recipe::Fixed, conflicts_with = "resume")]
     recipe: Recipe,
     /// f32, f16 or bf16 (pure half in the tutorial recipe, mixed in the fixed one),
     /// mixed-f16 or mixed-bf16.
-    #[arg(long, default_value = "f32")]
+    #[arg(long, default_value = "f32", conflicts_with = "resume")]
     dtype: String,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     epochs: Option<usize>,
     /// Stop after this many optimizer steps.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     max_steps: Option<usize>,
     /// Sequences per optimizer step [default: the recipe's, 32 tutorial, 8 fixed].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     accumulate: Option<usize>,
     /// The longest packed sequence in tokens [default: the recipe's, 500 tutorial, 128 fixed].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     max_seq_len: Option<usize>,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     lr: Option<f64>,
     /// Warm-up steps [default: the recipe's, 5000 tutorial, a tenth of the steps fixed].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     warmup: Option<usize>,
     /// Keep the jokes in file order (to compare with other implementations).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     no_shuffle: bool,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, conflicts_with = "resume")]
     seed: u64,
     /// Save a checkpoint every N optimizer steps (one is always saved at the end).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     save_steps: Option<usize>,
-    /// Continue the run saved in this checkpoint directory (its settings and model are used).
+    /// Continue the run saved in this checkpoint directory, with its own settings and model
+    /// (the flags that would change them are refused).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Where the checkpoints, the history and the figure go.

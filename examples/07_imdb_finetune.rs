@@ -146,7 +146,7 @@ fn main() -> anyhow::Result<()> {
         })
     };
     let (train_rows, test_rows) = (tokenize(&train_split)?, tokenize(&test_split)?);
-    let collator = Collator {
+    let mut collator = Collator {
         padding: args.padding,
         max_length: args.max_length,
         pad_token_id: EOS_TOKEN_ID,
@@ -160,6 +160,8 @@ fn main() -> anyhow::Result<()> {
         for_sequence_classification(&loaded.weights, &loaded.config, imdb.num_labels, HEAD_SEED)?;
     cfg.pad_token_id = cfg.pad_token_id.or(Some(EOS_TOKEN_ID));
     // ANCHOR_END: model
+    // A classification checkpoint with a pad token of its own pads with it.
+    collator.pad_token_id = cfg.pad_token_id.unwrap_or(EOS_TOKEN_ID);
 
     // ANCHOR: arguments
     let training_args = TrainingArguments {
@@ -205,6 +207,8 @@ fn main() -> anyhow::Result<()> {
         )?,
     };
     // ANCHOR_END: trainer
+    // A resumed run writes where this command says, with or without bars as it says.
+    trainer.set_output(&args.out, bars_wanted(args.quiet));
 
     let model_name = match &resume {
         Some(dir) => format!("checkpoint {}", dir.display()),

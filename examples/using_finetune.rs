@@ -5,12 +5,18 @@
 //! cargo run --release --example using_finetune
 //! ```
 
+// For programs that train: zeroed memory is written at once (see the page's memory section).
+#[global_allocator]
+static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
+    gpt2_tutorial::memory::ZeroFilledAllocator;
+
 // ANCHOR: finetune
 use candle_core::{DType, Device};
 use gpt2_tutorial::train::{JokesSettings, JokesTrainer, RunOptions};
 use gpt2_tutorial::{LoadedModel, ModelSource};
 
 fn main() -> anyhow::Result<()> {
+    gpt2_tutorial::memory::reuse_freed_buffers(); // keep large freed buffers for the next step
     let model = LoadedModel::load(&ModelSource::Bundled, &Device::Cpu, DType::F32)?;
     // Your texts, each ending with <|endoftext|> so the model learns where one stops.
     let texts = ["The cat sat on the mat.", "The dog sat on the log."];

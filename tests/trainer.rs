@@ -997,6 +997,17 @@ fn the_bundled_sample_has_two_balanced_classes() {
     let sub = imdb.train.subset(32, 42);
     assert_eq!(sub.len(), 32);
     assert_eq!(sub, imdb.train.subset(32, 42), "a subset is seeded");
+    // Chapter 7's book run cuts rows at 64 tokens: no bundled sentence is that long.
+    let longest = [&imdb.train, &imdb.test]
+        .iter()
+        .flat_map(|split| tokenize_truncated(&tokenizer(), &split.texts, 1024).unwrap())
+        .map(|ids| ids.len())
+        .max()
+        .unwrap();
+    assert!(
+        longest < 64,
+        "the longest bundled sentence has {longest} tokens"
+    );
 }
 
 /// Chapter 7's padding figures are the recorded run's (`scripts/bench_imdb_padding.sh` writes

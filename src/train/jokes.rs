@@ -47,6 +47,9 @@ pub struct LoopState {
     pub data: DataFingerprint,
     /// The optimizer steps the whole run will make (the schedule decays to 0 at the last).
     pub total_steps: usize,
+    /// The sequences the whole run packs (the fixed recipe's last step averages over those
+    /// left, which may be fewer than `accumulate`).
+    pub total_sequences: usize,
     /// The epoch under way, from 0.
     pub epoch: usize,
     /// The next position in this epoch's order of jokes.
@@ -98,6 +101,8 @@ pub struct JokesTrainer<'a> {
     out_dir: PathBuf,
     tokenizer_json: PathBuf,
     device: Device,
+    /// The last checkpoint written or resumed from: the one a divergence leaves intact.
+    last_checkpoint: Option<PathBuf>,
 }
 
 /// How many sequences each epoch packs, the whole run through (the fixed recipe's schedule
@@ -111,7 +116,9 @@ fn count_sequences(settings: &JokesSettings, tokenized: &[Vec<u32>]) -> Result<u
             epoch as u64,
             settings.shuffle,
         );
-        packer.pack_epoch(tokenized, &order)?;
+        for &i in &order {
+            packer.push(&tokenized[i]); // counted, not kept
+        }
     }
     packer.finish();
     Ok(packer.sequences())
@@ -129,6 +136,12 @@ impl<'a> JokesTrainer<'a> {
         tokenizer_json: &Path,
     ) -> Result<Self> {
         settings.validate()?;
+        if settings.max_seq_len > cfg.n_positions {
+            return Err(Error::InvalidArgument(format!(
+                "--max-seq-len {} is longer than the model's context of {} positions: pick at most {}",
+                settings.max_seq_len, cfg.n_positions, cfg.n_positions
+            )));
+        }
         crate::data::check_max_seq_len(tokenized, settings.max_seq_len)?;
         let sequences = count_sequences(&settings, tokenized)?;
         // The tutorial's loop steps only on full accumulations; the fixed one also on the last,
@@ -159,6 +172,7 @@ impl<'a> JokesTrainer<'a> {
         let state = LoopState {
             data: DataFingerprint::of(tokenized),
             total_steps,
+            total_sequences: sequences,
             epoch: 0,
             position: 0,
             packer: Packer::new(settings.packing, settings.max_seq_len)?,
@@ -199,14 +213,9 @@ impl<'a> JokesTrainer<'a> {
         }
         let train = checkpoint.train_step()?;
         let tokenizer_json = dir.join("tokenizer.json");
-        Ok(Self::assemble(
-            train,
-            tokenized,
-            state,
-            out_dir,
-            &tokenizer_json,
-            device,
-        ))
+        let mut trainer = Self::assemble(train, tokenized, state, out_dir, &tokenizer_json, device);
+        trainer.last_checkpoint = Some(dir.to_path_buf());
+        Ok(trainer)
     }
 
     fn assemble(
@@ -226,6 +235,7 @@ impl<'a> JokesTrainer<'a> {
             out_dir: out_dir.to_path_buf(),
             tokenizer_json: tokenizer_json.to_path_buf(),
             device: device.clone(),
+            last_checkpoint: None,
         }
     }
 
@@ -246,10 +256,11 @@ impl<'a> JokesTrainer<'a> {
         self.out_dir.join(format!("checkpoint-{step}"))
     }
 
-    fn save(&self) -> Result<PathBuf> {
+    fn save(&mut self) -> Result<()> {
         let dir = self.checkpoint_dir(self.train.step_count());
         save_checkpoint(&dir, &self.train, &self.tokenizer_json, &self.state)?;
-        Ok(dir)
+        self.last_checkpoint = Some(dir);
+        Ok(())
     }
 
     // ANCHOR: run
@@ -261,14 +272,13 @@ impl<'a> JokesTrainer<'a> {
         let jokes_at_start = self.state.jokes_seen;
         let settings = self.state.settings.clone();
         let n = self.tokenized.len();
-        let mut last_checkpoint = None;
         let mut pending: Vec<f32> = Vec::new(); // losses of the accumulation under way
         let mut done = self.done();
         while !done && self.state.epoch < settings.epochs {
             let epoch = self.state.epoch;
             let order = epoch_order(n, settings.seed, epoch as u64, settings.shuffle);
             let mut bar = EpochBar::new(epoch, settings.epochs, n as u64, "jokes", options.bars);
-            bar.set_position(self.state.position as u64);
+            bar.resume_at(self.state.position as u64);
             while self.state.position < n {
                 let joke = &self.tokenized[order[self.state.position]];
                 self.state.position += 1;
@@ -279,7 +289,7 @@ impl<'a> JokesTrainer<'a> {
                 };
                 if let Some(step) = self.train_sequence(&sequence, &mut pending, options)? {
                     bar.show(step.loss, step.lr);
-                    last_checkpoint = self.maybe_save(last_checkpoint)?;
+                    self.maybe_save()?;
                     if self.done() {
                         done = true;
                         break;
@@ -310,8 +320,8 @@ impl<'a> JokesTrainer<'a> {
         }
         let untrained_sequences = pending.len();
         let untrained_jokes = self.state.packer.buffered_jokes();
-        if last_checkpoint.as_ref() != Some(&self.checkpoint_dir(self.train.step_count())) {
-            last_checkpoint = Some(self.save()?);
+        if self.last_checkpoint.as_ref() != Some(&self.checkpoint_dir(self.train.step_count())) {
+            self.save()?;
         }
         let seconds = started.elapsed().as_secs_f64();
         let jokes = self.state.jokes_seen - jokes_at_start;
@@ -320,12 +330,16 @@ impl<'a> JokesTrainer<'a> {
             sequences: self.state.sequences,
             optimizer_steps: self.train.step_count(),
             jokes_seen: self.state.jokes_seen,
-            jokes_too_long: self.state.packer.jokes_skipped(),
+            jokes_too_long: self
+                .tokenized
+                .iter()
+                .filter(|t| t.len() > settings.max_seq_len)
+                .count(),
             untrained_sequences,
             untrained_jokes,
             seconds,
             jokes_per_second: jokes as f64 / seconds.max(1e-9),
-            checkpoint: last_checkpoint,
+            checkpoint: self.last_checkpoint.clone(),
         })
     }
     // ANCHOR_END: run
@@ -360,7 +374,7 @@ impl<'a> JokesTrainer<'a> {
         if pending.len() < settings.accumulate {
             return Ok(None);
         }
-        self.update(pending).map(Some)
+        self.update(pending)
     }
     // ANCHOR_END: train_sequence
 
@@ -372,17 +386,24 @@ impl<'a> JokesTrainer<'a> {
             return 1.0;
         }
         let trained = self.state.sequences - pending;
-        let total = self.state.total_steps * settings.accumulate;
+        let total = (self.state.total_steps * settings.accumulate).min(self.state.total_sequences);
         let left = total.saturating_sub(trained).max(1);
         1.0 / left.min(settings.accumulate) as f64
     }
 
-    fn update(&mut self, pending: &mut Vec<f32>) -> Result<StepRecord> {
+    /// The optimizer step of the sequences in `pending`; `None` when mixed f16's loss scaling
+    /// skipped it (an overflow: no step is counted or recorded, as PyTorch's `GradScaler`).
+    fn update(&mut self, pending: &mut Vec<f32>) -> Result<Option<StepRecord>> {
         let settings = &self.state.settings;
         let lr = self.schedule.lr(self.train.step_count());
-        self.train
+        let report = self
+            .train
             .apply(lr, settings.max_grad_norm)
             .map_err(|e| self.explain(e))?;
+        if !report.applied {
+            pending.clear();
+            return Ok(None);
+        }
         let last = *pending.last().expect("a step has at least one sequence");
         let mean = pending.iter().map(|&l| f64::from(l)).sum::<f64>() / pending.len() as f64;
         pending.clear();
@@ -395,32 +416,26 @@ impl<'a> JokesTrainer<'a> {
             lr,
         };
         self.state.history.push(record);
-        Ok(record)
+        Ok(Some(record))
     }
 
-    fn maybe_save(&self, last: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    fn maybe_save(&mut self) -> Result<()> {
         let step = self.train.step_count();
         match self.state.settings.save_steps {
-            Some(every) if step.is_multiple_of(every) => Ok(Some(self.save()?)),
-            _ => Ok(last),
+            Some(every) if step.is_multiple_of(every) => self.save(),
+            _ => Ok(()),
         }
     }
 
     /// A non-finite loss or gradient, with the last checkpoint and the usual causes added.
     fn explain(&self, e: Error) -> Error {
         match e {
-            Error::NonFiniteLoss { what, value, step } => {
-                let last = (1..step)
-                    .rev()
-                    .map(|s| self.checkpoint_dir(s))
-                    .find(|d| d.join("trainer_state.json").is_file());
-                Error::TrainingDiverged {
-                    what,
-                    value,
-                    step,
-                    checkpoint: last,
-                }
-            }
+            Error::NonFiniteLoss { what, value, step } => Error::TrainingDiverged {
+                what,
+                value,
+                step,
+                checkpoint: self.last_checkpoint.clone(),
+            },
             other => other,
         }
     }

@@ -17,6 +17,8 @@ pub struct EpochBar {
     bar: ProgressBar,
     unit: &'static str,
     started: Instant,
+    /// Where the bar started (after a resume, part of the epoch was done before).
+    start: u64,
     done: u64,
 }
 
@@ -38,8 +40,15 @@ impl EpochBar {
             bar,
             unit,
             started: Instant::now(),
+            start: 0,
             done: 0,
         }
+    }
+
+    /// Starts the bar at `pos` units already done (a resumed epoch); the rate counts from here.
+    pub fn resume_at(&mut self, pos: u64) {
+        self.start = pos;
+        self.set_position(pos);
     }
 
     /// Moves the bar to `pos` units done this epoch.
@@ -59,7 +68,7 @@ impl EpochBar {
 
     /// Units per second since the bar started.
     pub fn rate(&self) -> f64 {
-        self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+        self.done.saturating_sub(self.start) as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
     pub fn finish(&self) {

@@ -206,13 +206,4 @@ impl JokesSettings {
             self.epochs,
         )
     }
-
-    /// What each sequence's loss is multiplied by before its backward pass.
-    pub fn loss_weight(&self) -> f64 {
-        if self.average_gradients {
-            1.0 / self.accumulate as f64
-        } else {
-            1.0
-        }
-    }
 }

@@ -267,6 +267,13 @@ impl<'a> Trainer<'a> {
         &self.schedule
     }
 
+    /// Where checkpoints go from now on, and whether to draw bars: a resumed run takes both
+    /// from its command line, not from the checkpoint's arguments.
+    pub fn set_output(&mut self, output_dir: &Path, progress_bars: bool) {
+        self.state.args.output_dir = output_dir.to_path_buf();
+        self.state.args.progress_bars = progress_bars;
+    }
+
     /// The directory of the checkpoint after optimizer step `step`.
     pub fn checkpoint_dir(&self, step: usize) -> PathBuf {
         self.state
@@ -336,33 +343,38 @@ impl<'a> Trainer<'a> {
                 self.state.batch = end;
                 let lr = self.schedule.lr(self.train_step.step_count());
                 let update = self.train_step.apply(lr, args.max_grad_norm)?;
-                let log = StepLog {
-                    step: self.train_step.step_count(),
-                    epoch: self.epoch_float(),
-                    loss,
-                    learning_rate: lr,
-                    grad_norm: update.grad_norm.unwrap_or(f64::NAN),
-                };
-                self.state.log_history.push(log);
-                since_log.push(log);
+                let step = self.train_step.step_count();
                 bar.set_position((end * bs).min(n) as u64);
-                bar.show(loss, lr);
-                if log.step.is_multiple_of(args.logging_steps) {
-                    on_log(&mean_log(&since_log));
-                    since_log.clear();
+                // An update mixed f16's loss scaling skipped (an overflow) is not a step: it is
+                // neither counted nor logged, as with PyTorch's GradScaler.
+                if let (true, Some(grad_norm)) = (update.applied, update.grad_norm) {
+                    let log = StepLog {
+                        step,
+                        epoch: self.epoch_float(),
+                        loss,
+                        learning_rate: lr,
+                        grad_norm,
+                    };
+                    self.state.log_history.push(log);
+                    since_log.push(log);
+                    bar.show(loss, lr);
+                    if step.is_multiple_of(args.logging_steps) {
+                        on_log(&mean_log(&since_log));
+                        since_log.clear();
+                    }
                 }
                 if self.state.batch == batches {
                     self.state.epoch += 1;
                     self.state.batch = 0;
                 }
                 let epoch_end = self.state.batch == 0;
-                if due(args.eval_strategy, log.step, epoch_end) {
+                if due(args.eval_strategy, step, epoch_end) {
                     let eval = self.evaluate()?;
                     let record = self.eval_log(&eval);
                     on_log(&Logged::Eval(record));
                 }
-                let last = log.step == self.state.max_steps;
-                if due(args.save_strategy, log.step, epoch_end)
+                let last = step == self.state.max_steps;
+                if step > 0 && due(args.save_strategy, step, epoch_end)
                     || (last && args.save_strategy != Interval::No)
                 {
                     on_log(&Logged::Saved(self.save()?));
