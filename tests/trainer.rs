@@ -38,57 +38,12 @@ const LOGIT_ABS: f64 = 1e-5;
 const REL: f64 = 1e-5;
 
 fn fixture() -> Value {
-    let path = fixtures_dir().join("trainer.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; regenerate with `{REGENERATE_TRAINER}`",
-            path.display()
-        )
-    });
-    let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(
-        v["format_version"].as_u64(),
-        Some(1),
-        "{} has another format version; regenerate with `{REGENERATE_TRAINER}`",
-        path.display()
-    );
-    v
+    versioned_fixture("trainer", REGENERATE_TRAINER)
 }
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected an array of numbers, got {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-/// Compares `got` with `want` element by element, printing the evidence first.
+/// Compares `got` with `want` within `abs + REL·|want|`, printing the evidence first.
 fn check(name: &str, got: &[f64], want: &[f64], abs: f64) {
-    assert_eq!(got.len(), want.len(), "{name}: lengths differ");
-    let (mut worst, mut at, mut bad) = (0f64, 0usize, false);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let d = (g - w).abs();
-        if d.is_nan() || d > worst {
-            (worst, at) = (d, i);
-        }
-        bad |= d.is_nan() || d > abs + REL * w.abs();
-    }
-    let pairs: Vec<String> = got
-        .iter()
-        .zip(want)
-        .take(4)
-        .map(|(g, w)| format!("{g:.8} vs {w:.8}"))
-        .collect();
-    eprintln!(
-        "{} {name}: max |diff| {worst:.2e} at {at}; first: {}",
-        if bad { "NOT OK" } else { "ok" },
-        pairs.join(", ")
-    );
-    assert!(
-        !bad,
-        "{name}: beyond {abs:e} + {REL:e}·|want| (regenerate with `{REGENERATE_TRAINER}` if the reference changed)"
-    );
+    check_close(name, got, want, abs, REL, REGENERATE_TRAINER);
 }
 
 fn temp_dir(name: &str) -> PathBuf {

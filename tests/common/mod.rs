@@ -187,3 +187,57 @@ pub fn run_example(name: &str, extra: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("the example prints UTF-8")
 }
+
+/// Reads `tests/fixtures/NAME.json` of format version 1, written by `regenerate` (named in the
+/// failure message).
+pub fn versioned_fixture(name: &str, regenerate: &str) -> serde_json::Value {
+    let path = fixtures_dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; regenerate with `{regenerate}`", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["format_version"].as_u64(),
+        Some(1),
+        "{} has another format version; regenerate with `{regenerate}`",
+        path.display()
+    );
+    v
+}
+
+/// A JSON array of numbers.
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected an array of numbers, got {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// llm.c's checker: `got` against `want` element by element within `abs + rel·|want|`,
+/// the evidence (worst difference, first pairs) printed before the verdict.
+pub fn check_close(name: &str, got: &[f64], want: &[f64], abs: f64, rel: f64, regenerate: &str) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths differ");
+    let (mut worst, mut at, mut bad) = (0f64, 0usize, false);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        if d.is_nan() || d > worst {
+            (worst, at) = (d, i);
+        }
+        bad |= d.is_nan() || d > abs + rel * w.abs();
+    }
+    let pairs: Vec<String> = got
+        .iter()
+        .zip(want)
+        .take(4)
+        .map(|(g, w)| format!("{g:.8} vs {w:.8}"))
+        .collect();
+    eprintln!(
+        "{} {name}: max |diff| {worst:.2e} at {at}; first: {}",
+        if bad { "NOT OK" } else { "ok" },
+        pairs.join(", ")
+    );
+    assert!(
+        !bad,
+        "{name}: beyond {abs:e} + {rel:e}·|want| (regenerate with `{regenerate}` if the reference changed)"
+    );
+}
