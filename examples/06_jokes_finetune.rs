@@ -13,6 +13,11 @@
 //! cargo run --release --example 06_jokes_finetune -- --resume target/jokes-finetune/checkpoint-10
 //! ```
 
+// A program that trains: zeroed memory is written at once (see "Using the crate", memory).
+#[global_allocator]
+static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
+    gpt2_tutorial::memory::ZeroFilledAllocator;
+
 use std::path::PathBuf;
 
 use clap::Parser;

@@ -16,6 +16,11 @@
 //! cargo run --release --example 07_imdb_finetune -- --resume latest   # continue from the newest checkpoint under --out
 //! ```
 
+// A program that trains: zeroed memory is written at once (see "Using the crate", memory).
+#[global_allocator]
+static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
+    gpt2_tutorial::memory::ZeroFilledAllocator;
+
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -25,8 +30,8 @@ use gpt2_tutorial::data::{tokenize_truncated, Imdb, ImdbSource, Padding, Split, 
 use gpt2_tutorial::heads::{for_sequence_classification, HEAD_SEED};
 use gpt2_tutorial::plot::{loss_accuracy_chart, write_svg};
 use gpt2_tutorial::train::{
-    bars_wanted, get_sentiment, latest_checkpoint, Collator, EvalOutput, LabelledRows, Logged,
-    Sentiment, TrainOutput, Trainer, TrainingArguments,
+    bars_wanted, get_sentiment, latest_checkpoint, Collator, EvalOutput, Interval, LabelledRows,
+    Logged, Sentiment, TrainOutput, Trainer, TrainingArguments,
 };
 use serde::Serialize;
 
@@ -62,6 +67,14 @@ struct Args {
     /// The peak learning rate (the tutorial's 2e-5).
     #[arg(long, default_value_t = 2e-5)]
     lr: f64,
+    /// When to evaluate during training: `epoch` (this crate's choice), `no` (transformers'
+    /// default, what the tutorial ran) or every N optimizer steps.
+    #[arg(long, default_value = "epoch")]
+    eval_strategy: Interval,
+    /// When to save a checkpoint: `epoch`, `no` or every N optimizer steps (transformers'
+    /// default is 500).
+    #[arg(long, default_value = "epoch")]
+    save_strategy: Interval,
     /// Keep the training rows in file order (to compare with other implementations).
     #[arg(long)]
     no_shuffle: bool,
@@ -175,6 +188,8 @@ fn main() -> anyhow::Result<()> {
         shuffle: !args.no_shuffle,
         seed: args.seed,
         logging_steps: args.logging_steps,
+        eval_strategy: args.eval_strategy,
+        save_strategy: args.save_strategy,
         progress_bars: bars_wanted(args.quiet || args.json),
         ..TrainingArguments::tutorial(&args.out)
     };

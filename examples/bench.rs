@@ -90,6 +90,9 @@ struct Common {
 enum Size {
     Gpt2,
     Gpt2Medium,
+    /// Written for the memory check of the fine-tune benchmark.
+    Gpt2Large,
+    Gpt2Xl,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -114,6 +117,8 @@ impl Common {
         match self.size {
             Size::Gpt2 => ("gpt2", Gpt2Config::gpt2()),
             Size::Gpt2Medium => ("gpt2-medium", Gpt2Config::gpt2_medium()),
+            Size::Gpt2Large => ("gpt2-large", Gpt2Config::gpt2_large()),
+            Size::Gpt2Xl => ("gpt2-xl", Gpt2Config::gpt2_xl()),
         }
     }
 

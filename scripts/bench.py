@@ -9,6 +9,7 @@ and their ratios against the goals of issue 6. The raw figures go to target/benc
     python3 scripts/bench.py                       # gpt2, 3 rounds
     python3 scripts/bench.py --sizes gpt2,gpt2-medium --rounds 5
     python3 scripts/bench.py --malloc tuned        # both sides with glibc's malloc tuned
+    python3 scripts/bench.py --figures jokes,imdb,memory --rounds 3   # the fine-tunes (bench_finetune.py)
 
 Take figures on a quiet machine: the script prints the load average and refuses to start above
 --max-load unless told otherwise.
@@ -28,6 +29,8 @@ import platform
 import statistics
 import subprocess
 import sys
+
+import bench_finetune
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH = ROOT / "target/release/examples/bench"
@@ -69,7 +72,10 @@ def main():
     p.add_argument("--reps", type=int, default=2, help="timed repetitions per figure and run")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both sides")
     p.add_argument("--figures", default="decode,naive,prefill,train",
-                   help="any of decode, naive, prefill, train, train-candle-adamw (the crate's train with candle_nn::AdamW)")
+                   help="any of decode, naive, prefill, train, train-candle-adamw (the crate's train with "
+                        "candle_nn::AdamW); or the fine-tune figures, recorded on their own: jokes, imdb, memory")
+    p.add_argument("--check-up-to", default="gpt2-large",
+                   help="memory: check the computed 24 GiB fit with one step up to this size (gpt2-xl takes long)")
     p.add_argument("--malloc", choices=["default", "tuned"], default="default",
                    help="glibc malloc settings for both sides")
     p.add_argument("--max-load", type=float, default=0.5, help="refuse to start above this 1-minute load")
@@ -83,6 +89,12 @@ def main():
     args = p.parse_args()
     if args.from_results:
         results = json.loads((ROOT / args.from_results).read_text())
+        if "finetune" in results:
+            table = "\n".join(bench_finetune.tables(results))
+            print(table)
+            if args.record:
+                record(args.record, results, [table])
+            return
         tables = ["\n".join(table_lines(size, r["candle"], r["transformers"], *r["rss"], results["machine"]))
                   for size, r in results["sizes"].items()]
         print("\n\n".join(tables))
@@ -111,7 +123,24 @@ def main():
     }
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
     results = {"machine": machine, "command": " ".join(["python3", "scripts/bench.py", *sys.argv[1:]]),
-               "commit": commit.stdout.strip() or "unknown", "sizes": {}}
+               "commit": commit.stdout.strip() or "unknown"}
+    figures = args.figures.split(",")
+    finetune = [f for f in figures if f in ("jokes", "imdb", "memory")]
+    if finetune:
+        if len(finetune) != len(figures):
+            sys.exit("the fine-tune figures (jokes, imdb, memory) are recorded on their own: run them apart")
+        machine["simd"] = "AVX-512" if "avx512f" in pathlib.Path("/proc/cpuinfo").read_text() else "AVX2, no AVX-512"
+        machine["rounds"] = args.rounds
+        results["finetune"] = bench_finetune.run(finetune, args.rounds, args.threads, env, base, args.check_up_to)
+        table = "\n".join(bench_finetune.tables(results))
+        print("\n" + table)
+        out = ROOT / f"target/bench-finetune-results-{args.malloc}.json"
+        out.write_text(json.dumps(results, indent=1))
+        print(f"\nraw figures: {out.relative_to(ROOT)}")
+        if args.record:
+            record(args.record, results, [table])
+        return
+    results["sizes"] = {}
     tables = []
     for size in args.sizes.split(","):
         subprocess.run([str(BENCH), "prepare", "--size", size], cwd=ROOT, check=True)

@@ -104,6 +104,148 @@ fn rows(size: &Value) -> Vec<String> {
     out
 }
 
+/// Python's `statistics.median` of a list of numbers.
+fn median_of(mut xs: Vec<f64>) -> f64 {
+    assert!(!xs.is_empty());
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+fn goal_mark(ratio: f64) -> String {
+    format!("≥ 1.2 {}", if ratio >= 1.2 { "met" } else { "NOT met" })
+}
+
+/// The fine-tune table rows `scripts/bench_finetune.py` prints (`tables`), from the raw runs.
+fn finetune_rows(results: &Value) -> Vec<String> {
+    let f = &results["finetune"];
+    let num = |v: &Value| v.as_f64().expect("a number");
+    let field = |runs: &Value, key: &str| -> Vec<f64> {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| num(&r[key]))
+            .collect()
+    };
+    let mut out = Vec::new();
+    if let Some(jokes) = f["jokes"].as_object() {
+        for (dtype, e) in jokes {
+            let s = &f["settings"]["jokes"][dtype];
+            let c = median_of(field(&e["candle"], "jokes_per_second"));
+            // Per round PyTorch's faster attention, then the median over rounds.
+            let t = median_of(
+                e["pytorch"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|variants| {
+                        field(variants, "jokes_per_second")
+                            .into_iter()
+                            .fold(f64::MIN, f64::max)
+                    })
+                    .collect(),
+            );
+            out.push(format!(
+                "| jokes loop, tutorial recipe, {dtype}, {} sequences x {} steps (jokes/s) | {c:.2} | {t:.2} | {:.2}x | {} |",
+                s["accumulate"],
+                s["steps"],
+                c / t,
+                goal_mark(c / t)
+            ));
+        }
+    }
+    if let Some(imdb) = f["imdb"].as_object() {
+        let max_length = &f["settings"]["imdb"]["max_length"];
+        for (padding, e) in imdb {
+            for what in ["train", "eval"] {
+                let key = format!("{what}_samples_per_second");
+                let c = median_of(field(&e["candle"], &key));
+                let t = median_of(field(&e["transformers"], &key));
+                out.push(format!(
+                    "| IMDB Trainer, padding {padding} (max_length {max_length}), {what} (samples/s) | {c:.2} | {t:.2} | {:.2}x | {} |",
+                    c / t,
+                    goal_mark(c / t)
+                ));
+            }
+        }
+    }
+    let mib = (1u64 << 20) as f64;
+    if let Some(memory) = f["memory"].as_object() {
+        for (key, e) in memory {
+            let (c, t) = (
+                num(&e["candle"]["peak_rss_bytes"]),
+                num(&e["pytorch"]["peak_rss_bytes"]),
+            );
+            out.push(format!(
+                "| peak RSS of the jokes loop, {key} (MiB) | {:.0} | {:.0} | {:.2}x | ≤ PyTorch's {} |",
+                c / mib,
+                t / mib,
+                t / c,
+                if c <= t { "met" } else { "NOT met" }
+            ));
+        }
+    }
+    if let Some(fits) = f["fits"].as_object() {
+        for (dtype, e) in fits {
+            let largest = |side: &str| e[side]["largest"].as_str().unwrap_or("none").to_string();
+            // The largest size is the straight line through the two measured sizes, recomputed.
+            for side in ["candle", "pytorch"] {
+                let point = |size: &str, p: f64| {
+                    (
+                        p,
+                        num(&f["memory"][format!("{size} {dtype}")][side]["peak_rss_bytes"]),
+                    )
+                };
+                let ((p1, r1), (p2, r2)) = (
+                    point("gpt2", 124_439_808.0),
+                    point("gpt2-medium", 354_823_168.0),
+                );
+                let b = (r2 - r1) / (p2 - p1);
+                let a = r1 - b * p1;
+                let fitting = [
+                    ("gpt2", 124_439_808.0),
+                    ("gpt2-medium", 354_823_168.0),
+                    ("gpt2-large", 774_030_080.0),
+                    ("gpt2-xl", 1_557_611_200.0),
+                ]
+                .into_iter()
+                .rev()
+                .find(|(_, p)| a + b * p <= (24u64 << 30) as f64)
+                .map_or("none", |(s, _)| s);
+                assert_eq!(
+                    fitting,
+                    largest(side),
+                    "{dtype} {side}: the largest size that fits"
+                );
+            }
+            out.push(format!(
+                "| largest GPT-2 to fine-tune in 24 GiB, {dtype} (computed) | {} | {} | | |",
+                largest("candle"),
+                largest("pytorch")
+            ));
+        }
+    }
+    if let Some(checks) = f["fit_checks"].as_object() {
+        for (key, e) in checks {
+            let rss = num(&e["peak_rss_bytes"]);
+            out.push(format!(
+                "| one step of the jokes loop, {key}: peak RSS (MiB) | {:.0} | | | ≤ 24576 {} |",
+                rss / mib,
+                if rss <= (24u64 << 30) as f64 {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            ));
+        }
+    }
+    out
+}
+
 fn recorded() -> Vec<(PathBuf, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(benchmarks_dir())
         .expect("benchmarks/ holds the recorded runs")
@@ -126,6 +268,14 @@ fn recorded_tables_are_the_raw_figures() {
     for (json, results) in recorded() {
         let md = std::fs::read_to_string(json.with_extension("md"))
             .unwrap_or_else(|e| panic!("{}: {e}", json.with_extension("md").display()));
+        if results.get("finetune").is_some() {
+            let rows = finetune_rows(&results);
+            assert!(rows.len() >= 2, "{}: nothing was measured", json.display());
+            for row in rows {
+                assert!(md.contains(&row), "{}: missing row\n{row}", json.display());
+            }
+            continue;
+        }
         let sizes = results["sizes"].as_object().expect("sizes");
         assert!(!sizes.is_empty());
         for (name, size) in sizes {
@@ -172,13 +322,14 @@ fn readme_quotes_the_recorded_figures() {
         .unwrap();
     let known: Vec<String> = recorded()
         .iter()
-        .flat_map(|(_, r)| {
-            r["sizes"]
+        .flat_map(|(_, r)| match r.get("finetune") {
+            Some(_) => finetune_rows(r),
+            None => r["sizes"]
                 .as_object()
                 .unwrap()
                 .values()
                 .flat_map(rows)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
         })
         .collect();
     let quoted: Vec<&str> = section

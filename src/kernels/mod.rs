@@ -34,6 +34,8 @@
 //!   inference without a cache (`attention_inference.rs`) and [`attention`] with a backward pass
 //!   for training (`attention_train.rs`), both walking `attention_geometry.rs`'s blocks of rows;
 //! - [`cross_entropy`] (`cross_entropy.rs`) and [`FusedAdamW`] (`adamw.rs`);
+//! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
+//!   [`update_in_place`] (`adamw_in_place.rs`): the chapters' AdamW in one pass, in place;
 //! - [`Mask`] (`dropout.rs`): the dropout mask, made again from its seed when needed;
 //! - `simd.rs`: the exponential and the reductions the element-wise loops share;
 //! - `op.rs`: how a kernel of one to three inputs becomes a candle custom operation.
@@ -44,7 +46,9 @@ use op::contiguous;
 
 mod simd;
 
+mod accumulate;
 mod adamw;
+mod adamw_in_place;
 mod attention_geometry;
 mod attention_inference;
 mod attention_train;
@@ -57,7 +61,9 @@ mod linear;
 mod op;
 mod softmax;
 
+pub use accumulate::add_in_place;
 pub use adamw::FusedAdamW;
+pub use adamw_in_place::update_in_place;
 pub use attention_inference::causal_attention;
 pub use attention_train::attention;
 pub use cross_entropy::cross_entropy;

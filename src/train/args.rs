@@ -21,6 +21,25 @@ pub enum Interval {
     Steps(usize),
 }
 
+impl std::str::FromStr for Interval {
+    type Err = Error;
+
+    /// `no`, `epoch`, or a number of optimizer steps (as transformers' `"steps"` with that
+    /// many `eval_steps`/`save_steps`).
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "no" => Ok(Self::No),
+            "epoch" => Ok(Self::Epoch),
+            _ => match s.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Self::Steps(n)),
+                _ => Err(Error::InvalidArgument(format!(
+                    "interval {s:?}: expected no, epoch or a number of steps above 0"
+                ))),
+            },
+        }
+    }
+}
+
 // ANCHOR: training_arguments
 /// What a [`Trainer`](super::Trainer) run does. [`TrainingArguments::tutorial`] gives the
 /// tutorial's values; what it does not set has transformers' default.

@@ -77,6 +77,7 @@ pub struct JokesReport {
     pub untrained_sequences: usize,
     /// Jokes left in the packing buffer at the end, never trained (tutorial recipe).
     pub untrained_jokes: usize,
+    /// Seconds of the loop, without the checkpoint saved at the end.
     pub seconds: f64,
     pub jokes_per_second: f64,
     /// The last checkpoint written.
@@ -320,10 +321,11 @@ impl<'a> JokesTrainer<'a> {
         }
         let untrained_sequences = pending.len();
         let untrained_jokes = self.state.packer.buffered_jokes();
+        // The rate is the loop's: the tutorial's loop is timed without its final save too.
+        let seconds = started.elapsed().as_secs_f64();
         if self.last_checkpoint.as_ref() != Some(&self.checkpoint_dir(self.train.step_count())) {
             self.save()?;
         }
-        let seconds = started.elapsed().as_secs_f64();
         let jokes = self.state.jokes_seen - jokes_at_start;
         Ok(JokesReport {
             history: self.state.history.clone(),

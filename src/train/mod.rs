@@ -26,6 +26,7 @@
 //! [`TrainingArguments`], [`Trainer`] (`train`, `evaluate`, checkpoints that resume) and what it
 //! reports ([`TrainOutput`], [`EvalOutput`], accuracy, `total_flos`).
 
+mod adamw_update;
 mod args;
 mod checkpoint;
 mod clip;

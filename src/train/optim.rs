@@ -24,7 +24,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::FusedAdamW;
+use super::adamw_update::{torch_step, transformers4_step, ElementStep, Ops, Update};
+use crate::kernels::{update_in_place, FusedAdamW};
 use crate::{Error, Result};
 
 /// Which AdamW [`TrainStep::new`](super::TrainStep::new) uses for f32 weights: both compute
@@ -210,13 +211,21 @@ impl AdamW {
                     .then_some(p.var.dtype()),
                 device: p.var.device().clone(),
             };
+            let wd = if p.decay { c.weight_decay } else { 0.0 };
+            // f32 on the CPU: the same operations element by element, in one pass, in place.
+            if ops.round.is_none() {
+                let k = ElementStep::new(&c, wd, bias_correction1, bias_correction2);
+                let w = p.var.as_tensor();
+                if update_in_place(w, g, &p.m, &p.v, |w, g, m, v| k.apply(w, g, m, v))? {
+                    continue;
+                }
+            }
             let x = Update {
                 w: p.var.as_tensor().detach().to_dtype(DType::F32)?,
                 g: g.to_dtype(DType::F32)?,
                 m: p.m.to_dtype(DType::F32)?,
                 v: p.v.to_dtype(DType::F32)?,
             };
-            let wd = if p.decay { c.weight_decay } else { 0.0 };
             let y = match c.variant {
                 AdamWVariant::Torch => {
                     torch_step(&ops, x, &c, wd, bias_correction1, bias_correction2)?
@@ -384,124 +393,6 @@ fn moments_dtype(weights: DType, half: HalfMoments) -> DType {
         HalfMoments::F32 => DType::F32,
     }
 }
-
-/// The tensors one parameter's update reads and writes, all in f32.
-struct Update {
-    w: Tensor,
-    g: Tensor,
-    m: Tensor,
-    v: Tensor,
-}
-
-/// PyTorch's element-wise operations on f32 tensors, each result rounded to `round` if set:
-/// PyTorch computes an f16 or bf16 operation in f32 (its "opmath" type) and rounds once.
-/// `x * s` and `x + s` with an f64 `s` round `s` to f32 first, as PyTorch does.
-struct Ops {
-    round: Option<DType>,
-    device: Device,
-}
-
-impl Ops {
-    fn r(&self, t: Tensor) -> Result<Tensor> {
-        Ok(match self.round {
-            Some(d) => t.to_dtype(d)?.to_dtype(DType::F32)?,
-            None => t,
-        })
-    }
-
-    /// `x.mul_(s)`
-    fn mul(&self, x: &Tensor, s: f64) -> Result<Tensor> {
-        self.r((x * s)?)
-    }
-
-    /// `x.add_(y, alpha=s)`: `x + s·y`
-    fn add_scaled(&self, x: &Tensor, y: &Tensor, s: f64) -> Result<Tensor> {
-        self.r(((y * s)? + x)?)
-    }
-
-    /// `x.lerp_(y, w)` with a scalar weight: PyTorch's two formulas, by the size of `w`.
-    fn lerp(&self, x: &Tensor, y: &Tensor, w: f64) -> Result<Tensor> {
-        let w32 = w as f32;
-        let d = (y - x)?;
-        self.r(if w32.abs() < 0.5 {
-            ((d * w)? + x)?
-        } else {
-            (y - (d * f64::from(1.0 - w32))?)?
-        })
-    }
-
-    /// `x.addcmul_(a, b, value=s)`: `x + s·a·b`, left to right.
-    fn addcmul(&self, x: &Tensor, a: &Tensor, b: &Tensor, s: f64) -> Result<Tensor> {
-        self.r((((a * s)? * b)? + x)?)
-    }
-
-    /// `x.addcdiv_(a, b, value=s)`: `x + s·a / b`, left to right.
-    fn addcdiv(&self, x: &Tensor, a: &Tensor, b: &Tensor, s: f64) -> Result<Tensor> {
-        self.r((((a * s)? / b)? + x)?)
-    }
-
-    fn sqrt(&self, x: &Tensor) -> Result<Tensor> {
-        self.r(x.sqrt()?)
-    }
-
-    /// `x / s`: a true division (candle's `x / f64` multiplies by the reciprocal).
-    fn div(&self, x: &Tensor, s: f64) -> Result<Tensor> {
-        let s = Tensor::new(s as f32, &self.device)?;
-        self.r(x.broadcast_div(&s)?)
-    }
-
-    /// `x.add_(s)`
-    fn add(&self, x: &Tensor, s: f64) -> Result<Tensor> {
-        self.r((x + s)?)
-    }
-}
-
-// ANCHOR: torch_step
-/// `torch.optim.AdamW`'s update of one parameter (`_single_tensor_adam` with decoupled weight
-/// decay), operation by operation.
-fn torch_step(o: &Ops, x: Update, c: &AdamWConfig, wd: f64, bc1: f64, bc2: f64) -> Result<Update> {
-    let Update { mut w, g, m, v } = x;
-    if wd != 0.0 {
-        w = o.mul(&w, 1.0 - c.lr * wd)?; // param.mul_(1 - lr * weight_decay)
-    }
-    let m = o.lerp(&m, &g, 1.0 - c.beta1)?; // exp_avg.lerp_(grad, 1 - beta1)
-    let v = o.mul(&v, c.beta2)?; // exp_avg_sq.mul_(beta2)
-    let v = o.addcmul(&v, &g, &g, 1.0 - c.beta2)?; //   .addcmul_(grad, grad, value=1 - beta2)
-    let step_size = c.lr / bc1;
-    let denom = o.sqrt(&v)?; // (exp_avg_sq.sqrt()
-    let denom = o.div(&denom, bc2.sqrt())?; //   / bias_correction2_sqrt)
-    let denom = o.add(&denom, c.eps)?; //   .add_(eps)
-    let w = o.addcdiv(&w, &m, &denom, -step_size)?; // param.addcdiv_(exp_avg, denom, value=-step_size)
-    Ok(Update { w, g, m, v })
-}
-// ANCHOR_END: torch_step
-
-// ANCHOR: transformers4_step
-/// transformers 4.x `AdamW.step` for one parameter, operation by operation: `eps` joins
-/// `sqrt(v)` before any bias correction, which instead scales the step size.
-fn transformers4_step(
-    o: &Ops,
-    x: Update,
-    c: &AdamWConfig,
-    wd: f64,
-    bc1: f64,
-    bc2: f64,
-) -> Result<Update> {
-    let Update { w, g, m, v } = x;
-    let m = o.mul(&m, c.beta1)?; // exp_avg.mul_(beta1)
-    let m = o.add_scaled(&m, &g, 1.0 - c.beta1)?; //   .add_(grad, alpha=1.0 - beta1)
-    let v = o.mul(&v, c.beta2)?; // exp_avg_sq.mul_(beta2)
-    let v = o.addcmul(&v, &g, &g, 1.0 - c.beta2)?; //   .addcmul_(grad, grad, value=1.0 - beta2)
-    let denom = o.sqrt(&v)?; // exp_avg_sq.sqrt()
-    let denom = o.add(&denom, c.eps)?; //   .add_(eps)
-    let step_size = c.lr * bc2.sqrt() / bc1;
-    let mut w = o.addcdiv(&w, &m, &denom, -step_size)?; // p.addcdiv_(exp_avg, denom, value=-step_size)
-    if wd > 0.0 {
-        w = o.add_scaled(&w, &w, -c.lr * wd)?; // p.add_(p, alpha=-lr * weight_decay)
-    }
-    Ok(Update { w, g, m, v })
-}
-// ANCHOR_END: transformers4_step
 
 /// The optimiser a [`TrainStep`](super::TrainStep) updates its weights with.
 pub(super) enum Opt {

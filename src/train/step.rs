@@ -474,6 +474,7 @@ impl TrainStep {
                 continue;
             };
             let sum = match self.accumulated.remove(var) {
+                Some(acc) if crate::kernels::add_in_place(&acc, &g)? => acc,
                 Some(acc) => (acc + g)?,
                 None => g,
             };

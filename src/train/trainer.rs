@@ -379,6 +379,9 @@ impl<'a> Trainer<'a> {
                 {
                     on_log(&Logged::Saved(self.save()?));
                 }
+                if epoch_end {
+                    break; // the next epoch draws its own order
+                }
             }
             bar.finish();
         }
