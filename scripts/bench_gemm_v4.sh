@@ -26,7 +26,7 @@ for r in $(seq "$rounds"); do
     for side in with without; do
         bin=./target/release/examples/bench
         [ "$side" = without ] && bin=$ab/target/release/examples/bench
-        step=$($bin run --size gpt2 --reps 2 --figures train)
+        step=$($bin run --size gpt2 --reps 2 --figures decode,prefill,train)
         prof=$($bin profile --reps 5)
         echo "{\"side\": \"$side\", \"train\": $step, \"profile\": $prof}" >>"$results"
     done
@@ -41,12 +41,16 @@ lines = [f"# gemm's `x86-v4` feature (AVX-512 kernels) in the training step", ""
          f"Recorded by scripts/bench_gemm_v4.sh at {commit} on {cpu} (AVX-512), gpt2-size random model, f32, "
          f"{rounds} rounds alternating the two builds; medians.", "",
          "| figure | with x86-v4 | without | ratio |", "|---|---:|---:|---:|"]
-w = med("with", lambda r: r["train"]["train"]["tokens_per_s"]); o = med("without", lambda r: r["train"]["train"]["tokens_per_s"])
-lines.append(f"| training step, 500 tokens (tokens/s) | {w:.1f} | {o:.1f} | {w / o:.2f}x |")
+names = {"decode": "decode, 64 tokens, KV cache (tokens/s)", "prefill": "prefill, 500 tokens (tokens/s)",
+         "train": "training step, 500 tokens (tokens/s)"}
+for fig, name in names.items():
+    w = med("with", lambda r: r["train"][fig]["tokens_per_s"]); o = med("without", lambda r: r["train"][fig]["tokens_per_s"])
+    lines.append(f"| {name} | {w:.1f} | {o:.1f} | {w / o:.2f}x |")
 for k in sorted(rows[0]["profile"]):
-    if k.startswith("matmul"):
+    if k.startswith("matmul") or k.startswith("gemv"):
         w = med("with", lambda r: r["profile"][k]); o = med("without", lambda r: r["profile"][k])
-        lines.append(f"| {k} (GFLOP/s) | {w:.1f} | {o:.1f} | {w / o:.2f}x |")
+        unit = "GFLOP/s" if k.startswith("matmul") else "GB/s of weights"
+        lines.append(f"| {k} ({unit}) | {w:.1f} | {o:.1f} | {w / o:.2f}x |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

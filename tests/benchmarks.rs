@@ -338,9 +338,11 @@ fn readme_quotes_the_recorded_figures() {
         .collect();
     assert!(quoted.len() >= 6, "the Performance section quotes a table");
     // Ratios quoted in the prose ("decode 1.69x") are in some recorded table too.
-    let tables: String = recorded()
-        .iter()
-        .map(|(json, _)| std::fs::read_to_string(json.with_extension("md")).unwrap())
+    let tables: String = std::fs::read_dir(benchmarks_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     let ratios = ratios_in(section);
     assert!(ratios.len() >= 6, "the prose quotes ratios: {ratios:?}");
@@ -356,4 +358,101 @@ fn readme_quotes_the_recorded_figures() {
             "README quotes a figure no recorded run has:\n{line}"
         );
     }
+}
+
+/// The fine-tune run the chapters quote (default malloc).
+const FINETUNE_RECORD: &str = "cpu-2026-11-26-finetune.json";
+
+/// Chapters 6 and 7 quote their loop's recorded rate (this crate's, f32, PyTorch's beside it),
+/// with the tutorial's GPU figure next to it for scale; chapter 6's estimate of a full run
+/// follows from the quoted rate.
+#[test]
+fn chapters_quote_the_loops_recorded_figures() {
+    let path = benchmarks_dir().join(FINETUNE_RECORD);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let f = &results["finetune"];
+    let rate = |runs: &Value, key: &str| {
+        median_of(
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[key].as_f64().unwrap())
+                .collect(),
+        )
+    };
+    let chapter =
+        |name: &str| std::fs::read_to_string(common::root().join("chapters").join(name)).unwrap();
+
+    let six = chapter("06_jokes_finetune.md");
+    let jokes = &f["jokes"]["f32"];
+    let ours = rate(&jokes["candle"], "jokes_per_second");
+    let torch = median_of(
+        jokes["pytorch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["jokes_per_second"].as_f64().unwrap())
+                    .fold(f64::MIN, f64::max)
+            })
+            .collect(),
+    );
+    for quoted in [
+        format!("{ours:.2} jokes a second"),
+        format!("{torch:.2}"),
+        "118.8 jokes per second".to_string(),
+    ] {
+        assert!(six.contains(&quoted), "chapter 6 should quote {quoted:?}");
+    }
+    // Five epochs of the 231,657 jokes at that rate.
+    let hours = 5.0 * 231_657.0 / ours / 3600.0;
+    assert!(
+        six.contains(&format!("about {hours:.0} hours")),
+        "chapter 6's estimate should be about {hours:.0} hours"
+    );
+
+    let seven = chapter("07_imdb_finetune.md");
+    let imdb = &f["imdb"]["max_length"];
+    let ours = rate(&imdb["candle"], "train_samples_per_second");
+    let theirs = rate(&imdb["transformers"], "train_samples_per_second");
+    for quoted in [
+        format!("{ours:.2} samples a second"),
+        format!("{theirs:.2}"),
+        "14.2 samples/s".to_string(),
+    ] {
+        assert!(seven.contains(&quoted), "chapter 7 should quote {quoted:?}");
+    }
+}
+
+/// The `x86-v4` A/B (scripts/bench_gemm_v4.sh keeps only its table): every ratio is its row's
+/// two figures divided, the training step is among them, and the performance page shows it.
+#[test]
+fn the_gemm_ab_table_is_consistent() {
+    let name = "gemm-x86-v4-2026-11-26.md";
+    let md = std::fs::read_to_string(benchmarks_dir().join(name)).unwrap();
+    let rows: Vec<Vec<&str>> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| figure"))
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    assert!(rows.iter().any(|r| r[0].starts_with("training step")));
+    for r in &rows {
+        let (with, without): (f64, f64) = (r[1].parse().unwrap(), r[2].parse().unwrap());
+        // The figures are rounded to 0.1, the ratio computed before rounding.
+        let ratio: f64 = r[3].trim_end_matches('x').parse().unwrap();
+        let (lo, hi) = (
+            (with - 0.05) / (without + 0.05),
+            (with + 0.05) / (without - 0.05),
+        );
+        assert!(
+            lo - 0.005 <= ratio && ratio <= hi + 0.005,
+            "{}: {ratio} vs {with}/{without}",
+            r[0]
+        );
+    }
+    let page = std::fs::read_to_string(common::root().join("chapters/performance.md")).unwrap();
+    assert!(page.contains(&format!("benchmarks/{name}")));
 }
