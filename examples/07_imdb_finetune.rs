@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! cargo run --release --example 07_imdb_finetune                   # the tutorial's arguments, bundled model and data
-//! cargo run --release --example 07_imdb_finetune -- --lr 1e-3 --epochs 10 --padding longest --max-length 64   # the book's run
+//! cargo run --release --example 07_imdb_finetune -- --lr 1e-3 --epochs 6 --padding longest --max-length 64   # the book's run
 //! cargo run --release --example 07_imdb_finetune -- --model openai-community/gpt2 --data hub --train-limit 1000 --eval-limit 500
 //! cargo run --release --example 07_imdb_finetune -- --resume latest   # continue from the newest checkpoint under --out
 //! ```

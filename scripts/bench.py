@@ -105,7 +105,7 @@ def main():
     load1 = os.getloadavg()[0]
     if load1 > args.max_load and not args.force:
         sys.exit(f"load average {load1:.2f} > {args.max_load}: the machine is busy; wait, or pass --force")
-    subprocess.run(["cargo", "build", "--release", "--example", "bench"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", *bench_finetune.FEATURES, "--example", "bench"], cwd=ROOT, check=True)
 
     base = dict(os.environ)
     if args.malloc == "tuned":

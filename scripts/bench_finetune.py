@@ -36,6 +36,9 @@ DATA = ROOT / "target/bench-data"
 JOKES_REF = ROOT / "scripts/reference/bench_jokes_loop.py"
 IMDB_REF = ROOT / "scripts/reference/bench_imdb_trainer.py"
 
+# The crate's release build as a user on this machine would make it fastest: with the gemm
+# crate's AVX-512 kernels (the `avx512` feature; they are chosen only on a CPU that has them).
+FEATURES = ["--features", "avx512"]
 JOKE_ROWS = 1000
 # Both sides: the tutorial recipe with fewer sequences per step, so that a round takes a minute.
 JOKES = {
@@ -138,8 +141,8 @@ def torch_imdb(padding, threads, env):
 
 def run(figures, rounds, threads, env, base, check_up_to):
     """Runs the fine-tune figures; returns the raw results (the "finetune" part of the record)."""
-    subprocess.run(["cargo", "build", "--release", "--example", "bench", "--example", "06_jokes_finetune",
-                    "--example", "07_imdb_finetune"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", *FEATURES, "--example", "bench", "--example",
+                    "06_jokes_finetune", "--example", "07_imdb_finetune"], cwd=ROOT, check=True)
     prepare(["gpt2"] + (["gpt2-medium"] if "memory" in figures else []))
     out = ROOT / "target/bench-finetune"
     res = {"settings": {"jokes": JOKES, "joke_rows": JOKE_ROWS, "imdb": IMDB, "bf16_cpu": cpu_has_bf16()}}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The A/B of the gemm crate's `x86-v4` feature (its AVX-512 kernels, chosen at run time) in the
-# training step, on an AVX-512 machine: builds the bench example once with the feature (this
-# checkout) and once without (a copy of the sources in target/gemm-ab/ with the feature taken out
-# of Cargo.toml), then times both binaries' training step and matmul profile in alternation.
-# Writes benchmarks/gemm-x86-v4-<date>.md.
+# The A/B of the gemm crate's `x86-v4` feature (its AVX-512 kernels, chosen at run time) on an
+# AVX-512 machine: builds the bench example with this crate's `avx512` feature (which turns it
+# on) into target/release and without it into target/gemm-ab, then times both binaries'
+# decoding, prefill, training step and matmul profile in alternation. Writes
+# benchmarks/gemm-x86-v4-<date>.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qw avx512f /proc/cpuinfo || { echo "no AVX-512 on this CPU: nothing to compare" >&2; exit 1; }
@@ -11,13 +11,8 @@ rounds=${ROUNDS:-3}
 date=$(date -u +%Y-%m-%d)
 out=benchmarks/gemm-x86-v4-$date.md
 ab=target/gemm-ab
-rm -rf "$ab/src" && mkdir -p "$ab/src"
-cp -r src examples data "$ab/src/"
-cp Cargo.toml Cargo.lock "$ab/src/"
-sed -i 's/, "x86-v4"\]/]/' "$ab/src/Cargo.toml"
-! grep -q x86-v4 "$ab/src/Cargo.toml"
-cargo build --release --example bench >/dev/null 2>&1
-(cd "$ab/src" && CARGO_TARGET_DIR=../target cargo build --release --example bench >/dev/null 2>&1)
+cargo build --release --features avx512 --example bench >/dev/null 2>&1
+CARGO_TARGET_DIR=$ab/target cargo build --release --example bench >/dev/null 2>&1
 ./target/release/examples/bench prepare --size gpt2 2>/dev/null
 export RAYON_NUM_THREADS=$(nproc)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')

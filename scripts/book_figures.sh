@@ -21,6 +21,6 @@ cp "$out/loss_lr.svg" chapters/figures/06_loss_lr.svg
 out=target/book-figures/07
 rm -rf "$out"
 cargo run --release --example 07_imdb_finetune -- --model bundled --device cpu --quiet --out "$out" \
-    --lr 1e-3 --epochs 10 --padding longest --max-length 64 --logging-steps 15 >/dev/null
+    --lr 1e-3 --epochs 6 --padding longest --max-length 64 --logging-steps 15 >/dev/null
 cp "$out/history.json" chapters/figures/07_imdb_history.json
 cp "$out/loss_accuracy.svg" chapters/figures/07_imdb_loss_accuracy.svg

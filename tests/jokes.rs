@@ -380,7 +380,7 @@ fn the_books_figure_is_drawn_from_the_committed_history() {
 }
 
 /// The numbers chapter 6 derives: "JOKE:" is three tokens, the bundled jokes average 21 tokens,
-/// and the CPU estimate for the full run from the recorded training speed.
+/// and the tutorial's run is about 24 million tokens.
 #[test]
 fn the_chapters_numbers() {
     let tok = &bundled().tokenizer;
@@ -391,21 +391,14 @@ fn the_chapters_numbers() {
     let tokens: usize = jokes.iter().map(Vec::len).sum();
     let mean = tokens as f64 / jokes.len() as f64;
     assert_eq!(format!("{mean:.0}"), "21");
-    // Five epochs of the Hub's 231,657 jokes at gpt2's recorded training speed.
-    let bench = std::fs::read_to_string(root().join("benchmarks/cpu-2026-11-26-gpt2.md")).unwrap();
-    assert!(
-        bench.contains("93.6"),
-        "the recorded gpt2 training speed moved: update chapter 6"
-    );
     let total = 231_657.0 * mean * 5.0;
     assert_eq!(format!("{:.0}", total / 1e6), "24");
-    assert_eq!(format!("{:.0}", total / 93.6 / 3600.0), "73");
     let chapter = std::fs::read_to_string(root().join("chapters/06_jokes_finetune.md")).unwrap();
+    // The hours of a full run come from the recorded loop: tests/benchmarks.rs checks them.
     for quoted in [
-        "about 24 million tokens",
-        "93.6 tokens",
-        "about 73 hours",
         "average 21 tokens",
+        "about 24 million tokens",
+        "231,657 jokes",
     ] {
         assert!(
             chapter.contains(quoted),
