@@ -154,6 +154,9 @@ fn main() -> anyhow::Result<()> {
         )?,
     };
     // ANCHOR_END: train
+    // The trainer keeps its own trainable copy: the loaded weights would only hold a model's
+    // worth of memory through the run.
+    drop(loaded.weights);
     let settings = trainer.settings().clone();
     let model_name = match &args.resume {
         Some(dir) => format!("checkpoint {}", dir.display()),

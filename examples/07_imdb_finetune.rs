@@ -222,6 +222,9 @@ fn main() -> anyhow::Result<()> {
         )?,
     };
     // ANCHOR_END: trainer
+    // The trainer keeps its own trainable copy: the loaded weights would only hold a model's
+    // worth of memory through the run.
+    drop((weights, loaded.weights));
     // A resumed run writes where this command says, with or without bars as it says.
     trainer.set_output(&args.out, bars_wanted(args.quiet));
 

@@ -1,8 +1,6 @@
 //! Multi-head causal attention with a backward pass, for training: dropout inside, the
 //! gradient of q, k and v written straight into one `(B, T, 3C)` buffer.
 
-use std::sync::{Arc, Mutex};
-
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -22,8 +20,9 @@ use crate::Result;
 /// buffer. The plain path is a dozen tensors - the split of q, k and v, the transposes, the
 /// score matrix, the softmax, the dropout, the product, the merge - and in the backward pass
 /// each of them gets a zeroed gradient buffer to add into. Here each head is one task, its
-/// softmax probabilities are kept for the backward pass, and the dropout mask is made again
-/// from its seed rather than stored; it is the mask the plain path's dropout layer would draw for
+/// softmax probabilities are computed again in the backward pass rather than kept (they were
+/// `(B, nh, T, T)` floats per layer - 384 MB through a 500-token gpt2-medium step - for one
+/// more `q k^T` per block), and the dropout mask is made again from its seed rather than stored; it is the mask the plain path's dropout layer would draw for
 /// the `(B, nh, T, T)` probabilities. Returns `None` (and draws nothing from `dropout`) where
 /// this does not apply: other devices or dtypes, no mask, or a mask of another shape.
 pub fn attention(
@@ -44,7 +43,6 @@ pub fn attention(
         n_head,
         scale: scale as f32,
         dropout: dropout.next_mask(),
-        probs: Arc::new(Mutex::new(None)),
     };
     Ok(Some(apply(op, &[qkv, mask])?))
 }
@@ -53,49 +51,44 @@ struct AttentionWithGrad {
     n_head: usize,
     scale: f32,
     dropout: Option<Mask>,
-    /// The softmax probabilities `(B, nh, T, T)` of the forward pass (before dropout; zero
-    /// beyond the keys a row block may see), for the backward pass.
-    probs: Arc<Mutex<Option<Vec<f32>>>>,
 }
 
 impl AttentionWithGrad {
-    /// `y` `(B, T, C)` and the probabilities `(B, nh, T, T)`.
-    fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> (Vec<f32>, Vec<f32>) {
+    /// `y` `(B, T, C)`.
+    fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, c) = (g.t, g.nh, g.c());
         let mut y = zeros_on_huge_pages(g.b * t * c);
-        let mut probs = zeros_on_huge_pages(g.b * nh * t * t);
         let out = SharedOut(y.as_mut_ptr());
-        probs
-            .par_chunks_mut(t * t)
-            .enumerate()
-            .for_each(|(task, p)| {
-                let (bi, h) = (task / nh, task % nh);
-                let head = g.head(bi, h);
-                let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
-                let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
-                let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
-                for blk in g.row_blocks(bi, h) {
-                    g.block_probs(
+        (0..g.b * nh).into_par_iter().for_each(|task| {
+            let (bi, h) = (task / nh, task % nh);
+            let head = g.head(bi, h);
+            // One head's (T, T) probabilities, row block by row block.
+            let mut p = vec![0f32; t * t];
+            let mut scores = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
+            for blk in g.row_blocks(bi, h) {
+                g.block_probs(
+                    qkv,
+                    &blk,
+                    self.scale,
+                    &mut scores,
+                    (&mut p[blk.i0 * t..], t),
+                );
+                let probs = self.dropped_probs(g, &blk, &p, &mut keep, &mut dropped);
+                // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C)
+                // are written by this task alone.
+                unsafe {
+                    head.times_v(
                         qkv,
-                        &blk,
-                        self.scale,
-                        &mut scores,
-                        (&mut p[blk.i0 * t..], t),
-                    );
-                    let probs = self.dropped_probs(g, &blk, p, &mut keep, &mut dropped);
-                    // SAFETY: y rows i0..i1, columns h*hs..(h+1)*hs of batch bi (row stride C)
-                    // are written by this task alone.
-                    unsafe {
-                        head.times_v(
-                            qkv,
-                            (blk.rows(), blk.width),
-                            probs,
-                            Strided::rows(out.at(bi * t * c + blk.i0 * c + h * g.hs), c),
-                        )
-                    }
+                        (blk.rows(), blk.width),
+                        probs,
+                        Strided::rows(out.at(bi * t * c + blk.i0 * c + h * g.hs), c),
+                    )
                 }
-            });
-        (y, probs)
+            }
+        });
+        y
     }
 
     /// The probabilities of a block after dropout, as the forward pass multiplies v by them:
@@ -128,21 +121,24 @@ impl AttentionWithGrad {
     }
 
     /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
-    fn backward(&self, qkv: &[f32], dy: &[f32], probs: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+    fn backward(&self, qkv: &[f32], dy: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, hs, c3, c) = (g.t, g.nh, g.hs, g.c3(), g.c());
         let mut dqkv = zeros_on_huge_pages(g.b * t * c3);
         let out = SharedOut(dqkv.as_mut_ptr());
         (0..g.b * nh).into_par_iter().for_each(|task| {
             let (bi, h) = (task / nh, task % nh);
             let head = g.head(bi, h);
-            let p = &probs[task * t * t..(task + 1) * t * t];
+            let mut p = vec![0f32; t * t];
             let mut dropped = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut keep = vec![0f32; ATTENTION_ROW_BLOCK * t];
             let mut dp = vec![0f32; ATTENTION_ROW_BLOCK * t];
             for blk in g.row_blocks(bi, h) {
                 let (i0, rows, width) = (blk.i0, blk.rows(), blk.width);
                 let dy_rows = Strided::rows(dy[bi * t * c + i0 * c + h * hs..].as_ptr(), c);
-                let pd = self.dropped_probs(g, &blk, p, &mut keep, &mut dropped);
+                // The forward pass's probabilities, made again the same way (`dropped` is
+                // scratch here, overwritten next).
+                g.block_probs(qkv, &blk, self.scale, &mut dropped, (&mut p[i0 * t..], t));
+                let pd = self.dropped_probs(g, &blk, &p, &mut keep, &mut dropped);
                 // SAFETY (all four products): the rows of this head that this task alone
                 // writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row stride 3C),
                 // scratch buffers of (rows, width), and reads within `qkv`, `dy` and `probs`.
@@ -224,8 +220,7 @@ impl CpuKernel for AttentionWithGrad {
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = AttentionGeometry::new(inputs, self.n_head, 1)?;
-        let (y, probs) = self.forward(inputs.f32(0)?, &g);
-        *self.probs.lock().expect("attention probabilities poisoned") = Some(probs);
+        let y = self.forward(inputs.f32(0)?, &g);
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.nh * g.hs))))
     }
 
@@ -235,7 +230,6 @@ impl CpuKernel for AttentionWithGrad {
                 n_head: self.n_head,
                 scale: self.scale,
                 dropout: self.dropout,
-                probs: self.probs.clone(),
             },
         };
         let (qkv, mask) = (inputs[0], inputs[1]);
@@ -254,15 +248,7 @@ impl CpuKernel for AttentionGrad {
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let (qkv, dy) = (inputs.f32(0)?, inputs.f32(1)?);
         let g = AttentionGeometry::new(inputs, self.op.n_head, 2)?;
-        let probs = self
-            .op
-            .probs
-            .lock()
-            .expect("attention probabilities poisoned");
-        let Some(probs) = probs.as_ref() else {
-            candle_core::bail!("{}: the forward pass kept no probabilities", Self::NAME);
-        };
-        let dqkv = self.op.backward(qkv, dy, probs, &g);
+        let dqkv = self.op.backward(qkv, dy, &g);
         Ok((CpuStorage::F32(dqkv), inputs.layout(0).shape().clone()))
     }
 }

@@ -107,9 +107,14 @@ macro_rules! custom_op {
                 g: &Tensor,
             ) -> candle_core::Result<$grads> {
                 let mut grads = self.0.bwd(&[$($x),+], y, g)?.into_iter();
+                // Detached: a gradient computed from the forward tensors (`x.t().matmul(g)`)
+                // is itself a node of the graph holding `g` and its other operands, and a
+                // weight's gradient lives to the end of the backward pass - with every
+                // operand it was made from, and candle's zeros it was added to (tens of MB a
+                // layer of GPT-2). Nothing differentiates a gradient twice here.
                 Ok(($({
                     let _ = $x;
-                    grads.next().flatten()
+                    grads.next().flatten().map(|g| g.detach())
                 }),+))
             }
         }

@@ -146,8 +146,11 @@ impl AdamW {
             .into_iter()
             .map(|(name, var)| {
                 let dtype = moments_dtype(var.dtype(), config.half_moments);
+                // Two buffers, not one shared: the in-place update writes both (a shared one
+                // would send the first step down the allocating path, a gigabyte of
+                // temporaries at gpt2 size - the peak of a short run).
                 let m = Tensor::zeros(var.shape(), dtype, var.device())?;
-                let v = m.clone();
+                let v = Tensor::zeros(var.shape(), dtype, var.device())?;
                 let decay = decays(&name);
                 Ok(Param {
                     name,
