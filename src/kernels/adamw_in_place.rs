@@ -6,12 +6,13 @@ use rayon::prelude::*;
 
 use super::contiguous;
 
-/// `update(&mut w, g, &mut m, &mut v)` for every element, in place and in parallel, where all
+/// `update(w, g, m, v)` over chunks of the four buffers, in place and in parallel, where all
 /// four tensors are contiguous f32 on the CPU, of one shape, and `w`, `m` and `v` have storages
 /// of their own. Returns `false`, touching nothing, where that does not hold: then update the
 /// plain way. This replaces a dozen tensor operations, each allocating a parameter-sized
-/// result, with one pass over memory; `update` decides the arithmetic, so the result is the
-/// operations' own when it does them in the same order in f32.
+/// result, with one pass over memory; `update` decides the arithmetic element by element (the
+/// chunks are the same parts of each buffer), so the result is the operations' own when it does
+/// them in the same order in f32.
 pub fn update_in_place<F>(
     w: &Tensor,
     g: &Tensor,
@@ -20,7 +21,7 @@ pub fn update_in_place<F>(
     update: F,
 ) -> candle_core::Result<bool>
 where
-    F: Fn(&mut f32, f32, &mut f32, &mut f32) + Sync,
+    F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
 {
     let fits = |t: &Tensor| {
         t.device().is_cpu()
@@ -85,7 +86,7 @@ struct WithMoment<'a, F> {
     update: &'a F,
 }
 
-impl<F: Fn(&mut f32, f32, &mut f32, &mut f32) + Sync> InplaceOp1 for WithMoment<'_, F> {
+impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp1 for WithMoment<'_, F> {
     fn name(&self) -> &'static str {
         "update-in-place"
     }
@@ -108,7 +109,7 @@ struct WithMoments<'a, F> {
     update: &'a F,
 }
 
-impl<F: Fn(&mut f32, f32, &mut f32, &mut f32) + Sync> InplaceOp1 for WithMoments<'_, F> {
+impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp1 for WithMoments<'_, F> {
     fn name(&self) -> &'static str {
         "update-in-place"
     }
@@ -135,7 +136,7 @@ struct Update<'a, F> {
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
-impl<F: Fn(&mut f32, f32, &mut f32, &mut f32) + Sync> InplaceOp2 for Update<'_, F> {
+impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Update<'_, F> {
     fn name(&self) -> &'static str {
         "update-in-place"
     }
@@ -165,9 +166,7 @@ impl<F: Fn(&mut f32, f32, &mut f32, &mut f32) + Sync> InplaceOp2 for Update<'_, 
                     v.range(start, g.len()),
                 )
             };
-            for i in 0..g.len() {
-                update(&mut w[i], g[i], &mut m[i], &mut v[i]);
-            }
+            update(w, g, m, v);
         });
         Ok(())
     }

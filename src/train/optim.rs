@@ -219,7 +219,7 @@ impl AdamW {
             if ops.round.is_none() {
                 let k = ElementStep::new(&c, wd, bias_correction1, bias_correction2);
                 let w = p.var.as_tensor();
-                if update_in_place(w, g, &p.m, &p.v, |w, g, m, v| k.apply(w, g, m, v))? {
+                if update_in_place(w, g, &p.m, &p.v, |w, g, m, v| k.apply_slices(w, g, m, v))? {
                     continue;
                 }
             }
