@@ -456,3 +456,54 @@ fn the_gemm_ab_table_is_consistent() {
     let page = std::fs::read_to_string(common::root().join("chapters/performance.md")).unwrap();
     assert!(page.contains(&format!("benchmarks/{name}")));
 }
+
+/// The benchmark's settings the prose states - how many jokes and IMDB rows, the max_length,
+/// the number of rounds - are the recorded run's own.
+#[test]
+fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
+    let path = benchmarks_dir().join(FINETUNE_RECORD);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let s = &results["finetune"]["settings"];
+    let n = |v: &Value| v.as_u64().expect("a count");
+    // The prose's words, whatever its line breaks.
+    let words = |path: &str| {
+        std::fs::read_to_string(common::root().join(path))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let with_commas = |x: u64| {
+        let digits = x.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let page = words("chapters/performance.md");
+    for quoted in [
+        format!("repeated to {}", with_commas(n(&s["joke_rows"]))),
+        format!(
+            "{} training and {} test rows",
+            n(&s["imdb"]["train_rows"]),
+            n(&s["imdb"]["eval_rows"])
+        ),
+        format!("padded to {} tokens", n(&s["imdb"]["max_length"])),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
+    let rounds = results["finetune"]["jokes"]["f32"]["candle"]
+        .as_array()
+        .unwrap()
+        .len();
+    let readme = words("README.md");
+    let quoted = format!("the median of {rounds} rounds");
+    assert!(readme.contains(&quoted), "README should say {quoted:?}");
+}
