@@ -477,7 +477,7 @@ fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
         let digits = x.to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
