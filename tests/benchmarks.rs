@@ -8,6 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use gpt2_tutorial::tutorial::architecture::group_digits;
 use serde_json::Value;
 
 fn benchmarks_dir() -> PathBuf {
@@ -473,20 +474,9 @@ fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let with_commas = |x: u64| {
-        let digits = x.to_string();
-        let mut out = String::new();
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    };
     let page = words("chapters/performance.md");
     for quoted in [
-        format!("repeated to {}", with_commas(n(&s["joke_rows"]))),
+        format!("repeated to {}", group_digits(n(&s["joke_rows"]) as usize)),
         format!(
             "{} training and {} test rows",
             n(&s["imdb"]["train_rows"]),
