@@ -22,8 +22,9 @@ use crate::Result;
 /// each of them gets a zeroed gradient buffer to add into. Here each head is one task, its
 /// softmax probabilities are computed again in the backward pass rather than kept (they were
 /// `(B, nh, T, T)` floats per layer - 384 MB through a 500-token gpt2-medium step - for one
-/// more `q k^T` per block), and the dropout mask is made again from its seed rather than stored; it is the mask the plain path's dropout layer would draw for
-/// the `(B, nh, T, T)` probabilities. Returns `None` (and draws nothing from `dropout`) where
+/// more `q k^T` per block), and the dropout mask is made again from its seed rather than
+/// stored; it is the mask the plain path's dropout layer would draw for the `(B, nh, T, T)`
+/// probabilities. Returns `None` (and draws nothing from `dropout`) where
 /// this does not apply: other devices or dtypes, no mask, or a mask of another shape.
 pub fn attention(
     qkv: &Tensor,
@@ -141,7 +142,7 @@ impl AttentionWithGrad {
                 let pd = self.dropped_probs(g, &blk, &p, &mut keep, &mut dropped);
                 // SAFETY (all four products): the rows of this head that this task alone
                 // writes in `dqkv` (q rows i0..i1, k and v rows 0..width, row stride 3C),
-                // scratch buffers of (rows, width), and reads within `qkv`, `dy` and `probs`.
+                // scratch buffers of (rows, width), and reads within `qkv`, `dy` and `p`.
                 unsafe {
                     // d(dropped probabilities) = dy v^T: (rows, hs) @ (hs, width).
                     matmul_f32(
