@@ -12,7 +12,11 @@
 # Options: --device cuda|cuda:N|cpu (default cuda), --work DIR (default target/gpu-run),
 # --max-new-tokens N (default 20, the tutorial's), --bench-reps N (default 5), --train-steps N
 # (default 200), --bench-precisions "LIST" (default "f32 mixed-bf16 mixed-f16 bf16"), --python PY
-# (default python3).
+# (default python3), --finetune-size SIZE (default gpt2-xl, the tutorial's), --finetune-accumulate N
+# (default 16), --finetune-steps N (default 2), --finetune-dtypes "LIST" (default "f16 bf16"),
+# --imdb-max-length N (default 1024), --imdb-padding max_length|longest (default max_length, the
+# tutorial's), --imdb-rows "TRAIN EVAL" (default "240 80"), --run-timeout S
+# (default 240: the limit of each fine-tune run), --skip-finetune, --only-finetune.
 #
 # Steps:
 #  1. binaries: 03_greedy, bench (if it exists) and the dtypes test binary, built with the `cuda`
@@ -20,13 +24,23 @@
 #  2. gpt2-size random weights (transformers' own initialisation, seed 0), written once;
 #  3. logits on the device in f32/f16/bf16 against the CPU's f32 (tests/dtypes.rs,
 #     gpu_logits_match_cpu: f32 within 1e-3, f16 within 5e-3 and bf16 within 3e-2 of the largest
-#     |logit|; the reasons are beside the constants there);
+#     |logit|; the reasons are beside the constants there), and dropout masks drawn on the
+#     device (gpu_dropout_masks_are_seeded_and_scaled);
 #  4. 03_greedy on the device in each dtype: next token, greedy ids against the CPU, decode speed;
 #  5. the bench example against scripts/reference/bench_transformers.py on the device: decoding
 #     and a 500-token training step in f32, mixed-bf16, mixed-f16 and pure bf16, then a run of
 #     TRAIN_STEPS training steps (mixed-bf16) whose first and last losses are reported;
 #  6. transformers' greedy `generate` on the same device, weights and prompt ids, in each dtype;
-#  7. the table.
+#  7. the table;
+#  8. the fine-tune loops against PyTorch on the same device (WORK/finetune.md, appended to the
+#     report): chapter 6's `06_jokes_finetune --recipe tutorial` against the tutorial's own loop
+#     (scripts/reference/bench_jokes_loop.py) on FINETUNE_SIZE-size random weights (the crate's
+#     initialisation, `bench prepare`), pure f16 (the tutorial's `model.half()`) and pure bf16,
+#     ACCUMULATE sequences x OPT_STEPS optimizer steps of the bundled jokes repeated to 1,000 rows;
+#     chapter 7's `07_imdb_finetune` against transformers' Trainer
+#     (scripts/reference/bench_imdb_trainer.py) on gpt2-size weights with the tutorial's
+#     arguments (f32, padding to max_length 1,024) on the bundled 240 train and 80 test reviews.
+#     Each run has its own time limit; one that fails or runs out is reported as such.
 # At run time the binaries need the CUDA driver and CUDA 13's runtime, cuBLAS, cuRAND and NVRTC;
 # PyTorch's cu13 wheels (nvidia/cu13/lib) or /usr/local/cuda/lib64 provide them.
 set -euo pipefail
@@ -43,6 +57,16 @@ BENCH_REPS=5
 TRAIN_STEPS=200
 BENCH_PRECISIONS="f32 mixed-bf16 mixed-f16 bf16"
 PY=python3
+FINETUNE=1
+ONLY_FINETUNE=0
+FT_SIZE=gpt2-xl
+FT_ACCUMULATE=16
+FT_STEPS=2
+FT_DTYPES="f16 bf16"
+IMDB_MAX_LENGTH=1024
+IMDB_PADDING=max_length
+IMDB_ROWS="240 80"
+RUN_TIMEOUT=240
 while [ $# -gt 0 ]; do
     case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
@@ -55,6 +79,16 @@ while [ $# -gt 0 ]; do
     --train-steps) TRAIN_STEPS="$2"; shift 2 ;;
     --bench-precisions) BENCH_PRECISIONS="$2"; shift 2 ;;
     --python) PY="$2"; shift 2 ;;
+    --finetune-size) FT_SIZE="$2"; shift 2 ;;
+    --finetune-accumulate) FT_ACCUMULATE="$2"; shift 2 ;;
+    --finetune-steps) FT_STEPS="$2"; shift 2 ;;
+    --finetune-dtypes) FT_DTYPES="$2"; shift 2 ;;
+    --imdb-max-length) IMDB_MAX_LENGTH="$2"; shift 2 ;;
+    --imdb-padding) IMDB_PADDING="$2"; shift 2 ;;
+    --imdb-rows) IMDB_ROWS="$2"; shift 2 ;;
+    --run-timeout) RUN_TIMEOUT="$2"; shift 2 ;;
+    --skip-finetune) FINETUNE=0; shift ;;
+    --only-finetune) ONLY_FINETUNE=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_run: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -81,14 +115,14 @@ collect_binaries() {
         features=(--features cuda)
     fi
     target="${CARGO_TARGET_DIR:-$ROOT/target}"
-    local examples=(--example 03_greedy)
+    local examples=(--example 03_greedy --example 06_jokes_finetune --example 07_imdb_finetune)
     [ -f examples/bench.rs ] && examples+=(--example bench)
     nice -n 19 cargo build --locked --release "${features[@]}" "${examples[@]}"
     local tests_json
     tests_json="$(nice -n 19 cargo test --locked --release "${features[@]}" --test dtypes --no-run --message-format=json)"
     mkdir -p "$WORK/bin"
     local ex
-    for ex in 03_greedy bench; do
+    for ex in 03_greedy bench 06_jokes_finetune 07_imdb_finetune; do
         if [ -x "$target/release/examples/$ex" ]; then
             cp "$target/release/examples/$ex" "$WORK/bin/$ex"
         fi
@@ -114,35 +148,197 @@ elif [ -z "$BIN_DIR" ]; then
 fi
 BIN_DIR="$(cd "$BIN_DIR" && pwd)"
 if [ "$BUILD_ONLY" = 1 ]; then
-    # Each CUDA binary is over 50 MB even stripped (candle's kernels are inside); xz shrinks them
-    # about sevenfold, which matters where what can be carried to the GPU machine is limited.
-    tar -cJf "$WORK/gpu-bin.tar.xz" -C "$WORK" bin
+    # Each CUDA binary is over 50 MB even stripped (candle's kernels are inside), and what can be
+    # carried to a GPU machine is limited. Most of each binary is the same kernels: with a
+    # dictionary larger than the tar (xz's default is 8 MiB) the copies compress away, 284 MB
+    # to 12 MB rather than 42 MB (it needs that much memory to pack, and to unpack).
+    tar -c -C "$WORK" bin | xz -T1 --lzma2=preset=6,dict=320MiB >"$WORK/gpu-bin.tar.xz"
     say "to carry: $WORK/gpu-bin.tar.xz ($(du -h "$WORK/gpu-bin.tar.xz" | cut -f1)); run it with --bin-archive"
     exit 0
 fi
-for need in 03_greedy dtypes; do
-    [ -x "$BIN_DIR/$need" ] || { say "$BIN_DIR/$need is missing: build with scripts/gpu_run.sh --build-only"; exit 1; }
-done
+if [ "$ONLY_FINETUNE" = 0 ]; then
+    for need in 03_greedy dtypes; do
+        [ -x "$BIN_DIR/$need" ] || { say "$BIN_DIR/$need is missing: build with scripts/gpu_run.sh --build-only"; exit 1; }
+    done
+fi
 
 if [ "$DEVICE" != cpu ]; then
     # CUDA 13's libraries from PyTorch's wheels and the system toolkit, whichever exist.
     nvlibs="$("$PY" -c 'import os, nvidia
 print(":".join(os.path.join(p, "cu13", "lib") for p in nvidia.__path__))' 2>/dev/null || true)"
     export LD_LIBRARY_PATH="${nvlibs:+$nvlibs:}/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    if ldd "$BIN_DIR/03_greedy" | grep -q 'not found'; then
-        say "libraries not found for $BIN_DIR/03_greedy:"
-        ldd "$BIN_DIR/03_greedy" | grep 'not found' >&2
+    probe="$BIN_DIR/03_greedy"
+    [ -x "$probe" ] || probe="$BIN_DIR/06_jokes_finetune"
+    if ldd "$probe" | grep -q 'not found'; then
+        say "libraries not found for $probe:"
+        ldd "$probe" | grep 'not found' >&2
         say "install PyTorch's CUDA 13 wheels or the CUDA 13 toolkit, or add their lib folder to LD_LIBRARY_PATH"
         exit 1
     fi
-    DEVICE_DESC="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader -i "${DEVICE#cuda:}" 2>/dev/null ||
-        nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -n 1)"
+    # `cuda` is GPU 0; nvidia-smi -i wants the bare index.
+    GPU_INDEX=0
+    case "$DEVICE" in cuda:*) GPU_INDEX="${DEVICE#cuda:}" ;; esac
+    DEVICE_DESC="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader -i "$GPU_INDEX")"
     DEVICE_DESC="$DEVICE ($DEVICE_DESC)"
 else
     DEVICE_DESC="cpu ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) cores)"
 fi
 TORCH_DEVICE="$DEVICE"
 [ "$DEVICE" = cuda ] && TORCH_DEVICE=cuda:0
+
+# --- 8. the fine-tune loops against PyTorch (defined here, run after the table) -----------------
+# One side's run: its stdout (one JSON object) to FILE, stderr to FILE.err, exit status to
+# FILE.rc, under RUN_TIMEOUT seconds; on a GPU, the device memory in use while it ran (nvidia-smi
+# every 200 ms) to FILE.mem, whose largest value the table shows.
+ft_side() { # file command...
+    local file="$1" poll="" rc=0
+    shift
+    if [ "$DEVICE" != cpu ]; then
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "$GPU_INDEX" -lms 200 \
+            >"$file.mem" 2>/dev/null &
+        poll=$!
+    fi
+    timeout "$RUN_TIMEOUT" "$@" >"$file" 2>"$file.err" || rc=$?
+    if [ -n "$poll" ]; then
+        kill "$poll" 2>/dev/null || true
+        wait "$poll" 2>/dev/null || true
+    fi
+    echo "$rc" >"$file.rc"
+    if [ "$rc" != 0 ]; then
+        say "$(basename "$file"): exit $rc$([ "$rc" = 124 ] && echo " (over $RUN_TIMEOUT s)") - see $file.err"
+    fi
+}
+
+# The table of what has run so far, to WORK/finetune.md (rewritten after each run, so that a run
+# cut short still leaves the figures before it); a run not made yet reads "not run".
+finetune_table() {
+    # shellcheck disable=SC2086 # IMDB_ROWS is meant to split into its two numbers
+    "$PY" - "$WORK/finetune" "$DEVICE_DESC" "$FT_SIZE" "$FT_ACCUMULATE" "$FT_STEPS" "$FT_DTYPES" "$IMDB_PADDING" \
+        "$IMDB_MAX_LENGTH" $IMDB_ROWS >"$WORK/finetune.md" <<'PY'
+import datetime, json, os, sys
+ft, desc, size, acc, steps, dtypes, padding, max_length, train_rows, eval_rows = sys.argv[1:]
+
+def side(name):
+    """(parsed JSON or None, a note on what went wrong, peak device MiB or None)."""
+    path = os.path.join(ft, name)
+    if not os.path.exists(path + ".rc"):
+        return None, "not run", None
+    rc = open(path + ".rc").read().strip()
+    mem = None
+    if os.path.exists(path + ".mem"):
+        vals = [int(v) for v in open(path + ".mem").read().split() if v.isdigit()]
+        mem = max(vals) if vals else None
+    if rc != "0":
+        err = open(path + ".err", errors="replace").read().strip().splitlines() if os.path.exists(path + ".err") else []
+        why = "over the time limit" if rc == "124" else f"exit {rc}"
+        # The error's own line (a backtrace follows it), else the last one.
+        said = [l for l in err if l.startswith(("Error", "error"))] or err[-1:]
+        return None, f"failed ({why}: {said[0][:160] if said else 'no output'})", mem
+    text = open(path).read().strip()
+    try:
+        return (json.loads(text) if text.startswith("{\n") else json.loads(text.splitlines()[-1])), "", mem
+    except (ValueError, IndexError):
+        return None, "failed (no JSON)", mem
+
+def cell(v, fmt="{:.2f}"):
+    return fmt.format(v) if v is not None else "-"
+
+print(f"## The fine-tune loops against PyTorch, {datetime.date.today().isoformat()}, {desc}\n")
+print("| loop | this crate | PyTorch | crate / PyTorch | losses, crate (first -> last) | losses, PyTorch "
+      "| peak device MiB, crate | peak device MiB, PyTorch |")
+print("|---|---:|---:|---:|---|---|---:|---:|")
+for dt in dtypes.split():
+    (c, cn, cm), (t, tn, tm) = side(f"jokes-candle-{dt}.json"), side(f"jokes-torch-{dt}.json")
+    cv = c["jokes_per_second"] if c else None
+    tv = t["jokes_per_second"] if t else None
+    ratio = f"{cv / tv:.2f}x" if cv and tv else "-"
+    cl = f"{c['losses'][0]:.4f} -> {c['losses'][-1]:.4f}" if c and c.get("losses") else cn or "-"
+    tl = f"{t['losses'][0]:.4f} -> {t['losses'][-1]:.4f}" if t and t.get("losses") else tn or "-"
+    print(f"| jokes, tutorial recipe, {size}, {'' if dt == 'f32' else 'pure '}{dt}, {acc} sequences x {steps} steps (jokes/s) "
+          f"| {cell(cv) if c else cn} | {cell(tv) if t else tn} | {ratio} | {cl} | {tl} | {cell(cm, '{}')} | {cell(tm, '{}')} |")
+(c, cn, cm), (t, tn, tm) = side("imdb-candle.json"), side("imdb-torch.json")
+for what in ("train", "eval"):
+    cv = (c["train_output"]["metrics"]["train_samples_per_second"] if what == "train"
+          else c["eval"]["eval_samples_per_second"]) if c else None
+    tv = t[f"{what}_samples_per_second"] if t else None
+    ratio = f"{cv / tv:.2f}x" if cv and tv else "-"
+    if what == "train":
+        cl = f"train loss {c['train_output']['training_loss']:.4f}" if c and "training_loss" in c.get("train_output", {}) else cn or "-"
+        tl = f"train loss {t['train_loss']:.4f}" if t else tn or "-"
+    else:
+        cl = f"eval loss {c['eval']['eval_loss']:.4f}" if c else "-"
+        tl = f"eval loss {t['eval_loss']:.4f}" if t else "-"
+    print(f"| IMDB Trainer, gpt2, f32, padding {padding} (max_length {max_length}), {train_rows} train / {eval_rows} eval rows, "
+          f"{what} (samples/s) | {cell(cv) if c else cn} | {cell(tv) if t else tn} | {ratio} | {cl} | {tl} "
+          f"| {cell(cm, '{}') if what == 'train' else ''} | {cell(tm, '{}') if what == 'train' else ''} |")
+print(f"\nJokes: random {size}-size weights (the crate's initialisation, `bench prepare`), the bundled jokes "
+      "repeated to 1,000 rows; the crate's `06_jokes_finetune --recipe tutorial` against the tutorial's loop as "
+      "printed (scripts/reference/bench_jokes_loop.py: sdpa attention, `torch.optim.AdamW(fused=True)` with the "
+      "tutorial's eps), both with the model cast to the dtype (`model.half()` for f16); jokes read per second of "
+      "the loop, the first step's start-up included on both sides. IMDB: gpt2-size random weights, transformers' "
+      "Trainer with the tutorial's TrainingArguments on the device against `07_imdb_finetune`, one epoch, no "
+      "evaluation or checkpoint during training; samples/s as each side's train() and evaluate() report them. "
+      "Peak device MiB: the largest `nvidia-smi` memory.used seen while the run lasted (sampled every 200 ms).")
+PY
+}
+
+finetune_run() {
+    local ft="$WORK/finetune" need missing="" dt train_rows eval_rows torch_imdb_device=cuda
+    mkdir -p "$ft"
+    rm -f "$ft"/*.json "$ft"/*.err "$ft"/*.rc "$ft"/*.mem
+    for need in bench 06_jokes_finetune 07_imdb_finetune; do
+        [ -x "$BIN_DIR/$need" ] || missing="$missing $need"
+    done
+    if [ -n "$missing" ]; then
+        echo "Fine-tune loops: not run, $BIN_DIR lacks$missing (build with --build-only)." >"$WORK/finetune.md"
+        return 0
+    fi
+    say "fine-tune loops: $FT_SIZE-size and gpt2-size random weights, 1,000 jokes"
+    "$BIN_DIR/bench" prepare --size gpt2 --models-dir "$WORK/bench-models" >"$ft/prepare.txt" 2>&1
+    # The bundled jokes repeated to 1,000 rows, as scripts/bench_finetune.py does for the CPU.
+    "$PY" - "$ROOT/data/jokes-sample/jokes.parquet" "$ft/jokes.parquet" <<'PY'
+import sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+jokes = pq.read_table(sys.argv[1]).column("Joke").to_pylist()
+rows = [jokes[i % len(jokes)] for i in range(1000)]
+pq.write_table(pa.table({"ID": list(range(1, 1001)), "Joke": rows}), sys.argv[2])
+PY
+    read -r train_rows eval_rows <<<"$IMDB_ROWS"
+    [ "$DEVICE" = cpu ] && torch_imdb_device=cpu
+    say "IMDB Trainer on $DEVICE, gpt2, f32, padding $IMDB_PADDING, max_length $IMDB_MAX_LENGTH: the crate, then transformers"
+    ft_side "$ft/imdb-candle.json" "$BIN_DIR/07_imdb_finetune" --model "$WORK/bench-models/gpt2" --data bundled \
+        --device "$DEVICE" --quiet --json --padding "$IMDB_PADDING" --max-length "$IMDB_MAX_LENGTH" \
+        --train-limit "$train_rows" --eval-limit "$eval_rows" --epochs 1 --batch-size 16 --eval-batch-size 64 \
+        --eval-strategy no --save-strategy no --out "$ft/imdb-out"
+    rm -rf "$ft/imdb-out"
+    ft_side "$ft/imdb-torch.json" "$PY" scripts/reference/bench_imdb_trainer.py \
+        --model-dir "$WORK/bench-models/gpt2" --padding "$IMDB_PADDING" --max-length "$IMDB_MAX_LENGTH" \
+        --train-rows "$train_rows" --eval-rows "$eval_rows" --epochs 1 --batch-size 16 --eval-batch-size 64 \
+        --device "$torch_imdb_device" --threads "$(nproc)"
+    finetune_table
+    if [ -n "$FT_DTYPES" ]; then
+        "$BIN_DIR/bench" prepare --size "$FT_SIZE" --models-dir "$WORK/bench-models" >>"$ft/prepare.txt" 2>&1
+    fi
+    for dt in $FT_DTYPES; do
+        say "jokes loop on $DEVICE, $FT_SIZE, $dt: the crate, then the tutorial's loop"
+        ft_side "$ft/jokes-candle-$dt.json" "$BIN_DIR/06_jokes_finetune" --model "$WORK/bench-models/$FT_SIZE" \
+            --data "$ft/jokes.parquet" --device "$DEVICE" --recipe tutorial --dtype "$dt" \
+            --accumulate "$FT_ACCUMULATE" --max-steps "$FT_STEPS" --quiet --json --out "$ft/jokes-out"
+        rm -rf "$ft/jokes-out" # its checkpoint: gigabytes at gpt2-xl
+        ft_side "$ft/jokes-torch-$dt.json" "$PY" scripts/reference/bench_jokes_loop.py \
+            --model-dir "$WORK/bench-models/$FT_SIZE" --data "$ft/jokes.parquet" --device "$TORCH_DEVICE" \
+            --dtype "$dt" --accumulate "$FT_ACCUMULATE" --steps "$FT_STEPS" --attention sdpa --threads "$(nproc)"
+        finetune_table
+    done
+    say "fine-tune loops: $WORK/finetune.md"
+}
+
+if [ "$ONLY_FINETUNE" = 1 ]; then
+    finetune_run
+    cat "$WORK/finetune.md"
+    exit 0
+fi
 
 # --- 2. gpt2-size random weights ----------------------------------------------------------------
 MODEL="$WORK/gpt2-random"
@@ -164,6 +360,13 @@ GPT2_CHECK_DEVICE="$DEVICE" GPT2_CHECK_MODEL="$MODEL" \
 LOGITS_RC=$?
 set -e
 grep '^gpu-check' "$LOG/logits.txt" >&2 || { cat "$LOG/logits.txt" >&2; exit 1; }
+# Dropout masks drawn on the device: kept fraction, scale, same seed -> same mask.
+set +e
+GPT2_CHECK_DEVICE="$DEVICE" "$BIN_DIR/dtypes" --ignored --exact gpu_dropout_masks_are_seeded_and_scaled \
+    --nocapture >"$LOG/dropout.txt" 2>&1
+DROPOUT_RC=$?
+set -e
+grep '^gpu-check' "$LOG/dropout.txt" >&2 || say "no dropout check in this dtypes binary"
 
 # --- 4. 03_greedy --------------------------------------------------------------------------------
 run_greedy() { # device dtype
@@ -263,6 +466,10 @@ for dt in ["f32", "f16", "bf16"]:
           f"| {tps / theirs['tokens_per_s']:.2f} |")
 print(f"\ncandle decode tok/s: {max_new} tokens over 03_greedy's `seconds_cached` (one run, prefill "
       "included); transformers: median of 3 `generate` calls after a warm-up.")
+dropout = [l.split(None, 2)[2].strip() for l in open(os.path.join(log, "dropout.txt"))
+           if l.startswith("gpu-check dropout")] if os.path.exists(os.path.join(log, "dropout.txt")) else []
+print("\nDropout masks drawn on the device (tests/dtypes.rs, gpu_dropout_masks_are_seeded_and_scaled):")
+print("\n".join(f"- {l}" for l in dropout) if dropout else "- not checked (no such test in this dtypes binary)")
 if os.path.isdir(bench):
     print("\n## Training and decoding against PyTorch (gpt2-size random weights, batch 1)\n")
     print("| precision | candle train tok/s | PyTorch train tok/s | candle / PyTorch | candle decode tok/s "
@@ -292,8 +499,16 @@ if os.path.isdir(bench):
 else:
     print(f"\nbench: {bench}")
 PY
+if [ "$FINETUNE" = 1 ]; then
+    finetune_run
+    { echo; cat "$WORK/finetune.md"; } >>"$WORK/report.md"
+fi
 cat "$WORK/report.md"
 if [ "$LOGITS_RC" -ne 0 ]; then
     say "the logits check FAILED (see $LOG/logits.txt)"
+    exit 1
+fi
+if [ "$DROPOUT_RC" -ne 0 ]; then
+    say "the dropout check FAILED (see $LOG/dropout.txt)"
     exit 1
 fi

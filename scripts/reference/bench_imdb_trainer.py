@@ -298,7 +298,7 @@ def run(args, tmp):
         eval_strategy=per_epoch,
         save_strategy=per_epoch,
         report_to=[],
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         disable_tqdm=True,
     )
     collator = default_data_collator if args.padding == "max_length" else DataCollatorWithPadding(tok)
@@ -322,6 +322,7 @@ def run(args, tmp):
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(trainer.args.device),
         "padding": args.padding,
         "max_length": args.max_length,
         "train_rows": len(train_rows),
@@ -364,6 +365,8 @@ def main():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--attention", choices=["eager", "sdpa"], default="sdpa")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the Trainer's own choice of GPU (use_cpu=False)")
     p.add_argument("--order", choices=["crate", "torch"], default="crate",
                    help="training row order: the crate's epoch_order (same batches) or the Trainer's RandomSampler")
     p.add_argument("--per-epoch", action="store_true",

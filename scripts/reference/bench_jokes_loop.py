@@ -12,7 +12,9 @@ prints one JSON object: jokes read from the loader per second of the loop (the c
 transformers 5 no longer has the tutorial's `transformers.AdamW`; PyTorch is credited with its
 fastest optimizer instead, `torch.optim.AdamW(fused=True)` with the tutorial's eps (1e-6) and no
 weight decay. `--dtype bf16` casts the model as `model.to(torch.bfloat16)` (pure bf16, like the
-crate's `--dtype bf16` in the tutorial recipe).
+crate's `--dtype bf16` in the tutorial recipe); `--dtype f16` is the tutorial's own `model.half()`.
+`--device cuda` moves the model and each packed sequence there, as the tutorial's
+`model.to(device)` and `work_jokes_tens.to(device)` do (scripts/gpu_run.sh).
 
 Usually run by scripts/bench.py (`--figures jokes`); alone:
     python scripts/reference/bench_jokes_loop.py --model-dir target/bench-models/gpt2 \
@@ -64,13 +66,14 @@ def main():
     p.add_argument("--warmup", type=int, default=5000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--attention", choices=["eager", "sdpa"], default="eager")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(ROOT / "data/gpt2-tokenizer/tokenizer.json"))
     model = GPT2LMHeadModel.from_pretrained(args.model_dir, attn_implementation=args.attention)
-    model = model.to(DTYPES[args.dtype])
+    model = model.to(DTYPES[args.dtype]).to(args.device)
     model.train()
     dataset = JokesDataset(args.data)
     joke_loader = DataLoader(dataset, batch_size=1, shuffle=True)
@@ -99,6 +102,7 @@ def main():
             else:
                 tmp_jokes_tens = torch.cat([tmp_jokes_tens, joke_tens[:, 1:]], dim=1)
                 continue
+            work_jokes_tens = work_jokes_tens.to(args.device)
             outputs = model(work_jokes_tens, labels=work_jokes_tens)
             loss = outputs[0]
             loss.backward()
@@ -122,6 +126,7 @@ def main():
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": args.threads,
+        "device": args.device,
         "dtype": args.dtype,
         "attention": args.attention,
         "optimizer": "torch.optim.AdamW(fused=True, eps=1e-6, weight_decay=0)",
