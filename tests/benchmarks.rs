@@ -315,8 +315,9 @@ fn ratios_in(text: &str) -> Vec<String> {
 /// prose names (issue 14's 1.2x) are not measurements and are left out.
 fn assert_ratios_recorded(page: &str, ratios: &[String]) {
     const GOALS: [&str; 1] = ["1.2x"];
-    let tables: String = std::fs::read_dir(benchmarks_dir())
-        .unwrap()
+    let tables: String = [benchmarks_dir(), benchmarks_dir().join(GPU_RECORD)]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "md"))
         .map(|p| std::fs::read_to_string(p).unwrap())
@@ -514,4 +515,331 @@ fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
     let readme = words("README.md");
     let quoted = format!("the median of {rounds} rounds");
     assert!(readme.contains(&quoted), "README should say {quoted:?}");
+}
+
+/// The first GPU run (a record of its own: see its README.md).
+const GPU_RECORD: &str = "gpu-2026-11-26-h200";
+
+/// One side's output in a GPU record's `raw/`: the whole file when it is one pretty-printed
+/// JSON object, else its last line; `None` for a run that printed nothing (it failed).
+fn gpu_raw(dir: &str, name: &str) -> Option<Value> {
+    let path = benchmarks_dir()
+        .join(GPU_RECORD)
+        .join("raw")
+        .join(dir)
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let json = if text.starts_with("{\n") {
+        text
+    } else {
+        text.lines().last().unwrap()
+    };
+    Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+}
+
+/// The largest `nvidia-smi` memory.used sample (MiB) taken while a side ran.
+fn gpu_peak_mib(dir: &str, name: &str) -> u64 {
+    let path = benchmarks_dir()
+        .join(GPU_RECORD)
+        .join("raw")
+        .join(dir)
+        .join(format!("{name}.mem"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .max()
+        .unwrap()
+}
+
+fn gpu_table(name: &str) -> String {
+    std::fs::read_to_string(benchmarks_dir().join(GPU_RECORD).join(name)).unwrap()
+}
+
+/// The line of `table` that holds `key` (exactly one does).
+fn line_with<'a>(table: &'a str, key: &str) -> &'a str {
+    let lines: Vec<&str> = table.lines().filter(|l| l.contains(key)).collect();
+    assert_eq!(lines.len(), 1, "lines with {key:?}: {lines:?}");
+    lines[0]
+}
+
+/// Every figure of the GPU record's tables, recomputed from the raw outputs beside them: the
+/// fine-tune loops (rates, ratios, peak device memory, the run that ran out of memory), the
+/// training step and decoding against PyTorch, and the dropout experiment.
+#[test]
+fn gpu_record_tables_are_the_raw_figures() {
+    let loops = [
+        ("finetune.md", "run1-finetune"),
+        ("finetune-max_length-512.md", "run2-max_length-512"),
+        ("finetune-longest-1024.md", "run2-longest-1024"),
+    ];
+    let mut jokes_rows = 0;
+    for (md, dir) in loops {
+        let table = gpu_table(md);
+        for dt in ["f16", "bf16"] {
+            let name = format!("jokes-candle-{dt}.json");
+            if !benchmarks_dir()
+                .join(GPU_RECORD)
+                .join("raw")
+                .join(dir)
+                .join(&name)
+                .exists()
+            {
+                continue;
+            }
+            let c = gpu_raw(dir, &name).unwrap()["jokes_per_second"]
+                .as_f64()
+                .unwrap();
+            let torch = format!("jokes-torch-{dt}.json");
+            let t = gpu_raw(dir, &torch).unwrap()["jokes_per_second"]
+                .as_f64()
+                .unwrap();
+            let line = line_with(&table, &format!("pure {dt},"));
+            let row = format!("| {c:.2} | {t:.2} | {:.2}x |", c / t);
+            assert!(line.contains(&row), "{md}: {line}\nwants {row}");
+            let mem = format!(
+                "| {} | {} |",
+                gpu_peak_mib(dir, &name),
+                gpu_peak_mib(dir, &torch)
+            );
+            assert!(line.ends_with(&mem), "{md}: {line}\nwants {mem}");
+            jokes_rows += 1;
+        }
+        let t = gpu_raw(dir, "imdb-torch.json").unwrap();
+        let train = line_with(&table, "train (samples/s)");
+        let eval = line_with(&table, "eval (samples/s)");
+        let mem = format!(
+            "| {} | {} |",
+            gpu_peak_mib(dir, "imdb-candle.json"),
+            gpu_peak_mib(dir, "imdb-torch.json")
+        );
+        assert!(train.ends_with(&mem), "{md}: {train}\nwants {mem}");
+        let t_train = t["train_samples_per_second"].as_f64().unwrap();
+        let t_eval = t["eval_samples_per_second"].as_f64().unwrap();
+        match gpu_raw(dir, "imdb-candle.json") {
+            Some(c) => {
+                let c_train = c["train_output"]["metrics"]["train_samples_per_second"]
+                    .as_f64()
+                    .unwrap();
+                let c_eval = c["eval"]["eval_samples_per_second"].as_f64().unwrap();
+                for (line, c, t) in [(train, c_train, t_train), (eval, c_eval, t_eval)] {
+                    let row = format!("| {c:.2} | {t:.2} | {:.2}x |", c / t);
+                    assert!(line.contains(&row), "{md}: {line}\nwants {row}");
+                }
+            }
+            None => {
+                // The run that failed: its own error, out of device memory.
+                let err = benchmarks_dir()
+                    .join(GPU_RECORD)
+                    .join("raw")
+                    .join(dir)
+                    .join("imdb-candle.json.err");
+                let err = std::fs::read_to_string(err).unwrap();
+                assert!(err.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{err}");
+                for (line, t) in [(train, t_train), (eval, t_eval)] {
+                    let row = format!("| failed (exit 1: Error: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")) | {t:.2} | - |");
+                    assert!(line.contains(&row), "{md}: {line}\nwants {row}");
+                }
+            }
+        }
+    }
+    assert_eq!(jokes_rows, 2, "the jokes loop in f16 and bf16");
+
+    let report = gpu_table("report.md");
+    for prec in ["f32", "mixed-bf16", "mixed-f16", "bf16"] {
+        let c = gpu_raw("run1-log", &format!("bench-candle-{prec}.json")).unwrap();
+        let t = gpu_raw("run1-log", &format!("bench-torch-{prec}.json")).unwrap();
+        let f = |v: &Value, what: &str| v[what]["tokens_per_s"].as_f64().unwrap();
+        let (ct, tt, cd, td) = (
+            f(&c, "train"),
+            f(&t, "train"),
+            f(&c, "decode"),
+            f(&t, "decode"),
+        );
+        let row = format!(
+            "| {ct:.0} | {tt:.0} | {:.2} | {cd:.1} | {td:.1} | {:.2} |",
+            ct / tt,
+            cd / td
+        );
+        let line = line_with(&report, &format!("| {prec} (decode in"));
+        assert!(line.contains(&row), "report.md: {line}\nwants {row}");
+    }
+
+    // The first table: logits against the CPU (the check's own line), greedy ids, decoding.
+    let logits = std::fs::read_to_string(
+        benchmarks_dir()
+            .join(GPU_RECORD)
+            .join("raw/run1-log/logits.txt"),
+    )
+    .unwrap();
+    let cpu = gpu_raw("run1-log", "greedy-cpu-f32.json").unwrap();
+    let hf = gpu_raw("run1-log", "transformers.json").unwrap();
+    for dt in ["f32", "f16", "bf16"] {
+        let check = line_with(&logits, &format!("dtype={dt} "));
+        let field = |key: &str| {
+            check
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap()
+                .to_string()
+        };
+        let ours = gpu_raw("run1-log", &format!("greedy-cuda-{dt}.json")).unwrap();
+        let tps = 20.0 / ours["seconds_cached"].as_f64().unwrap();
+        let theirs = hf[dt]["tokens_per_s"].as_f64().unwrap();
+        let cap = |b: bool| if b { "True" } else { "False" };
+        let row = format!(
+            "| {dt} | {} | {} | {} | ",
+            field("max_abs_diff"),
+            field("tol"),
+            check.split_whitespace().last().unwrap()
+        );
+        let tail = format!(
+            "| {} | {} | {tps:.1} | {theirs:.1} | {:.2} |",
+            cap(ours["generated_ids"] == cpu["generated_ids"]),
+            cap(ours["generated_ids"] == hf[dt]["ids"]),
+            tps / theirs
+        );
+        let line = line_with(&report, &format!("| {dt} | "));
+        assert!(
+            line.starts_with(&row) && line.ends_with(&tail),
+            "report.md: {line}\nwants {row} ... {tail}"
+        );
+    }
+    let long = &gpu_raw("run1-log", "bench-long.json").unwrap()["train"];
+    let sentence = format!(
+        "Long run: {} mixed-bf16 training steps on one 500-token input: loss {:.4} -> {:.4}, {:.0} tokens/s (median).",
+        long["times"].as_array().unwrap().len() + 1,
+        long["loss_first"].as_f64().unwrap(),
+        long["loss_last"].as_f64().unwrap(),
+        long["tokens_per_s"].as_f64().unwrap()
+    );
+    assert!(report.contains(&sentence), "report.md wants {sentence}");
+
+    let dropout = gpu_table("dropout.md");
+    let rate = |name| {
+        gpu_raw("run3-dropout", name).unwrap()["train_output"]["metrics"]
+            ["train_samples_per_second"]
+            .as_f64()
+            .unwrap()
+    };
+    let base = rate("gpt2.json");
+    for (name, attn, rest) in [
+        ("gpt2.json", "0.1", "0.1"),
+        ("nodrop-attn.json", "0", "0.1"),
+        ("nodrop-all.json", "0", "0"),
+    ] {
+        let m = &gpu_raw("run3-dropout", name).unwrap()["train_output"]["metrics"];
+        let row = format!(
+            "| {attn} | {rest} | {:.2} | {:.2} | {:.2}x |",
+            rate(name),
+            m["train_runtime"].as_f64().unwrap(),
+            rate(name) / base
+        );
+        assert!(dropout.contains(&row), "dropout.md wants {row}");
+    }
+}
+
+/// The GPU figures that README, the performance page, chapters 6 and 7 and the record's own
+/// README quote in prose, recomputed from the record's raw outputs.
+#[test]
+fn docs_quote_the_gpu_record() {
+    let flat = |path: &str| {
+        let text = std::fs::read_to_string(common::root().join(path)).unwrap();
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let mib = |dir: &str, name: &str| group_digits(gpu_peak_mib(dir, name) as usize);
+    let num = |dir: &str, name: &str, path: &[&str]| {
+        let mut v = gpu_raw(dir, name).unwrap();
+        for key in path {
+            v = v[*key].clone();
+        }
+        v.as_f64().unwrap()
+    };
+    let jokes_c = num(
+        "run1-finetune",
+        "jokes-candle-f16.json",
+        &["jokes_per_second"],
+    );
+    let jokes_t = num(
+        "run1-finetune",
+        "jokes-torch-f16.json",
+        &["jokes_per_second"],
+    );
+    let imdb_t = num(
+        "run1-finetune",
+        "imdb-torch.json",
+        &["train_samples_per_second"],
+    );
+    let imdb_t_mib = mib("run1-finetune", "imdb-torch.json");
+    let (longest, train, eval) = (
+        "run2-longest-1024",
+        ["train_output", "metrics", "train_samples_per_second"],
+        ["eval", "eval_samples_per_second"],
+    );
+    let long_c = num(longest, "imdb-candle.json", &train);
+    let long_t = num(longest, "imdb-torch.json", &["train_samples_per_second"]);
+    let long_eval = num(longest, "imdb-candle.json", &eval)
+        / num(longest, "imdb-torch.json", &["eval_samples_per_second"]);
+    let jokes_mib = format!(
+        "{} MiB against {}",
+        mib("run1-finetune", "jokes-candle-f16.json"),
+        mib("run1-finetune", "jokes-torch-f16.json")
+    );
+    let quotes = [
+        (
+            "chapters/06_jokes_finetune.md",
+            vec![format!(
+                "this loop read {jokes_c:.2} jokes a second and the tutorial's own loop {jokes_t:.2} ({:.2}x;",
+                jokes_c / jokes_t
+            )],
+        ),
+        (
+            "chapters/07_imdb_finetune.md",
+            vec![
+                format!("needed {imdb_t_mib} MiB and trained {imdb_t:.2} samples a second"),
+                format!(
+                    "trained {long_c:.2} samples a second against {long_t:.2} ({:.2}x) and evaluated {long_eval:.2}x as fast",
+                    long_c / long_t
+                ),
+            ],
+        ),
+        (
+            "chapters/performance.md",
+            vec![
+                format!("transformers peaked at {imdb_t_mib} MiB; the jokes loop on gpt2-xl peaked at {jokes_mib}"),
+                format!(
+                    "the Trainer used {} MiB against {}, trained at {:.2}x and evaluated at {long_eval:.2}x",
+                    mib(longest, "imdb-candle.json"),
+                    mib(longest, "imdb-torch.json"),
+                    long_c / long_t
+                ),
+                format!("its own jokes loop read {jokes_t:.2} jokes/s"),
+                format!("`Trainer` {imdb_t:.2} samples/s"),
+            ],
+        ),
+        (
+            "README.md",
+            vec![format!("where transformers needed {imdb_t_mib} MiB")],
+        ),
+        (
+            "benchmarks/gpu-2026-11-26-h200/README.md",
+            vec![
+                format!(
+                    "the last sample read {} MiB in use), where transformers peaked at {imdb_t_mib} MiB",
+                    mib("run1-finetune", "imdb-candle.json")
+                ),
+                format!("peaked at {jokes_mib}."),
+            ],
+        ),
+    ];
+    for (path, wanted) in quotes {
+        let text = flat(path);
+        for quote in wanted {
+            assert!(text.contains(&quote), "{path} should say: {quote}");
+        }
+    }
 }
