@@ -2,7 +2,8 @@
 //!
 //! candle's CPU device cannot be seeded, so dropout masks come from our own ChaCha generator,
 //! shared by every dropout layer of a model: the same seed gives the same masks, run after run.
-//! Dropout is the identity unless the model is in training mode.
+//! On a GPU each mask is drawn there, by the device's generator seeded from that stream (see
+//! `Mask::on_device`). Dropout is the identity unless the model is in training mode.
 
 use std::sync::{Arc, Mutex};
 
@@ -73,6 +74,10 @@ impl Dropout {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             // One pass each way, and no mask tensor: the backward pass makes the same mask again.
             return Ok(x.contiguous()?.apply_op1(mask)?);
+        }
+        if !x.device().is_cpu() {
+            let mask = mask.on_device(x.shape(), x.dtype(), x.device())?;
+            return Ok((x * mask)?);
         }
         let mask = Tensor::from_vec(mask.values(x.elem_count()), x.shape(), x.device())?;
         let mask = if x.dtype() == DType::F32 {

@@ -11,6 +11,7 @@ use clap::Parser;
 use common::assert_close;
 use gpt2_tutorial::cli::ModelArgs;
 use gpt2_tutorial::device::{parse_device, Precision};
+use gpt2_tutorial::dropout::Dropout;
 use gpt2_tutorial::model::lowest_finite;
 use gpt2_tutorial::{generation, Error, Gpt2LmHeadModel, LoadedModel, ModelSource};
 
@@ -338,4 +339,53 @@ fn gpu_logits_match_cpu() {
         }
     }
     assert!(failures.is_empty(), "over tolerance: {failures:?}");
+}
+
+/// The GPU check of dropout, on `GPT2_CHECK_DEVICE` (default `cuda`; `cpu` runs it anywhere):
+/// in each dtype a mask keeps about `1 - p` of the elements, each kept one scaled by
+/// `1 / (1 - p)`, the same seed draws the same mask again (what a resumed run relies on) and
+/// the next draw another. Prints one `gpu-check dropout` line, which scripts/gpu_run.sh reports.
+#[test]
+#[ignore = "needs a CUDA GPU and a `--features cuda` build; scripts/gpu_run.sh runs it"]
+fn gpu_dropout_masks_are_seeded_and_scaled() {
+    let device_spec = std::env::var("GPT2_CHECK_DEVICE").unwrap_or_else(|_| "cuda".into());
+    let device = parse_device(&device_spec).unwrap();
+    let (p, n) = (0.1f32, 1 << 16);
+    let layer = |seed| {
+        let mut d = Dropout::seeded(seed).with_p(p);
+        d.set_training(true);
+        d
+    };
+    let values = |t: Tensor| {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let ones = Tensor::ones((64, n / 64), dtype, &device).unwrap();
+        let scale = values(
+            Tensor::new(&[1.0 / (1.0 - p)], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )[0];
+        let first = layer(7);
+        let a = values(first.forward(&ones).unwrap());
+        let next = values(first.forward(&ones).unwrap());
+        let again = values(layer(7).forward(&ones).unwrap());
+        let kept = a.iter().filter(|&&v| v != 0.0).count() as f32 / n as f32;
+        let scaled = a.iter().all(|&v| v == 0.0 || v == scale);
+        // 65,536 draws: the kept fraction's standard deviation is about 0.0012.
+        let ok = a == again && a != next && scaled && (kept - (1.0 - p)).abs() < 0.01;
+        println!(
+            "gpu-check dropout device={device_spec} dtype={dtype:?} kept={kept:.4} scaled={scaled} same_seed_same_mask={} next_differs={} {}",
+            a == again,
+            a != next,
+            if ok { "ok" } else { "FAIL" }
+        );
+        assert!(ok, "dropout on {device_spec} in {dtype:?}");
+    }
 }

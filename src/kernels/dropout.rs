@@ -3,7 +3,7 @@
 //! draws the seeds is `Dropout` (`src/dropout.rs`); the training attention applies a mask inside
 //! itself ([`super::attention`]).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -77,6 +77,25 @@ impl Mask {
             }
             done += n;
         }
+    }
+
+    /// The mask as a tensor of `shape` drawn on `device` (a GPU) by the device's own generator,
+    /// seeded with this mask's seed. Drawn on the host and copied over, the masks cost more than
+    /// the rest of a GPU training step (`benchmarks/gpu-2026-11-26-h200/dropout.md`: 3.12
+    /// samples/s with attention dropout, 21.01 without). It is not the host's mask - the
+    /// generator is another - but still a function of the seed alone, so a resumed run on the
+    /// same device draws the same masks.
+    pub(crate) fn on_device(
+        &self,
+        shape: &Shape,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        device.set_seed(self.seed)?;
+        // candle draws uniform numbers on a GPU in f32 only.
+        let kept = Tensor::rand(0f32, 1f32, shape, device)?.lt(f64::from(self.keep))?;
+        kept.to_dtype(dtype)?
+            .affine(1.0 / f64::from(self.keep), 0.0)
     }
 
     /// The first `n` elements of the mask.
