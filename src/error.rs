@@ -171,8 +171,23 @@ pub enum Error {
     #[error("plot error: {0}")]
     Plot(String),
 
+    #[error("the device ran out of memory ({0}): lower --batch-size or --max-length (chapter 7's --padding longest pads a batch only to its longest row), or --max-seq-len in chapter 6; train a smaller model; or train in bf16 or mixed precision. On a GPU this crate's training keeps every activation of the step, more than PyTorch does (see the performance page)")]
+    OutOfMemory(candle_core::Error),
+
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+/// candle reports a GPU that has run out of memory as a driver error deep inside whichever
+/// operation asked for the memory; as such it says nothing about what to change.
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        if e.to_string().contains("OUT_OF_MEMORY") {
+            Error::OutOfMemory(e)
+        } else {
+            Error::Candle(e)
+        }
+    }
 }
 
 /// The library's result type.
@@ -197,5 +212,27 @@ fn last_checkpoint(dir: &Option<PathBuf>) -> String {
         None => {
             "no checkpoint had been written yet (--save-steps N writes one every N steps)".into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_out_of_memory_says_what_to_change() {
+        // What candle 0.11 prints for cudarc's error (seen on an H200: benchmarks/gpu-2026-11-26-h200).
+        let cuda = candle_core::Error::Msg(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+        );
+        let e = Error::from(cuda);
+        assert!(matches!(e, Error::OutOfMemory(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("ran out of memory") && text.contains("--batch-size"),
+            "{text}"
+        );
+        let other = Error::from(candle_core::Error::Msg("shape mismatch".into()));
+        assert!(matches!(other, Error::Candle(_)), "{other:?}");
     }
 }
