@@ -2,9 +2,14 @@
 //!
 //! candle's CPU device cannot be seeded, so dropout masks come from our own ChaCha generator,
 //! shared by every dropout layer of a model: the same seed gives the same masks, run after run.
-//! On a GPU each mask is drawn there, by the device's generator seeded from that stream (see
-//! `Mask::on_device`). Dropout is the identity unless the model is in training mode.
+//! On a GPU the masks are drawn there, by the device's own generator, which the first mask after
+//! seeding (or restoring) the stream seeds from it: the same seed gives the same masks run after
+//! run there too, but a resumed run draws other masks than an uninterrupted one would (the
+//! device generator's position is not saved). Seeding it for every mask would keep that too,
+//! at the cost of setting up a generator (cuRAND's) for each of the hundreds of masks of a step.
+//! Dropout is the identity unless the model is in training mode.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
@@ -21,6 +26,9 @@ pub struct Dropout {
     p: f32,
     training: bool,
     rng: Arc<Mutex<ChaCha8Rng>>,
+    /// Whether a device generator has been seeded from `rng` since it was seeded or restored
+    /// (shared like `rng`).
+    device_seeded: Arc<AtomicBool>,
 }
 
 impl Dropout {
@@ -31,6 +39,7 @@ impl Dropout {
             p: 0.0,
             training: false,
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+            device_seeded: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -40,6 +49,7 @@ impl Dropout {
             p,
             training: self.training,
             rng: self.rng.clone(),
+            device_seeded: self.device_seeded.clone(),
         }
     }
 
@@ -64,6 +74,7 @@ impl Dropout {
         rng.set_stream(state.stream);
         rng.set_word_pos(state.word_pos);
         *self.rng.lock().map_err(|_| poisoned())? = rng;
+        self.device_seeded.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -76,7 +87,8 @@ impl Dropout {
             return Ok(x.contiguous()?.apply_op1(mask)?);
         }
         if !x.device().is_cpu() {
-            let mask = mask.on_device(x.shape(), x.dtype(), x.device())?;
+            let reseed = !self.device_seeded.swap(true, Ordering::Relaxed);
+            let mask = mask.on_device(x.shape(), x.dtype(), x.device(), reseed)?;
             return Ok((x * mask)?);
         }
         let mask = Tensor::from_vec(mask.values(x.elem_count()), x.shape(), x.device())?;

@@ -343,8 +343,8 @@ fn gpu_logits_match_cpu() {
 
 /// The GPU check of dropout, on `GPT2_CHECK_DEVICE` (default `cuda`; `cpu` runs it anywhere):
 /// in each dtype a mask keeps about `1 - p` of the elements, each kept one scaled by
-/// `1 / (1 - p)`, the same seed draws the same mask again (what a resumed run relies on) and
-/// the next draw another. Prints one `gpu-check dropout` line, which scripts/gpu_run.sh reports.
+/// `1 / (1 - p)`, a layer seeded alike draws the same mask again (a run is reproducible from its
+/// seed) and the next draw another. Prints one `gpu-check dropout` line, which scripts/gpu_run.sh reports.
 #[test]
 #[ignore = "needs a CUDA GPU and a `--features cuda` build; scripts/gpu_run.sh runs it"]
 fn gpu_dropout_masks_are_seeded_and_scaled() {

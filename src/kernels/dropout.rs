@@ -80,18 +80,20 @@ impl Mask {
     }
 
     /// The mask as a tensor of `shape` drawn on `device` (a GPU) by the device's own generator,
-    /// seeded with this mask's seed. Drawn on the host and copied over, the masks cost more than
-    /// the rest of a GPU training step (`benchmarks/gpu-2026-11-26-h200/dropout.md`: 3.12
-    /// samples/s with attention dropout, 21.01 without). It is not the host's mask - the
-    /// generator is another - but still a function of the seed alone, so a resumed run on the
-    /// same device draws the same masks.
+    /// which `reseed` first seeds with this mask's seed. Drawn on the host and copied over, the
+    /// masks cost more than the rest of a GPU training step
+    /// (`benchmarks/gpu-2026-11-26-h200/dropout.md`: 3.12 samples/s with attention dropout,
+    /// 21.01 without). It is not the host's mask: the generator is another.
     pub(crate) fn on_device(
         &self,
         shape: &Shape,
         dtype: DType,
         device: &Device,
+        reseed: bool,
     ) -> candle_core::Result<Tensor> {
-        device.set_seed(self.seed)?;
+        if reseed {
+            device.set_seed(self.seed)?;
+        }
         // candle draws uniform numbers on a GPU in f32 only.
         let kept = Tensor::rand(0f32, 1f32, shape, device)?.lt(f64::from(self.keep))?;
         kept.to_dtype(dtype)?
