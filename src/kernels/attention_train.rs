@@ -22,9 +22,8 @@ use crate::Result;
 /// each of them gets a zeroed gradient buffer to add into. Here each head is one task, its
 /// softmax probabilities are computed again in the backward pass rather than kept (they were
 /// `(B, nh, T, T)` floats per layer - 24 layers x 16 heads x 500 x 500 x 4 bytes = 384 MB
-/// through a 500-token gpt2-medium step - for one
-/// more `q k^T` per block), and the dropout mask is made again from its seed rather than
-/// stored; it is the mask the plain path's dropout layer would draw for the `(B, nh, T, T)`
+/// through a 500-token gpt2-medium step - for one more `q k^T` per block), and the dropout
+/// mask is made again from its seed rather than stored; it is the mask the plain path's dropout layer would draw for the `(B, nh, T, T)`
 /// probabilities. Returns `None` (and draws nothing from `dropout`) where
 /// this does not apply: other devices or dtypes, no mask, or a mask of another shape.
 pub fn attention(
