@@ -19,7 +19,8 @@
 # (default 240: the limit of each fine-tune run), --skip-finetune, --only-finetune.
 #
 # Steps:
-#  1. binaries: 03_greedy, bench (if it exists) and the dtypes test binary, built with the `cuda`
+#  1. binaries: 03_greedy, 06_jokes_finetune, 07_imdb_finetune, bench (if it exists) and the
+#     dtypes test binary, built with the `cuda`
 #     feature (the toolkit from scripts/cuda-build-env.sh) or taken from --bin-archive/--bin-dir;
 #  2. gpt2-size random weights (transformers' own initialisation, seed 0), written once;
 #  3. logits on the device in f32/f16/bf16 against the CPU's f32 (tests/dtypes.rs,
@@ -33,13 +34,13 @@
 #  6. transformers' greedy `generate` on the same device, weights and prompt ids, in each dtype;
 #  7. the table;
 #  8. the fine-tune loops against PyTorch on the same device (WORK/finetune.md, appended to the
-#     report): chapter 6's `06_jokes_finetune --recipe tutorial` against the tutorial's own loop
+#     report): first chapter 7's `07_imdb_finetune` against transformers' Trainer
+#     (scripts/reference/bench_imdb_trainer.py) on gpt2-size weights with the tutorial's
+#     arguments (f32, padding to max_length 1,024) on the bundled 240 train and 80 test reviews;
+#     then chapter 6's `06_jokes_finetune --recipe tutorial` against the tutorial's own loop
 #     (scripts/reference/bench_jokes_loop.py) on FINETUNE_SIZE-size random weights (the crate's
 #     initialisation, `bench prepare`), pure f16 (the tutorial's `model.half()`) and pure bf16,
-#     ACCUMULATE sequences x OPT_STEPS optimizer steps of the bundled jokes repeated to 1,000 rows;
-#     chapter 7's `07_imdb_finetune` against transformers' Trainer
-#     (scripts/reference/bench_imdb_trainer.py) on gpt2-size weights with the tutorial's
-#     arguments (f32, padding to max_length 1,024) on the bundled 240 train and 80 test reviews.
+#     ACCUMULATE sequences x OPT_STEPS optimizer steps of the bundled jokes repeated to 1,000 rows.
 #     Each run has its own time limit; one that fails or runs out is reported as such.
 # At run time the binaries need the CUDA driver and CUDA 13's runtime, cuBLAS, cuRAND and NVRTC;
 # PyTorch's cu13 wheels (nvidia/cu13/lib) or /usr/local/cuda/lib64 provide them.
