@@ -520,14 +520,19 @@ fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
 /// The first GPU run (a record of its own: see its README.md).
 const GPU_RECORD: &str = "gpu-2026-11-26-h200";
 
-/// One side's output in a GPU record's `raw/`: the whole file when it is one pretty-printed
-/// JSON object, else its last line; `None` for a run that printed nothing (it failed).
-fn gpu_raw(dir: &str, name: &str) -> Option<Value> {
-    let path = benchmarks_dir()
+/// A file of the GPU record's `raw/dir/`.
+fn gpu_raw_path(dir: &str, name: &str) -> PathBuf {
+    benchmarks_dir()
         .join(GPU_RECORD)
         .join("raw")
         .join(dir)
-        .join(name);
+        .join(name)
+}
+
+/// One side's output in a GPU record's `raw/`: the whole file when it is one pretty-printed
+/// JSON object, else its last line; `None` for a run that printed nothing (it failed).
+fn gpu_raw(dir: &str, name: &str) -> Option<Value> {
+    let path = gpu_raw_path(dir, name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     let text = text.trim();
     if text.is_empty() {
@@ -543,12 +548,7 @@ fn gpu_raw(dir: &str, name: &str) -> Option<Value> {
 
 /// The largest `nvidia-smi` memory.used sample (MiB) taken while a side ran.
 fn gpu_peak_mib(dir: &str, name: &str) -> u64 {
-    let path = benchmarks_dir()
-        .join(GPU_RECORD)
-        .join("raw")
-        .join(dir)
-        .join(format!("{name}.mem"));
-    std::fs::read_to_string(path)
+    std::fs::read_to_string(gpu_raw_path(dir, &format!("{name}.mem")))
         .unwrap()
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
@@ -582,13 +582,7 @@ fn gpu_record_tables_are_the_raw_figures() {
         let table = gpu_table(md);
         for dt in ["f16", "bf16"] {
             let name = format!("jokes-candle-{dt}.json");
-            if !benchmarks_dir()
-                .join(GPU_RECORD)
-                .join("raw")
-                .join(dir)
-                .join(&name)
-                .exists()
-            {
+            if !gpu_raw_path(dir, &name).exists() {
                 continue;
             }
             let c = gpu_raw(dir, &name).unwrap()["jokes_per_second"]
@@ -633,12 +627,8 @@ fn gpu_record_tables_are_the_raw_figures() {
             }
             None => {
                 // The run that failed: its own error, out of device memory.
-                let err = benchmarks_dir()
-                    .join(GPU_RECORD)
-                    .join("raw")
-                    .join(dir)
-                    .join("imdb-candle.json.err");
-                let err = std::fs::read_to_string(err).unwrap();
+                let err =
+                    std::fs::read_to_string(gpu_raw_path(dir, "imdb-candle.json.err")).unwrap();
                 assert!(err.contains("CUDA_ERROR_OUT_OF_MEMORY"), "{err}");
                 for (line, t) in [(train, t_train), (eval, t_eval)] {
                     let row = format!("| failed (exit 1: Error: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")) | {t:.2} | - |");
@@ -670,12 +660,7 @@ fn gpu_record_tables_are_the_raw_figures() {
     }
 
     // The first table: logits against the CPU (the check's own line), greedy ids, decoding.
-    let logits = std::fs::read_to_string(
-        benchmarks_dir()
-            .join(GPU_RECORD)
-            .join("raw/run1-log/logits.txt"),
-    )
-    .unwrap();
+    let logits = std::fs::read_to_string(gpu_raw_path("run1-log", "logits.txt")).unwrap();
     let cpu = gpu_raw("run1-log", "greedy-cpu-f32.json").unwrap();
     let hf = gpu_raw("run1-log", "transformers.json").unwrap();
     for dt in ["f32", "f16", "bf16"] {
@@ -789,6 +774,30 @@ fn docs_quote_the_gpu_record() {
         mib("run1-finetune", "jokes-candle-f16.json"),
         mib("run1-finetune", "jokes-torch-f16.json")
     );
+    // The training step's ratios in the four precisions, and the dropout experiment's.
+    let steps: Vec<f64> = ["f32", "mixed-bf16", "mixed-f16", "bf16"]
+        .iter()
+        .map(|prec| {
+            let rate = |side: &str| {
+                num(
+                    "run1-log",
+                    &format!("bench-{side}-{prec}.json"),
+                    &["train", "tokens_per_s"],
+                )
+            };
+            rate("candle") / rate("torch")
+        })
+        .collect();
+    let step_low = steps.iter().copied().fold(f64::INFINITY, f64::min);
+    let step_high = steps.iter().copied().fold(0.0, f64::max);
+    let dropout_rate = |name: &str| {
+        num(
+            "run3-dropout",
+            name,
+            &["train_output", "metrics", "train_samples_per_second"],
+        )
+    };
+    let no_attn_dropout = dropout_rate("nodrop-attn.json") / dropout_rate("gpt2.json");
     let quotes = [
         (
             "chapters/06_jokes_finetune.md",
@@ -818,6 +827,7 @@ fn docs_quote_the_gpu_record() {
                     long_c / long_t
                 ),
                 format!("its own jokes loop read {jokes_t:.2} jokes/s"),
+                format!("a 500-token training step of `bench` at {step_low:.2} to {step_high:.2} of PyTorch's speed"),
                 format!("`Trainer` {imdb_t:.2} samples/s"),
             ],
         ),
@@ -833,6 +843,7 @@ fn docs_quote_the_gpu_record() {
                     mib("run1-finetune", "imdb-candle.json")
                 ),
                 format!("peaked at {jokes_mib}."),
+                format!("the same run is {no_attn_dropout:.2}x as fast"),
             ],
         ),
     ];
