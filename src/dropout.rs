@@ -82,7 +82,7 @@ impl Dropout {
         let Some(mask) = self.next_mask() else {
             return Ok(x.clone());
         };
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {
             // One pass each way, and no mask tensor: the backward pass makes the same mask again.
             return Ok(x.contiguous()?.apply_op1(mask)?);
         }

@@ -49,7 +49,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         &safe.to_dtype(DType::U32)?,
         &(keep.to_dtype(DType::F32)? / counted as f64)?,
     )? {
-        return Ok(loss); // f32 on the CPU: the same in one pass (src/kernels/cross_entropy.rs)
+        return Ok(loss); // on the CPU: the same in one pass (src/kernels/cross_entropy.rs)
     }
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?; // (N, V)
     let picked = log_probs

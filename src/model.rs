@@ -10,9 +10,9 @@
 //!
 //! Each layer's arithmetic is written once as the formula, in candle's tensor operations: the
 //! `plain_*` functions, which the book shows. The entry points the model calls (`forward`,
-//! `attend`, `logits`) are gathered at the end of the file: for f32 on the CPU they run a
-//! kernel of `src/kernels/` with the same arithmetic in fewer passes, and the plain function
-//! otherwise. `tests/perf_paths.rs` checks that both give the same numbers.
+//! `attend`, `logits`) are gathered at the end of the file: on the CPU (f32, f16 or bf16) they
+//! run a kernel of `src/kernels/` with the same arithmetic in fewer passes, and the plain
+//! function otherwise. `tests/perf_paths.rs` checks that both give the same numbers.
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
@@ -513,8 +513,9 @@ impl Gpt2Model {
 // ----- The fast paths: where each layer leaves the plain code --------------------------------
 
 // ANCHOR: fast_paths
-// Each layer's entry point. For f32 on the CPU a kernel in `src/kernels/` computes the same
-// arithmetic in fewer passes (`None` elsewhere); otherwise the plain formula above runs.
+// Each layer's entry point. On the CPU a kernel in `src/kernels/` computes the same arithmetic
+// in fewer passes (in f32; f16 and bf16 are widened and the result rounded once), `None`
+// elsewhere; otherwise the plain formula above runs.
 // tests/perf_paths.rs checks that both give the same numbers, forward and backward.
 
 impl LayerNorm {

@@ -175,27 +175,215 @@ fn gelu_and_layer_norm_equal_candles_forward_and_backward() {
 
 #[test]
 fn fast_paths_stand_aside_where_they_do_not_apply() {
-    // Half precision takes the plain path (the fast paths are f32 kernels for the CPU).
+    // Mixed float types and f64 take the plain path (the kernels compute in f32 and round
+    // their results to their inputs' one float type).
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let half = |t: Tensor| t.to_dtype(DType::F16).unwrap();
     let x = half(unit_input(&mut rng, 8));
-    let w = half(randn(&mut rng, &[8, 4], 1.0));
+    let w32 = randn(&mut rng, &[8, 4], 1.0);
     let b = half(randn(&mut rng, &[4], 1.0));
-    assert!(kernels::linear(&x, &w, &b).unwrap().is_none());
-    assert!(kernels::tied_head(&x, &w.t().unwrap()).unwrap().is_none());
-    assert!(kernels::gelu_tanh(&x).unwrap().is_none());
+    assert!(kernels::linear(&x, &w32, &b).unwrap().is_none());
+    assert!(kernels::tied_head(&x, &w32.t().unwrap()).unwrap().is_none());
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    assert!(kernels::gelu_tanh(&x64).unwrap().is_none());
     assert!(kernels::layer_norm(
         &x,
-        &half(Tensor::ones(8, DType::F32, &Device::Cpu).unwrap()),
+        &Tensor::ones(8, DType::F32, &Device::Cpu).unwrap(),
         &half(Tensor::zeros(8, DType::F32, &Device::Cpu).unwrap()),
         1e-5
     )
     .unwrap()
     .is_none());
-    let att = half(randn(&mut rng, &[1, 2, 3, 3], 1.0));
+    let att = randn(&mut rng, &[1, 2, 3, 3], 1.0)
+        .to_dtype(DType::F64)
+        .unwrap();
     assert!(kernels::scaled_masked_softmax(&att, 0.5, None)
         .unwrap()
         .is_none());
+}
+
+/// The kernels in f16 and bf16 read their inputs into f32, run the f32 computation and round
+/// each result once: the forward pass is the f32 kernel's on the same (half-representable)
+/// values, rounded, bit for bit; the gradients come out in the half type, within a few of its
+/// rounding steps of the f32 kernel's (some of them are sums that candle adds in that type).
+#[test]
+fn half_precision_kernels_are_the_f32_kernels_rounded_once() {
+    type Kernel<'a> = Box<dyn Fn(&[Tensor]) -> Tensor + 'a>;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let (b, t, nh, hs) = (2, 9, 2, 8);
+    let c = nh * hs;
+    let mask = gpt2_tutorial::model::causal_mask(b, t, 0, None, &Device::Cpu)
+        .unwrap()
+        .expect("a causal mask");
+    let dropout = || {
+        let mut d = Dropout::seeded(5).with_p(0.1);
+        d.set_training(true);
+        d
+    };
+    let targets = Tensor::new(&[3u32, 0, 7, 7, 1], &Device::Cpu).unwrap();
+    let weights = Tensor::new(&[0.25f32, 0.25, 0.0, 0.25, 0.25], &Device::Cpu).unwrap();
+    let cases: Vec<(&str, Vec<Tensor>, Kernel)> = vec![
+        (
+            "linear, several rows",
+            vec![
+                randn(&mut rng, &[b, t, c], 1.0),
+                randn(&mut rng, &[c, 3 * c], 0.25),
+                randn(&mut rng, &[3 * c], 1.0),
+            ],
+            Box::new(|x| {
+                kernels::linear(&x[0], &x[1], &x[2])
+                    .unwrap()
+                    .expect("eligible")
+            }),
+        ),
+        (
+            "linear, one row",
+            vec![
+                randn(&mut rng, &[1, 1, c], 1.0),
+                randn(&mut rng, &[c, 40], 0.25),
+                randn(&mut rng, &[40], 1.0),
+            ],
+            Box::new(|x| {
+                kernels::linear(&x[0], &x[1], &x[2])
+                    .unwrap()
+                    .expect("eligible")
+            }),
+        ),
+        (
+            "tied head",
+            vec![
+                randn(&mut rng, &[5, c], 1.0),
+                randn(&mut rng, &[50, c], 0.25),
+            ],
+            Box::new(|x| kernels::tied_head(&x[0], &x[1]).unwrap().expect("eligible")),
+        ),
+        (
+            "gelu",
+            vec![randn(&mut rng, &[b, t, c], 2.0)],
+            Box::new(|x| kernels::gelu_tanh(&x[0]).unwrap().expect("eligible")),
+        ),
+        (
+            "layer norm",
+            vec![
+                randn(&mut rng, &[b, t, c], 2.0),
+                (randn(&mut rng, &[c], 0.1) + 1.0).unwrap(),
+                randn(&mut rng, &[c], 0.1),
+            ],
+            Box::new(|x| {
+                kernels::layer_norm(&x[0], &x[1], &x[2], 1e-5)
+                    .unwrap()
+                    .expect("eligible")
+            }),
+        ),
+        (
+            "scaled masked softmax",
+            vec![randn(&mut rng, &[b, nh, t, t], 2.0)],
+            Box::new(|x| {
+                kernels::scaled_masked_softmax(&x[0], 0.5, Some(&mask))
+                    .unwrap()
+                    .expect("eligible")
+            }),
+        ),
+        (
+            "attention with dropout",
+            vec![randn(&mut rng, &[b, t, 3 * c], 1.0)],
+            Box::new(|x| {
+                kernels::attention(&x[0], nh, 0.25, &mask, &dropout())
+                    .unwrap()
+                    .expect("eligible")
+            }),
+        ),
+        (
+            "cross-entropy",
+            vec![randn(&mut rng, &[5, 11], 4.0)],
+            Box::new(|x| {
+                kernels::cross_entropy(&x[0], &targets, &weights)
+                    .unwrap()
+                    .expect("eligible")
+            }),
+        ),
+        (
+            "dropout",
+            vec![randn(&mut rng, &[3, 1000], 1.0)],
+            Box::new(|x| dropout().forward(&x[0]).unwrap()),
+        ),
+    ];
+    for dtype in [DType::BF16, DType::F16] {
+        // The largest rounding step relative to a value: 2^-8 in bf16, 2^-11 in f16.
+        let step = if dtype == DType::BF16 {
+            2f32.powi(-8)
+        } else {
+            2f32.powi(-11)
+        };
+        for (name, inputs, kernel) in &cases {
+            let run = |d: DType| {
+                let vars: Vec<candle_core::Var> = inputs
+                    .iter()
+                    .map(|x| {
+                        candle_core::Var::from_tensor(
+                            &x.to_dtype(dtype).unwrap().to_dtype(d).unwrap(),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                let xs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+                let y = kernel(&xs);
+                // The same upstream gradient on both sides: values of the half type.
+                let mut rng = ChaCha8Rng::seed_from_u64(22);
+                let w_out = randn(&mut rng, y.dims(), 1.0)
+                    .to_dtype(dtype)
+                    .unwrap()
+                    .to_dtype(d)
+                    .unwrap();
+                let grads = (&y * w_out)
+                    .expect(name)
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g: Vec<Tensor> = vars
+                    .iter()
+                    .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+                    .collect();
+                (y, g)
+            };
+            let ((yh, gh), (yf, gf)) = (run(dtype), run(DType::F32));
+            let what = format!("{name} in {dtype:?}");
+            assert_eq!(yh.dtype(), dtype, "{what}: output dtype");
+            let bits = |t: &Tensor| {
+                let v: Vec<f32> = t
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(
+                bits(&yh),
+                bits(&yf.to_dtype(dtype).unwrap()),
+                "{what}: forward"
+            );
+            for (i, (gh, gf)) in gh.iter().zip(&gf).enumerate() {
+                assert_eq!(gh.dtype(), dtype, "{what}: gradient {i} dtype");
+                let scale = gf
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let gh = gh.to_dtype(DType::F32).unwrap();
+                assert_close(
+                    &format!("{what}: gradient {i}"),
+                    &gh,
+                    gf,
+                    8.0 * step * scale,
+                );
+            }
+        }
+    }
 }
 
 #[test]

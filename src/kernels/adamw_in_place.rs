@@ -1,18 +1,20 @@
-//! An optimiser's element-wise update made in place over four f32 buffers at once: the
-//! weight, its gradient and the two moments.
+//! An optimiser's element-wise update made in place over four buffers at once: the weight, its
+//! gradient and the two moments, each f32, f16 or bf16.
 
-use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, Layout, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor};
+use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::contiguous;
-
 /// `update(w, g, m, v)` over chunks of the four buffers, in place and in parallel, where all
-/// four tensors are contiguous f32 on the CPU, of one shape, and `w`, `m` and `v` have storages
-/// of their own. Returns `false`, touching nothing, where that does not hold: then update the
-/// plain way. This replaces a dozen tensor operations, each allocating a parameter-sized
-/// result, with one pass over memory; `update` decides the arithmetic element by element (the
-/// chunks are the same parts of each buffer), so the result is the operations' own when it does
-/// them in the same order in f32.
+/// four tensors are contiguous on the CPU, of one shape, each f32, f16 or bf16, and `w`, `m`
+/// and `v` have storages of their own. Returns `false`, touching nothing, where that does not
+/// hold: then update the plain way. This replaces a dozen tensor operations, each allocating a
+/// parameter-sized result, with one pass over memory; `update` decides the arithmetic element
+/// by element (the chunks are the same parts of each buffer), so the result is the operations'
+/// own when it does them in the same order in f32. `update` always sees f32: a half buffer is
+/// widened chunk by chunk and `update`'s results rounded back into it (to nearest, ties to
+/// even, as candle's `to_dtype` rounds) - so an update that rounds its results to that type
+/// itself, as PyTorch's half-precision AdamW does, stores exactly what it computed.
 pub fn update_in_place<F>(
     w: &Tensor,
     g: &Tensor,
@@ -25,7 +27,7 @@ where
 {
     let fits = |t: &Tensor| {
         t.device().is_cpu()
-            && t.dtype() == candle_core::DType::F32
+            && matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16)
             && t.is_contiguous()
             && t.shape() == w.shape()
     };
@@ -49,23 +51,112 @@ where
 
 /// A pointer to a buffer that the nested in-place calls hold exclusively meanwhile.
 #[derive(Clone, Copy)]
-struct Buffer(*mut f32, usize);
+enum Buffer {
+    F32(*mut f32, usize),
+    F16(*mut f16, usize),
+    BF16(*mut bf16, usize),
+}
 
 // SAFETY: each buffer is written only through its own index range by the element loop below,
 // while candle's in-place calls hold it.
 unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
 impl Buffer {
-    /// Elements `start..start + len`.
+    fn len(&self) -> usize {
+        match *self {
+            Self::F32(_, n) | Self::F16(_, n) | Self::BF16(_, n) => n,
+        }
+    }
+
+    /// Elements `start..start + len` of an f32 buffer, `None` for a half one.
     ///
     /// # Safety
     /// The range must be in bounds, and no other live slice may overlap it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, start: usize, len: usize) -> &mut [f32] {
-        debug_assert!(start + len <= self.1);
+    unsafe fn f32_range(&self, start: usize, len: usize) -> Option<&mut [f32]> {
+        debug_assert!(start + len <= self.len());
+        match *self {
+            // SAFETY: the caller's guarantee.
+            Self::F32(p, _) => Some(unsafe { std::slice::from_raw_parts_mut(p.add(start), len) }),
+            _ => None,
+        }
+    }
+
+    /// Elements `start..start + out.len()`, widened to f32 into `out`.
+    ///
+    /// # Safety
+    /// As [`Buffer::f32_range`].
+    unsafe fn load(&self, start: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = out.len();
         // SAFETY: the caller's guarantee.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+        unsafe {
+            match *self {
+                Self::F32(p, _) => out.copy_from_slice(std::slice::from_raw_parts(p.add(start), n)),
+                Self::F16(p, _) => {
+                    std::slice::from_raw_parts(p.add(start), n).convert_to_f32_slice(out)
+                }
+                Self::BF16(p, _) => {
+                    std::slice::from_raw_parts(p.add(start), n).convert_to_f32_slice(out)
+                }
+            }
+        }
+    }
+
+    /// `src` written to elements `start..start + src.len()`, rounded to the buffer's type.
+    ///
+    /// # Safety
+    /// As [`Buffer::f32_range`].
+    unsafe fn store(&self, start: usize, src: &[f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len();
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            match *self {
+                Self::F32(p, _) => {
+                    std::slice::from_raw_parts_mut(p.add(start), n).copy_from_slice(src)
+                }
+                Self::F16(p, _) => {
+                    std::slice::from_raw_parts_mut(p.add(start), n).convert_from_f32_slice(src)
+                }
+                Self::BF16(p, _) => {
+                    std::slice::from_raw_parts_mut(p.add(start), n).convert_from_f32_slice(src)
+                }
+            }
+        }
+    }
+}
+
+/// The gradient, which is only read.
+#[derive(Clone, Copy)]
+enum Gradient<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl Gradient<'_> {
+    /// Elements `start..start + len` of an f32 gradient, `None` for a half one.
+    fn f32_range(&self, start: usize, len: usize) -> Option<&[f32]> {
+        match *self {
+            Self::F32(d) => Some(&d[start..start + len]),
+            _ => None,
+        }
+    }
+
+    /// Elements `start..start + out.len()`, widened to f32 into `out`.
+    fn load(&self, start: usize, out: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let end = start + out.len();
+        match *self {
+            Self::F32(d) => out.copy_from_slice(&d[start..end]),
+            Self::F16(d) => d[start..end].convert_to_f32_slice(out),
+            Self::BF16(d) => d[start..end].convert_to_f32_slice(out),
+        }
     }
 }
 
@@ -73,9 +164,12 @@ fn buffer(op: &str, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<Buffe
     let Some((start, end)) = l.contiguous_offsets() else {
         candle_core::bail!("{op}: expected a contiguous tensor")
     };
+    let n = end - start;
     match s {
-        CpuStorage::F32(d) => Ok(Buffer(d[start..end].as_mut_ptr(), end - start)),
-        _ => candle_core::bail!("{op}: expected f32 data"),
+        CpuStorage::F32(d) => Ok(Buffer::F32(d[start..end].as_mut_ptr(), n)),
+        CpuStorage::F16(d) => Ok(Buffer::F16(d[start..end].as_mut_ptr(), n)),
+        CpuStorage::BF16(d) => Ok(Buffer::BF16(d[start..end].as_mut_ptr(), n)),
+        _ => candle_core::bail!("{op}: expected f32, f16 or bf16 data"),
     }
 }
 
@@ -133,9 +227,6 @@ struct Update<'a, F> {
     update: &'a F,
 }
 
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
-
 impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Update<'_, F> {
     fn name(&self) -> &'static str {
         "update-in-place"
@@ -149,24 +240,50 @@ impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Up
         gl: &Layout,
     ) -> candle_core::Result<()> {
         let w = buffer(self.name(), s, l)?;
-        let g: &[f32] = contiguous(self.name(), gs, gl)?;
+        let Some((g0, g1)) = gl.contiguous_offsets() else {
+            candle_core::bail!("{}: expected a contiguous gradient", self.name())
+        };
+        let n = g1 - g0;
         let (m, v) = (self.m, self.v);
-        if w.1 != g.len() || m.1 != g.len() || v.1 != g.len() {
+        if w.len() != n || m.len() != n || v.len() != n {
             candle_core::bail!("{}: buffers of different lengths", self.name());
         }
+        let g = match gs {
+            CpuStorage::F32(d) => Gradient::F32(&d[g0..g1]),
+            CpuStorage::F16(d) => Gradient::F16(&d[g0..g1]),
+            CpuStorage::BF16(d) => Gradient::BF16(&d[g0..g1]),
+            _ => candle_core::bail!("{}: expected an f32, f16 or bf16 gradient", self.name()),
+        };
         let update = self.update;
-        g.par_chunks(CHUNK).enumerate().for_each(|(c, g)| {
-            let start = c * CHUNK;
-            // SAFETY: the three buffers are distinct (checked by id, each held by its own
-            // in-place call), as long as `g`, and chunk `c` touches only its own range.
-            let (w, m, v) = unsafe {
-                (
-                    w.range(start, g.len()),
-                    m.range(start, g.len()),
-                    v.range(start, g.len()),
-                )
-            };
-            update(w, g, m, v);
+        (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+            let (start, len) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
+            // SAFETY: the three written buffers are distinct (checked by id, each held by its
+            // own in-place call), as long as `g`, which is only read, and chunk `c` touches
+            // only its own range.
+            unsafe {
+                let all_f32 = (
+                    w.f32_range(start, len),
+                    g.f32_range(start, len),
+                    m.f32_range(start, len),
+                    v.f32_range(start, len),
+                );
+                if let (Some(w), Some(g), Some(m), Some(v)) = all_f32 {
+                    return update(w, g, m, v);
+                }
+                // A half buffer among them: the chunk in f32 and back.
+                let mut scratch = vec![0f32; 4 * len];
+                let (ws, rest) = scratch.split_at_mut(len);
+                let (gs, rest) = rest.split_at_mut(len);
+                let (ms, vs) = rest.split_at_mut(len);
+                w.load(start, ws);
+                g.load(start, gs);
+                m.load(start, ms);
+                v.load(start, vs);
+                update(ws, gs, ms, vs);
+                w.store(start, ws);
+                m.store(start, ms);
+                v.store(start, vs);
+            }
         });
         Ok(())
     }

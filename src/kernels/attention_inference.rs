@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::attention_geometry::{AttentionGeometry, SharedOut, ATTENTION_ROW_BLOCK};
 use super::gemm::Strided;
 use super::op::{apply_no_bwd, CpuInputs, CpuKernel};
-use super::{cpu_f32, mask_fits};
+use super::{cpu_float, mask_fits};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -26,7 +26,7 @@ pub fn causal_attention(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    if !cpu_f32(qkv) || qkv.track_op() || qkv.rank() != 3 {
+    if !cpu_float(&[qkv]) || qkv.track_op() || qkv.rank() != 3 {
         return Ok(None);
     }
     let (b, t, c3) = qkv.dims3()?;
@@ -54,7 +54,7 @@ impl CpuKernel for CausalAttention {
     const NAME: &'static str = "causal-attention";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let qkv = inputs.f32(0)?;
+        let qkv = &*inputs.f32(0)?;
         let g = AttentionGeometry::new(inputs, self.n_head, 1)?;
         let (t, nh, c) = (g.t, g.nh, g.c());
         let mut y = zeros_on_huge_pages(g.b * t * c);
@@ -80,6 +80,6 @@ impl CpuKernel for CausalAttention {
                 }
             }
         });
-        Ok((CpuStorage::F32(y), Shape::from((g.b, t, c))))
+        Ok((inputs.output(y), Shape::from((g.b, t, c))))
     }
 }

@@ -9,7 +9,7 @@ use super::dropout::{DrawMask, Mask};
 use super::gemm::{matmul_f32, Strided};
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::softmax::masked_softmax_grad_row;
-use super::{cpu_f32, mask_fits};
+use super::{cpu_float, mask_fits};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -33,7 +33,7 @@ pub fn attention(
     mask: &Tensor,
     dropout: &impl DrawMask,
 ) -> Result<Option<Tensor>> {
-    if !cpu_f32(qkv) || qkv.rank() != 3 {
+    if !cpu_float(&[qkv]) || qkv.rank() != 3 {
         return Ok(None);
     }
     let (b, t, c3) = qkv.dims3()?;
@@ -221,8 +221,8 @@ impl CpuKernel for AttentionWithGrad {
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = AttentionGeometry::new(inputs, self.n_head, 1)?;
-        let y = self.forward(inputs.f32(0)?, &g);
-        Ok((CpuStorage::F32(y), Shape::from((g.b, g.t, g.nh * g.hs))))
+        let y = self.forward(&inputs.f32(0)?, &g);
+        Ok((inputs.output(y), Shape::from((g.b, g.t, g.nh * g.hs))))
     }
 
     fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Grads {
@@ -247,9 +247,9 @@ impl CpuKernel for AttentionGrad {
     const NAME: &'static str = "attention-grad";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (qkv, dy) = (inputs.f32(0)?, inputs.f32(1)?);
+        let (qkv, dy) = (&*inputs.f32(0)?, &*inputs.f32(1)?);
         let g = AttentionGeometry::new(inputs, self.op.n_head, 2)?;
         let dqkv = self.op.backward(qkv, dy, &g);
-        Ok((CpuStorage::F32(dqkv), inputs.layout(0).shape().clone()))
+        Ok((inputs.output(dqkv), inputs.layout(0).shape().clone()))
     }
 }

@@ -1,12 +1,13 @@
 //! The mean cross-entropy of the LM loss in one pass over the logits, which gives their
 //! gradient in the same pass.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, DType, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_f32;
+use super::cpu_float;
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::simd::{exp_fast, lane_max, lane_sum, simd_fn};
 use crate::memory::zeros_on_huge_pages;
@@ -26,7 +27,7 @@ pub fn cross_entropy(
     targets: &Tensor,
     weights: &Tensor,
 ) -> Result<Option<Tensor>> {
-    if !cpu_f32(logits) || !cpu_f32(weights) || logits.rank() != 2 {
+    if !cpu_float(&[logits]) || !cpu_float(&[weights]) || logits.rank() != 2 {
         return Ok(None);
     }
     let n = logits.dim(0)?;
@@ -61,7 +62,7 @@ simd_fn! {
 }
 
 /// Logits, targets, weights and the number of classes.
-type CrossEntropyInputs<'a> = (&'a [f32], &'a [u32], &'a [f32], usize);
+type CrossEntropyInputs<'a> = (Cow<'a, [f32]>, &'a [u32], Cow<'a, [f32]>, usize);
 
 /// The rows' data of the three inputs, checked: logits `(N, V)`, targets in `[0, V)`.
 fn cross_entropy_inputs<'a>(inputs: &CpuInputs<'a>) -> candle_core::Result<CrossEntropyInputs<'a>> {
@@ -88,6 +89,7 @@ impl CpuKernel for CrossEntropy {
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, t, w, v) = cross_entropy_inputs(inputs)?;
+        let (x, w) = (&*x, &*w);
         let row = |e: &mut [f32], x: &[f32], t: u32, w: f32| {
             // Ignored rows (weight 0) add nothing and keep a zero gradient.
             if w == 0.0 {
@@ -118,7 +120,7 @@ impl CpuKernel for CrossEntropy {
         };
         // Summed in row order, in f64: the same bits whatever the number of threads.
         let loss = losses.iter().sum::<f64>() as f32;
-        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+        Ok((inputs.output(vec![loss]), Shape::from(())))
     }
 
     fn bwd(&self, inputs: &[&Tensor], _loss: &Tensor, g: &Tensor) -> Grads {
@@ -144,6 +146,8 @@ impl CpuKernel for CrossEntropy {
                 Tensor::from_vec(grad, x.shape(), x.device())?
             }
         };
+        // Computed in f32; a half-precision loss wants its gradient in its own dtype.
+        let dx = dx.to_dtype(x.dtype())?;
         let scale = g.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let dx = if scale == 1.0 {
             dx

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::contiguous;
+use super::op::{as_f32, rounded_like};
 
 /// Mask elements per block of random numbers (one ChaCha stream each).
 const MASK_BLOCK: usize = 1 << 16;
@@ -115,10 +115,12 @@ impl CustomOp1 for Mask {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous::<f32>(self.name(), s, l)?;
+        // f16 and bf16 are widened and the product rounded once, as the kernels of `op.rs` do.
+        let x = as_f32(self.name(), s, l)?;
         let mut y = vec![0f32; x.len()];
         self.apply(&mut y, |j, m| x[j] * m);
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+        let y = rounded_like(s, y);
+        Ok((y, l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {

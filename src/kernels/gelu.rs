@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_f32;
+use super::cpu_float;
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::simd::{sigmoid_fast, simd_fn};
 use crate::memory::zeros_on_huge_pages;
@@ -18,7 +18,7 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// core and with a one-pass backward (candle's `gelu` calls libm's tanh on one thread, and its
 /// gradient is a dozen tensor operations). Returns `None` for other devices and dtypes.
 pub fn gelu_tanh(x: &Tensor) -> Result<Option<Tensor>> {
-    if !cpu_f32(x) {
+    if !cpu_float(&[x]) {
         return Ok(None);
     }
     Ok(Some(apply(GeluTanh, &[x])?))
@@ -55,12 +55,12 @@ impl CpuKernel for GeluTanh {
     const NAME: &'static str = "gelu-tanh";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = inputs.f32(0)?;
+        let x = &*inputs.f32(0)?;
         let mut y = zeros_on_huge_pages(x.len());
         y.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(x.par_chunks(ELEMENTWISE_CHUNK))
             .for_each(|(y, x)| gelu_slice(y, x));
-        Ok((CpuStorage::F32(y), inputs.layout(0).shape().clone()))
+        Ok((inputs.output(y), inputs.layout(0).shape().clone()))
     }
 
     fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
@@ -75,7 +75,7 @@ impl CpuKernel for GeluTanhGrad {
     const NAME: &'static str = "gelu-tanh-grad";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, g) = (inputs.f32(0)?, inputs.f32(1)?);
+        let (x, g) = (&*inputs.f32(0)?, &*inputs.f32(1)?);
         let mut dx = zeros_on_huge_pages(x.len());
         dx.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(
@@ -83,6 +83,6 @@ impl CpuKernel for GeluTanhGrad {
                     .zip(g.par_chunks(ELEMENTWISE_CHUNK)),
             )
             .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
-        Ok((CpuStorage::F32(dx), inputs.layout(0).shape().clone()))
+        Ok((inputs.output(dx), inputs.layout(0).shape().clone()))
     }
 }

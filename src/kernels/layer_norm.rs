@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_f32;
+use super::cpu_float;
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
@@ -13,7 +13,7 @@ use crate::Result;
 /// variance are taken in two passes, like the composed version. Returns `None` for other
 /// devices and dtypes.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Option<Tensor>> {
-    if !cpu_f32(x) || !cpu_f32(weight) || !cpu_f32(bias) {
+    if !cpu_float(&[x, weight, bias]) {
         return Ok(None);
     }
     let op = LayerNormOp { eps: eps as f32 };
@@ -36,7 +36,7 @@ impl CpuKernel for LayerNormOp {
     const NAME: &'static str = "layer-norm-train";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (inputs.f32(0)?, inputs.f32(1)?, inputs.f32(2)?);
+        let (x, w, b) = (&*inputs.f32(0)?, &*inputs.f32(1)?, &*inputs.f32(2)?);
         let (xl, c) = (inputs.layout(0), w.len());
         if b.len() != c || xl.dims().last() != Some(&c) {
             candle_core::bail!(
@@ -53,7 +53,7 @@ impl CpuKernel for LayerNormOp {
                 *y = (x - mean) * rstd * w + b;
             }
         });
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        Ok((inputs.output(y), xl.shape().clone()))
     }
 
     fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
@@ -79,7 +79,7 @@ impl CpuKernel for LayerNormGrad {
     const NAME: &'static str = "layer-norm-train-grad";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, g, w) = (inputs.f32(0)?, inputs.f32(1)?, inputs.f32(2)?);
+        let (x, g, w) = (&*inputs.f32(0)?, &*inputs.f32(1)?, &*inputs.f32(2)?);
         let c = w.len();
         let mut dx = zeros_on_huge_pages(x.len());
         dx.par_chunks_mut(c)
@@ -99,6 +99,6 @@ impl CpuKernel for LayerNormGrad {
                     *dx = rstd * (g * w - mean_d - xhat * mean_dx);
                 }
             });
-        Ok((CpuStorage::F32(dx), inputs.layout(0).shape().clone()))
+        Ok((inputs.output(dx), inputs.layout(0).shape().clone()))
     }
 }

@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_f32;
+use super::cpu_float;
 use super::gemm::{gemv_chunk, matmul_f32, pool_parallelism, Strided};
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use crate::memory::{advise_huge_pages, zeros_on_huge_pages, HUGE_PAGE_MIN_BYTES};
@@ -25,7 +25,7 @@ const ROW_TASKS_PER_THREAD: usize = 2;
 /// reshape), each of which allocates and accumulates its own gradient; the backward pass is the
 /// two matmuls and a column sum. Returns `None` for other devices and dtypes.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
-    if !cpu_f32(x) || !cpu_f32(weight) || !cpu_f32(bias) || weight.rank() != 2 {
+    if !cpu_float(&[x, weight, bias]) || weight.rank() != 2 {
         return Ok(None);
     }
     Ok(Some(apply(Linear, &[x, weight, bias])?))
@@ -37,7 +37,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Option<Tenso
 /// `(V, C)` and contiguous (through `wte.t()` candle would accumulate it through a transposed
 /// view, element by element). Returns `None` for other devices and dtypes.
 pub fn tied_head(x: &Tensor, wte: &Tensor) -> Result<Option<Tensor>> {
-    if !cpu_f32(x) || !cpu_f32(wte) || x.rank() != 2 || wte.rank() != 2 {
+    if !cpu_float(&[x, wte]) || x.rank() != 2 || wte.rank() != 2 {
         return Ok(None);
     }
     Ok(Some(apply(TiedHead, &[x, wte])?))
@@ -110,7 +110,7 @@ impl CpuKernel for Linear {
     const NAME: &'static str = "conv1d-linear";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (inputs.f32(0)?, inputs.f32(1)?, inputs.f32(2)?);
+        let (x, w, b) = (&*inputs.f32(0)?, &*inputs.f32(1)?, &*inputs.f32(2)?);
         let (xl, wl) = (inputs.layout(0), inputs.layout(1));
         let (k, n) = wl.shape().dims2()?;
         if xl.dims().last() != Some(&k) || b.len() != n {
@@ -130,7 +130,7 @@ impl CpuKernel for Linear {
         };
         let mut dims = xl.dims().to_vec();
         *dims.last_mut().expect("rank >= 1") = n;
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        Ok((inputs.output(y), Shape::from(dims)))
     }
 
     fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
@@ -152,7 +152,7 @@ impl CpuKernel for ColumnSum {
     const NAME: &'static str = "column-sum";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = inputs.f32(0)?;
+        let g = &*inputs.f32(0)?;
         let (_, c) = inputs.layout(0).shape().dims2()?;
         let chunk = column_chunks(c);
         let mut sums = vec![0f32; c];
@@ -166,7 +166,7 @@ impl CpuKernel for ColumnSum {
                     }
                 }
             });
-        Ok((CpuStorage::F32(sums), Shape::from(c)))
+        Ok((inputs.output(sums), Shape::from(c)))
     }
 }
 
@@ -176,7 +176,7 @@ impl CpuKernel for TiedHead {
     const NAME: &'static str = "tied-head";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, wte) = (inputs.f32(0)?, inputs.f32(1)?);
+        let (x, wte) = (&*inputs.f32(0)?, &*inputs.f32(1)?);
         let (xl, wl) = (inputs.layout(0), inputs.layout(1));
         let ((n, c), (v, wc)) = (xl.shape().dims2()?, wl.shape().dims2()?);
         if wc != c {
@@ -212,7 +212,7 @@ impl CpuKernel for TiedHead {
                 )
             }
         }
-        Ok((CpuStorage::F32(y), Shape::from((n, v))))
+        Ok((inputs.output(y), Shape::from((n, v))))
     }
 
     fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {

@@ -19,9 +19,10 @@
 //! allocating a parameter-sized result; [`FusedAdamW`] makes one parallel pass per parameter and
 //! updates weights and moments in place, with the same formula in the same order.
 //!
-//! These paths only run for f32 tensors on the CPU (and, for the matrix-vector products, only
-//! when no gradient is needed); everything else takes the plain path, which is what the book
-//! shows.
+//! These paths run on the CPU, for f32 tensors and for f16 and bf16 ones, which they read
+//! into f32, compute on in f32 and round once on the way out - as PyTorch's half-precision CPU
+//! kernels do (the matrix-vector products of decoding, only when no gradient is needed);
+//! everything else takes the plain path, which is what the book shows.
 //!
 //! One file per operation, each with the function the model calls (it returns `None` where the
 //! fast path does not apply) and the candle custom operations behind it:
@@ -73,9 +74,16 @@ pub use layer_norm::layer_norm;
 pub use linear::{linear, tied_head};
 pub use softmax::scaled_masked_softmax;
 
-/// Whether a tensor is f32 on the CPU, where the fast paths apply.
-fn cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+/// Whether tensors are on the CPU and of one float type, where the fast paths apply: f32, or
+/// f16 / bf16, which a kernel widens to f32 as it reads them and rounds its output back to
+/// (`op.rs`), so that its gradients come out in the dtype of its inputs.
+fn cpu_float(ts: &[&Tensor]) -> bool {
+    let Some(first) = ts.first() else {
+        return false;
+    };
+    let dtype = first.dtype();
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+        && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == dtype)
 }
 
 /// Whether `mask` is a u8 mask on the CPU of shape `(B or 1, 1, T or 1, S)`, as the scores

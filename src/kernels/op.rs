@@ -4,7 +4,11 @@
 //! [`apply_no_bwd`] hand it to candle under the trait its number of inputs needs. So a kernel
 //! with an optional mask (one input more when there is one) is one implementation, not two.
 
+use std::borrow::Cow;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
+use half::{bf16, f16};
+use rayon::prelude::*;
 
 /// The inputs of one call on the CPU, as candle hands them over: each one's storage and layout.
 pub(super) struct CpuInputs<'a> {
@@ -30,11 +34,90 @@ impl<'a> CpuInputs<'a> {
         contiguous(self.op, s, l)
     }
 
-    /// Input `i`'s data, which must be contiguous f32.
-    pub(super) fn f32(&self, i: usize) -> candle_core::Result<&'a [f32]> {
-        self.data(i)
+    /// Input `i`'s data as f32: borrowed where it is f32, widened into a buffer of the call's
+    /// own where it is f16 or bf16 (the kernels compute in f32, as PyTorch's half-precision
+    /// CPU kernels do, and only their outputs are rounded - see [`CpuInputs::output`]).
+    pub(super) fn f32(&self, i: usize) -> candle_core::Result<Cow<'a, [f32]>> {
+        let (s, l) = self.inputs[i];
+        as_f32(self.op, s, l)
+    }
+
+    /// A result computed in f32 as the storage of the first input's float type: f16 and bf16
+    /// inputs give an output of their own type, rounded once (to nearest, ties to even).
+    pub(super) fn output(&self, y: Vec<f32>) -> CpuStorage {
+        rounded_like(self.inputs[0].0, y)
     }
 }
+
+/// The contiguous data of a CPU tensor as f32: borrowed where it is f32, widened into a new
+/// buffer where it is f16 or bf16; an error naming the op for other types.
+pub(super) fn as_f32<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<Cow<'a, [f32]>> {
+    Ok(match s {
+        CpuStorage::BF16(_) => Cow::Owned(widen(contiguous::<bf16>(op, s, l)?)),
+        CpuStorage::F16(_) => Cow::Owned(widen(contiguous::<f16>(op, s, l)?)),
+        _ => Cow::Borrowed(contiguous(op, s, l)?),
+    })
+}
+
+/// `y`, computed in f32, as a storage of `like`'s type: rounded once where that is f16 or bf16.
+pub(super) fn rounded_like(like: &CpuStorage, y: Vec<f32>) -> CpuStorage {
+    match like {
+        CpuStorage::BF16(_) => CpuStorage::BF16(narrow(&y)),
+        CpuStorage::F16(_) => CpuStorage::F16(narrow(&y)),
+        _ => CpuStorage::F32(y),
+    }
+}
+
+/// Elements per parallel task of the conversions.
+const CONVERT_CHUNK: usize = 1 << 15;
+
+/// A half-precision buffer widened to f32, on every core.
+fn widen<T: HalfFloat>(x: &[T]) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(CONVERT_CHUNK)
+        .zip(x.par_chunks(CONVERT_CHUNK))
+        .for_each(|(y, x)| T::widen(x, y));
+    y
+}
+
+/// An f32 buffer rounded to a half precision, on every core.
+fn narrow<T: HalfFloat>(x: &[f32]) -> Vec<T> {
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(CONVERT_CHUNK)
+        .zip(x.par_chunks(CONVERT_CHUNK))
+        .for_each(|(y, x)| T::narrow(x, y));
+    y
+}
+
+/// f16 and bf16, for [`widen`] and [`narrow`] (the `half` crate's vectorised slice conversions).
+trait HalfFloat: Copy + Send + Sync {
+    const ZERO: Self;
+    fn widen(src: &[Self], dst: &mut [f32]);
+    fn narrow(src: &[f32], dst: &mut [Self]);
+}
+
+macro_rules! half_float {
+    ($t:ty) => {
+        impl HalfFloat for $t {
+            const ZERO: Self = <$t>::ZERO;
+            fn widen(src: &[Self], dst: &mut [f32]) {
+                use half::slice::HalfFloatSliceExt;
+                src.convert_to_f32_slice(dst);
+            }
+            fn narrow(src: &[f32], dst: &mut [Self]) {
+                use half::slice::HalfFloatSliceExt;
+                dst.convert_from_f32_slice(src);
+            }
+        }
+    };
+}
+
+half_float!(bf16);
+half_float!(f16);
 
 /// The contiguous data of a CPU tensor of element type `T`, or an error naming the op.
 pub(super) fn contiguous<'a, T: WithDType>(

@@ -6,12 +6,12 @@ use rayon::prelude::*;
 
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use super::simd::{exp_fast, lane_max, lane_sum, simd_fn};
-use super::{cpu_f32, mask_fits};
+use super::{cpu_float, mask_fits};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
 /// `softmax(where(mask, att * scale, lowest))` over the last dimension, as the plain attention
-/// computes it: `att` is `(B, nh, T, S)` f32 on the CPU, `mask` (if any) `(B or 1, 1, T or 1, S)`
+/// computes it: `att` is `(B, nh, T, S)` on the CPU, `mask` (if any) `(B or 1, 1, T or 1, S)`
 /// u8 with 1 where attention is allowed. A masked score gets f32's lowest value, so a row with
 /// nothing allowed (a padding query) comes out uniform, as in transformers. Differentiable.
 /// Returns `None` for other devices, dtypes or shapes; the caller then takes the plain path.
@@ -20,7 +20,7 @@ pub fn scaled_masked_softmax(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Option<Tensor>> {
-    if !cpu_f32(att) || att.rank() != 4 {
+    if !cpu_float(&[att]) || att.rank() != 4 {
         return Ok(None);
     }
     let (b, _, t, s) = att.dims4()?;
@@ -132,7 +132,7 @@ impl CpuKernel for MaskedSoftmax {
     const NAME: &'static str = "scaled-masked-softmax";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, xl) = (inputs.f32(0)?, inputs.layout(0));
+        let (x, xl) = (&*inputs.f32(0)?, inputs.layout(0));
         let (b, nh, t, s) = xl.shape().dims4()?;
         let mask = MaskIndex::of_input(inputs, 1, (b, nh, t))?;
         let mut y = zeros_on_huge_pages(x.len());
@@ -143,7 +143,7 @@ impl CpuKernel for MaskedSoftmax {
                 let m = mask.map(|(m, idx)| &m[idx.row(r) * s..][..s]);
                 masked_softmax_row(y, x, m, self.scale);
             });
-        Ok((CpuStorage::F32(y), xl.shape().clone()))
+        Ok((inputs.output(y), xl.shape().clone()))
     }
 
     /// The gradient of the scores (the mask has none), from the output.
@@ -166,7 +166,7 @@ impl CpuKernel for MaskedSoftmaxGrad {
     const NAME: &'static str = "scaled-masked-softmax-grad";
 
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, g, yl) = (inputs.f32(0)?, inputs.f32(1)?, inputs.layout(0));
+        let (y, g, yl) = (&*inputs.f32(0)?, &*inputs.f32(1)?, inputs.layout(0));
         let (b, nh, t, s) = yl.shape().dims4()?;
         let mask = MaskIndex::of_input(inputs, 2, (b, nh, t))?;
         let mut dx = zeros_on_huge_pages(y.len());
@@ -177,6 +177,6 @@ impl CpuKernel for MaskedSoftmaxGrad {
                 let m = mask.map(|(m, idx)| &m[idx.row(r) * s..][..s]);
                 masked_softmax_grad_row(dx, y, g, m, self.scale);
             });
-        Ok((CpuStorage::F32(dx), yl.shape().clone()))
+        Ok((inputs.output(dx), yl.shape().clone()))
     }
 }

@@ -149,10 +149,43 @@ pub(super) struct ElementStep {
     neg_step_size: f32,
     neg_decay: f32,
     decays: bool,
+    /// The half type each operation's result is rounded to, as [`Ops::round`].
+    round: Option<DType>,
+}
+
+/// How an [`ElementStep`] rounds each operation's result: not at all (f32), or to a half type.
+trait Round {
+    fn r(x: f32) -> f32;
+}
+
+struct Exact;
+struct ToBf16;
+struct ToF16;
+
+impl Round for Exact {
+    #[inline(always)]
+    fn r(x: f32) -> f32 {
+        x
+    }
+}
+
+impl Round for ToBf16 {
+    #[inline(always)]
+    fn r(x: f32) -> f32 {
+        half::bf16::from_f32(x).to_f32()
+    }
+}
+
+impl Round for ToF16 {
+    #[inline(always)]
+    fn r(x: f32) -> f32 {
+        half::f16::from_f32(x).to_f32()
+    }
 }
 
 impl ElementStep {
-    pub(super) fn new(c: &AdamWConfig, wd: f64, bc1: f64, bc2: f64) -> Self {
+    /// The step of `c` for one parameter; `round` as [`Ops::round`].
+    pub(super) fn new(c: &AdamWConfig, wd: f64, bc1: f64, bc2: f64, round: Option<DType>) -> Self {
         let w32 = (1.0 - c.beta1) as f32;
         let step_size = match c.variant {
             AdamWVariant::Torch => c.lr / bc1,
@@ -174,6 +207,7 @@ impl ElementStep {
                 AdamWVariant::Torch => wd != 0.0,
                 AdamWVariant::Transformers4 => wd > 0.0,
             },
+            round,
         }
     }
 
@@ -199,33 +233,43 @@ impl ElementStep {
 
     #[inline(always)]
     fn apply_slices_generic(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        match self.round {
+            Some(DType::BF16) => self.apply_rounded::<ToBf16>(w, g, m, v),
+            Some(DType::F16) => self.apply_rounded::<ToF16>(w, g, m, v),
+            _ => self.apply_rounded::<Exact>(w, g, m, v),
+        }
+    }
+
+    #[inline(always)]
+    fn apply_rounded<R: Round>(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         let small_lerp = self.one_minus_beta1.abs() < 0.5;
         match (self.variant, self.decays, small_lerp) {
             (AdamWVariant::Torch, true, true) => each(w, g, m, v, |w, g, m, v| {
-                self.torch::<true, true>(w, g, m, v)
+                self.torch::<R, true, true>(w, g, m, v)
             }),
             (AdamWVariant::Torch, true, false) => each(w, g, m, v, |w, g, m, v| {
-                self.torch::<true, false>(w, g, m, v)
+                self.torch::<R, true, false>(w, g, m, v)
             }),
             (AdamWVariant::Torch, false, true) => each(w, g, m, v, |w, g, m, v| {
-                self.torch::<false, true>(w, g, m, v)
+                self.torch::<R, false, true>(w, g, m, v)
             }),
             (AdamWVariant::Torch, false, false) => each(w, g, m, v, |w, g, m, v| {
-                self.torch::<false, false>(w, g, m, v)
+                self.torch::<R, false, false>(w, g, m, v)
             }),
             (AdamWVariant::Transformers4, true, _) => each(w, g, m, v, |w, g, m, v| {
-                self.transformers4::<true>(w, g, m, v)
+                self.transformers4::<R, true>(w, g, m, v)
             }),
             (AdamWVariant::Transformers4, false, _) => each(w, g, m, v, |w, g, m, v| {
-                self.transformers4::<false>(w, g, m, v)
+                self.transformers4::<R, false>(w, g, m, v)
             }),
         }
     }
 
-    /// `torch.optim.AdamW` on one element. `SMALL_LERP`: PyTorch's `lerp` computes
-    /// `m + w·(g - m)` for a weight under 0.5 and `g - (1 - w)·(g - m)` otherwise.
+    /// `torch.optim.AdamW` on one element, each operation's result rounded by `R`.
+    /// `SMALL_LERP`: PyTorch's `lerp` computes `m + w·(g - m)` for a weight under 0.5 and
+    /// `g - (1 - w)·(g - m)` otherwise.
     #[inline(always)]
-    fn torch<const DECAYS: bool, const SMALL_LERP: bool>(
+    fn torch<R: Round, const DECAYS: bool, const SMALL_LERP: bool>(
         &self,
         w: &mut f32,
         g: f32,
@@ -233,32 +277,38 @@ impl ElementStep {
         v: &mut f32,
     ) {
         if DECAYS {
-            *w = scaled(*w, self.decay_factor);
+            *w = R::r(scaled(*w, self.decay_factor));
         }
         let d = g - *m;
-        *m = if SMALL_LERP {
+        *m = R::r(if SMALL_LERP {
             *m + scaled(d, self.one_minus_beta1)
         } else {
             g - scaled(d, self.lerp_rest)
-        };
-        *v = scaled(*v, self.beta2);
-        *v += scaled(g, self.one_minus_beta2) * g;
-        let denom = v.sqrt() / self.bc2_sqrt;
-        let denom = denom * 1.0 + self.eps;
-        *w += scaled(*m, self.neg_step_size) / denom;
+        });
+        *v = R::r(scaled(*v, self.beta2));
+        *v = R::r(*v + scaled(g, self.one_minus_beta2) * g);
+        let denom = R::r(R::r(v.sqrt()) / self.bc2_sqrt);
+        let denom = R::r(denom * 1.0 + self.eps);
+        *w = R::r(*w + scaled(*m, self.neg_step_size) / denom);
     }
 
-    /// transformers 4's `AdamW` on one element.
+    /// transformers 4's `AdamW` on one element, each operation's result rounded by `R`.
     #[inline(always)]
-    fn transformers4<const DECAYS: bool>(&self, w: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
-        *m = scaled(*m, self.beta1);
-        *m += scaled(g, self.one_minus_beta1);
-        *v = scaled(*v, self.beta2);
-        *v += scaled(g, self.one_minus_beta2) * g;
-        let denom = v.sqrt() * 1.0 + self.eps;
-        *w += scaled(*m, self.neg_step_size) / denom;
+    fn transformers4<R: Round, const DECAYS: bool>(
+        &self,
+        w: &mut f32,
+        g: f32,
+        m: &mut f32,
+        v: &mut f32,
+    ) {
+        *m = R::r(scaled(*m, self.beta1));
+        *m = R::r(*m + scaled(g, self.one_minus_beta1));
+        *v = R::r(scaled(*v, self.beta2));
+        *v = R::r(*v + scaled(g, self.one_minus_beta2) * g);
+        let denom = R::r(R::r(v.sqrt()) * 1.0 + self.eps);
+        *w = R::r(*w + scaled(*m, self.neg_step_size) / denom);
         if DECAYS {
-            *w += scaled(*w, self.neg_decay);
+            *w = R::r(*w + scaled(*w, self.neg_decay));
         }
     }
 }
@@ -289,7 +339,8 @@ mod tests {
     use crate::train::optim::HalfMoments;
 
     /// The one-pass update is the operations' own, bit for bit, in both variants, with and
-    /// without weight decay, over signed zeros, tiny and large values.
+    /// without weight decay, over signed zeros, tiny and large values, in f32 and with every
+    /// result rounded to bf16 or f16 (on values of that type).
     #[test]
     fn element_step_is_the_operations_bit_for_bit() {
         let n = 4099;
@@ -303,13 +354,21 @@ mod tests {
             }
         };
         let cpu = Device::Cpu;
-        let tensor = |k: u64, abs: bool| {
+        let tensor = |k: u64, abs: bool, round: Option<DType>| {
             let v: Vec<f32> = (0..n)
                 .map(|i| if abs { value(i, k).abs() } else { value(i, k) })
                 .collect();
-            Tensor::from_vec(v, n, &cpu).unwrap()
+            let t = Tensor::from_vec(v, n, &cpu).unwrap();
+            match round {
+                Some(d) => t.to_dtype(d).unwrap().to_dtype(DType::F32).unwrap(),
+                None => t,
+            }
         };
-        for variant in [AdamWVariant::Torch, AdamWVariant::Transformers4] {
+        let rounds = [None, Some(DType::BF16), Some(DType::F16)];
+        for (variant, round) in [AdamWVariant::Torch, AdamWVariant::Transformers4]
+            .into_iter()
+            .flat_map(|v| rounds.map(|r| (v, r)))
+        {
             for wd in [0.0, 0.01] {
                 let c = AdamWConfig {
                     lr: 3e-4,
@@ -322,13 +381,13 @@ mod tests {
                 };
                 let (bc1, bc2) = (1.0 - 0.9f64.powf(3.0), 1.0 - 0.999f64.powf(3.0));
                 let x = Update {
-                    w: tensor(1, false),
-                    g: tensor(2, false),
-                    m: tensor(3, false),
-                    v: tensor(4, true),
+                    w: tensor(1, false, round),
+                    g: tensor(2, false, round),
+                    m: tensor(3, false, round),
+                    v: tensor(4, true, round),
                 };
                 let ops = Ops {
-                    round: None,
+                    round,
                     device: cpu.clone(),
                 };
                 let flat = |t: &Tensor| t.to_vec1::<f32>().unwrap();
@@ -338,11 +397,23 @@ mod tests {
                     AdamWVariant::Transformers4 => transformers4_step(&ops, x, &c, wd, bc1, bc2),
                 }
                 .unwrap();
-                ElementStep::new(&c, wd, bc1, bc2).apply_slices(&mut w, &g, &mut m, &mut v);
+                ElementStep::new(&c, wd, bc1, bc2, round).apply_slices(&mut w, &g, &mut m, &mut v);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&w), bits(&flat(&y.w)), "{variant:?} wd {wd}: weights");
-                assert_eq!(bits(&m), bits(&flat(&y.m)), "{variant:?} wd {wd}: m");
-                assert_eq!(bits(&v), bits(&flat(&y.v)), "{variant:?} wd {wd}: v");
+                assert_eq!(
+                    bits(&w),
+                    bits(&flat(&y.w)),
+                    "{variant:?} {round:?} wd {wd}: weights"
+                );
+                assert_eq!(
+                    bits(&m),
+                    bits(&flat(&y.m)),
+                    "{variant:?} {round:?} wd {wd}: m"
+                );
+                assert_eq!(
+                    bits(&v),
+                    bits(&flat(&y.v)),
+                    "{variant:?} {round:?} wd {wd}: v"
+                );
             }
         }
     }

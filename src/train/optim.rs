@@ -215,13 +215,12 @@ impl AdamW {
                 device: p.var.device().clone(),
             };
             let wd = if p.decay { c.weight_decay } else { 0.0 };
-            // f32 on the CPU: the same operations element by element, in one pass, in place.
-            if ops.round.is_none() {
-                let k = ElementStep::new(&c, wd, bias_correction1, bias_correction2);
-                let w = p.var.as_tensor();
-                if update_in_place(w, g, &p.m, &p.v, |w, g, m, v| k.apply_slices(w, g, m, v))? {
-                    continue;
-                }
+            // On the CPU: the same operations element by element, each result rounded where
+            // they round it, in one pass, in place (half buffers widened and rounded back).
+            let k = ElementStep::new(&c, wd, bias_correction1, bias_correction2, ops.round);
+            let w = p.var.as_tensor();
+            if update_in_place(w, g, &p.m, &p.v, |w, g, m, v| k.apply_slices(w, g, m, v))? {
+                continue;
             }
             let x = Update {
                 w: p.var.as_tensor().detach().to_dtype(DType::F32)?,
@@ -444,6 +443,98 @@ impl Opt {
             Self::Candle(opt) => opt.set_learning_rate(lr),
             Self::Fused(opt) => Optimizer::set_learning_rate(opt, lr),
             Self::Named(opt) => opt.set_lr(lr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Half weights go through the in-place update (widened chunk by chunk, rounded back) and
+    /// come out as the operation-by-operation path computes them, bit for bit: both variants,
+    /// both kinds of moments, with decay, over three steps.
+    #[test]
+    fn half_weights_update_in_place_as_the_operations_do() {
+        let dev = Device::Cpu;
+        // More than one chunk of the in-place update, and not a multiple of it.
+        let n = 40_000;
+        let values = |k: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| {
+                    ((i.wrapping_mul(2_654_435_761).wrapping_add(k * 97)) % 10_007) as f32 / 5e3
+                        - 1.0
+                })
+                .collect()
+        };
+        for dtype in [DType::BF16, DType::F16] {
+            for variant in [AdamWVariant::Torch, AdamWVariant::Transformers4] {
+                for half_moments in [HalfMoments::LikeWeights, HalfMoments::F32] {
+                    let c = AdamWConfig {
+                        weight_decay: 0.01,
+                        eps: 1e-6,
+                        variant,
+                        half_moments,
+                        ..AdamWConfig::torch(1e-3)
+                    };
+                    let w0 = Tensor::from_vec(values(1), n, &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let var = Var::from_tensor(&w0).unwrap();
+                    let mut opt =
+                        AdamW::new(vec![("h.0.mlp.c_fc.weight".into(), var.clone())], c).unwrap();
+                    let round = (half_moments == HalfMoments::LikeWeights).then_some(dtype);
+                    let md = moments_dtype(dtype, half_moments);
+                    let (mut w, mut m, mut v) = (
+                        w0.to_dtype(DType::F32).unwrap(),
+                        Tensor::zeros(n, md, &dev).unwrap(),
+                        Tensor::zeros(n, md, &dev).unwrap(),
+                    );
+                    for step in 1..=3 {
+                        let g = (Tensor::from_vec(values(step + 1), n, &dev).unwrap() * 1e-2)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap();
+                        // A store from an empty backward pass, to put the gradient in.
+                        let mut grads = Tensor::new(0f32, &dev).unwrap().backward().unwrap();
+                        grads.insert(var.as_tensor(), g.clone());
+                        opt.step(&grads).unwrap();
+                        let t = step as f64;
+                        let (bc1, bc2) = (1.0 - c.beta1.powf(t), 1.0 - c.beta2.powf(t));
+                        let ops = super::super::adamw_update::Ops {
+                            round,
+                            device: dev.clone(),
+                        };
+                        let x = Update {
+                            w: w.clone(),
+                            g: g.to_dtype(DType::F32).unwrap(),
+                            m: m.to_dtype(DType::F32).unwrap(),
+                            v: v.to_dtype(DType::F32).unwrap(),
+                        };
+                        let y = match variant {
+                            AdamWVariant::Torch => torch_step(&ops, x, &c, 0.01, bc1, bc2),
+                            AdamWVariant::Transformers4 => {
+                                transformers4_step(&ops, x, &c, 0.01, bc1, bc2)
+                            }
+                        }
+                        .unwrap();
+                        w = y.w.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+                        m = y.m.to_dtype(md).unwrap();
+                        v = y.v.to_dtype(md).unwrap();
+                        let bits = |t: &Tensor| {
+                            let t = t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+                            t.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                        };
+                        let what = format!("{dtype:?} {variant:?} {half_moments:?} step {step}");
+                        assert_eq!(bits(var.as_tensor()), bits(&w), "{what}: weights");
+                        let (om, ov) = opt.moments("h.0.mlp.c_fc.weight").unwrap();
+                        assert_eq!((om.dtype(), ov.dtype()), (md, md), "{what}");
+                        assert_eq!(bits(om), bits(&m), "{what}: m");
+                        assert_eq!(bits(ov), bits(&v), "{what}: v");
+                    }
+                }
+            }
         }
     }
 }
