@@ -381,7 +381,7 @@ fn readme_quotes_the_recorded_figures() {
 }
 
 /// The fine-tune run the chapters quote (default malloc).
-const FINETUNE_RECORD: &str = "cpu-2026-11-26-finetune.json";
+const FINETUNE_RECORD: &str = "cpu-2026-11-26-finetune-half-kernels.json";
 
 /// Chapters 6 and 7 quote their loop's recorded rate (this crate's, f32, PyTorch's beside it),
 /// with the tutorial's GPU figure next to it for scale; chapter 6's estimate of a full run
