@@ -8,7 +8,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use common::*;
 use gpt2_tutorial::data::{epoch_order, Jokes, JokesSource, Packer, PackingMode};
 use gpt2_tutorial::tokenizer::bundled_tokenizer_path;
@@ -70,13 +70,7 @@ fn probe(weights: &Weights, name: &str, want: &Value) -> (Vec<f64>, Vec<f64>, f6
             .collect::<Vec<_>>(),
         "{name}: shape"
     );
-    let flat: Vec<f32> = t
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let flat = common::flat_f32(t);
     let stride = want["stride"].as_u64().unwrap() as usize;
     let first = flat.iter().take(8).map(|&x| f64::from(x)).collect();
     let strided = (0..8).map(|i| f64::from(flat[i * stride])).collect();

@@ -350,16 +350,7 @@ fn half_precision_kernels_are_the_f32_kernels_rounded_once() {
             let ((yh, gh), (yf, gf)) = (run(dtype), run(DType::F32));
             let what = format!("{name} in {dtype:?}");
             assert_eq!(yh.dtype(), dtype, "{what}: output dtype");
-            let bits = |t: &Tensor| {
-                let v: Vec<f32> = t
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap();
-                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            };
+            let bits = |t: &Tensor| flat_f32(t).iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits(&yh),
                 bits(&yf.to_dtype(dtype).unwrap()),

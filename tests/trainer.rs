@@ -113,15 +113,11 @@ fn fixture_args(out: &Path) -> TrainingArguments {
 fn probe_checks(padding: &str, at: &str, weights: &Weights, want: &Value) {
     for (name, p) in want.as_object().unwrap() {
         let key = name.strip_prefix("transformer.").unwrap_or(name);
-        let flat: Vec<f32> = weights
-            .get(key)
-            .unwrap_or_else(|| panic!("no parameter {key}"))
-            .to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let flat = common::flat_f32(
+            weights
+                .get(key)
+                .unwrap_or_else(|| panic!("no parameter {key}")),
+        );
         let stride = p["stride"].as_u64().unwrap() as usize;
         let first: Vec<f64> = flat.iter().take(8).map(|&x| f64::from(x)).collect();
         let strided: Vec<f64> = (0..8).map(|i| f64::from(flat[i * stride])).collect();

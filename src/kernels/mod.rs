@@ -19,10 +19,10 @@
 //! allocating a parameter-sized result; [`FusedAdamW`] makes one parallel pass per parameter and
 //! updates weights and moments in place, with the same formula in the same order.
 //!
-//! These paths run on the CPU, for f32 tensors and for f16 and bf16 ones, which they read
-//! into f32, compute on in f32 and round once on the way out - as PyTorch's half-precision CPU
-//! kernels do (the matrix-vector products of decoding, only when no gradient is needed);
-//! everything else takes the plain path, which is what the book shows.
+//! These paths run on the CPU (the matrix-vector products of decoding only when no gradient is
+//! needed), for f32 tensors and for f16 and bf16 ones, which they read into f32, compute on in
+//! f32 and round once on the way out, as PyTorch's half-precision CPU kernels do; everything
+//! else takes the plain path, which is what the book shows.
 //!
 //! One file per operation, each with the function the model calls (it returns `None` where the
 //! fast path does not apply) and the candle custom operations behind it:

@@ -76,6 +76,16 @@ pub fn bundled_lm() -> Gpt2LmHeadModel {
 /// Compares two tensors element-wise; on failure prints the evidence (max difference, where,
 /// the first few pairs) before failing, as llm.c's test_gpt2 does.
 /// The largest absolute difference between two tensors of one shape (any float dtype).
+/// Every element of `t`, whatever its float type, as f32, flattened.
+pub fn flat_f32(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
     (f32(a) - f32(b))
