@@ -14,7 +14,7 @@ pub enum Error {
     #[error("{path} is missing: a model directory needs config.json and model.safetensors (write one with `save_pretrained` in transformers, or with `Weights::save` and `Gpt2Config::to_json` here)")]
     MissingFile { path: PathBuf },
 
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read or write {path}: {source}{}", io_advice(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -202,6 +202,18 @@ impl Error {
     }
 }
 
+/// What to do about an I/O error where there is something to say: a full disk (a checkpoint
+/// of gpt2-xl with its optimizer state is about 9 GB in bf16).
+fn io_advice(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => {
+            " - the disk is full: free some space, or write elsewhere (--out); a file being \
+             written is only renamed into place once complete, so what was saved before is intact"
+        }
+        _ => "",
+    }
+}
+
 /// The part of [`Error::TrainingDiverged`]'s message about what is saved.
 fn last_checkpoint(dir: &Option<PathBuf>) -> String {
     match dir {
@@ -234,5 +246,23 @@ mod tests {
         );
         let other = Error::from(candle_core::Error::Msg("shape mismatch".into()));
         assert!(matches!(other, Error::Candle(_)), "{other:?}");
+    }
+
+    #[test]
+    fn a_full_disk_says_what_to_do() {
+        let full = Error::io(
+            "out/optimizer.safetensors.tmp",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        let text = full.to_string();
+        assert!(
+            text.starts_with("cannot read or write out/optimizer.safetensors.tmp")
+                && text.contains("the disk is full")
+                && text.contains("--out"),
+            "{text}"
+        );
+        let missing =
+            Error::io("x", std::io::Error::from(std::io::ErrorKind::NotFound)).to_string();
+        assert!(!missing.contains("disk is full"), "{missing}");
     }
 }
