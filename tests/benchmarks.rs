@@ -447,6 +447,53 @@ fn chapters_quote_the_loops_recorded_figures() {
     }
 }
 
+/// The peak memory figures the prose quotes (MiB, as the tables print them) are the records':
+/// bf16 on gpt2 before and after the half kernels, and the one step of gpt2-xl in bf16.
+#[test]
+fn docs_quote_the_recorded_memory_figures() {
+    let record = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(benchmarks_dir().join(name)).unwrap())
+            .unwrap()
+    };
+    let mib =
+        |v: &Value| group_digits((v.as_f64().unwrap() / (1u64 << 20) as f64).round() as usize);
+    let before = record("cpu-2026-11-26-finetune.json");
+    let after = record(FINETUNE_RECORD);
+    let xl = record("cpu-2026-11-26-memory-xl-check.json");
+    let bf16 =
+        |r: &Value, side: &str| mib(&r["finetune"]["memory"]["gpt2 bf16"][side]["peak_rss_bytes"]);
+    let xl_step = mib(&xl["finetune"]["fit_checks"]["gpt2-xl bf16"]["peak_rss_bytes"]);
+    let words = |path: &str| {
+        std::fs::read_to_string(common::root().join(path))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let page = words("chapters/performance.md");
+    for quoted in [
+        format!(
+            "a peak of {} MiB against PyTorch's {} on gpt2",
+            bf16(&before, "candle"),
+            bf16(&before, "pytorch")
+        ),
+        format!(
+            "brought the peak from {} to {} MiB on gpt2",
+            bf16(&before, "candle"),
+            bf16(&after, "candle")
+        ),
+        format!("gpt2-xl in bf16 peaked at {xl_step} MiB"),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
+    let readme = words("README.md");
+    let quoted = format!("gpt2-xl in bf16 peaked at {xl_step} MiB");
+    assert!(readme.contains(&quoted), "README should say {quoted:?}");
+}
+
 /// The `x86-v4` A/B (scripts/bench_gemm_v4.sh keeps only its table): every ratio is its row's
 /// two figures divided, the training step is among them, and the performance page shows it.
 #[test]
