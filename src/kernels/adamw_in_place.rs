@@ -86,23 +86,18 @@ impl Buffer {
         }
     }
 
-    /// Elements `start..start + out.len()`, widened to f32 into `out`.
+    /// Elements `start..start + len`, to read.
     ///
     /// # Safety
-    /// As [`Buffer::f32_range`].
-    unsafe fn load(&self, start: usize, out: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        let n = out.len();
+    /// As [`Buffer::f32_range`], and nothing may write the range while the view lives.
+    unsafe fn view<'a>(&self, start: usize, len: usize) -> Elements<'a> {
+        debug_assert!(start + len <= self.len());
         // SAFETY: the caller's guarantee.
         unsafe {
             match *self {
-                Self::F32(p, _) => out.copy_from_slice(std::slice::from_raw_parts(p.add(start), n)),
-                Self::F16(p, _) => {
-                    std::slice::from_raw_parts(p.add(start), n).convert_to_f32_slice(out)
-                }
-                Self::BF16(p, _) => {
-                    std::slice::from_raw_parts(p.add(start), n).convert_to_f32_slice(out)
-                }
+                Self::F32(p, _) => Elements::F32(std::slice::from_raw_parts(p.add(start), len)),
+                Self::F16(p, _) => Elements::F16(std::slice::from_raw_parts(p.add(start), len)),
+                Self::BF16(p, _) => Elements::BF16(std::slice::from_raw_parts(p.add(start), len)),
             }
         }
     }
@@ -131,16 +126,16 @@ impl Buffer {
     }
 }
 
-/// The gradient, which is only read.
+/// Elements to read: the gradient, or a view of a [`Buffer`].
 #[derive(Clone, Copy)]
-enum Gradient<'a> {
+enum Elements<'a> {
     F32(&'a [f32]),
     F16(&'a [f16]),
     BF16(&'a [bf16]),
 }
 
-impl Gradient<'_> {
-    /// Elements `start..start + len` of an f32 gradient, `None` for a half one.
+impl Elements<'_> {
+    /// Elements `start..start + len` where they are f32, `None` for half ones.
     fn f32_range(&self, start: usize, len: usize) -> Option<&[f32]> {
         match *self {
             Self::F32(d) => Some(&d[start..start + len]),
@@ -249,9 +244,9 @@ impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Up
             candle_core::bail!("{}: buffers of different lengths", self.name());
         }
         let g = match gs {
-            CpuStorage::F32(d) => Gradient::F32(&d[g0..g1]),
-            CpuStorage::F16(d) => Gradient::F16(&d[g0..g1]),
-            CpuStorage::BF16(d) => Gradient::BF16(&d[g0..g1]),
+            CpuStorage::F32(d) => Elements::F32(&d[g0..g1]),
+            CpuStorage::F16(d) => Elements::F16(&d[g0..g1]),
+            CpuStorage::BF16(d) => Elements::BF16(&d[g0..g1]),
             _ => candle_core::bail!("{}: expected an f32, f16 or bf16 gradient", self.name()),
         };
         let update = self.update;
@@ -275,10 +270,10 @@ impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Up
                 let (ws, rest) = scratch.split_at_mut(len);
                 let (gs, rest) = rest.split_at_mut(len);
                 let (ms, vs) = rest.split_at_mut(len);
-                w.load(start, ws);
+                w.view(start, len).load(0, ws);
                 g.load(start, gs);
-                m.load(start, ms);
-                v.load(start, vs);
+                m.view(start, len).load(0, ms);
+                v.view(start, len).load(0, vs);
                 update(ws, gs, ms, vs);
                 w.store(start, ws);
                 m.store(start, ms);
