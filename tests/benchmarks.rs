@@ -247,6 +247,16 @@ fn finetune_rows(results: &Value) -> Vec<String> {
     out
 }
 
+/// A file of the repository as its words joined by single spaces: prose, whatever its line
+/// breaks.
+fn words(path: &str) -> String {
+    std::fs::read_to_string(common::root().join(path))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn recorded() -> Vec<(PathBuf, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(benchmarks_dir())
         .expect("benchmarks/ holds the recorded runs")
@@ -463,13 +473,6 @@ fn docs_quote_the_recorded_memory_figures() {
     let bf16 =
         |r: &Value, side: &str| mib(&r["finetune"]["memory"]["gpt2 bf16"][side]["peak_rss_bytes"]);
     let xl_step = mib(&xl["finetune"]["fit_checks"]["gpt2-xl bf16"]["peak_rss_bytes"]);
-    let words = |path: &str| {
-        std::fs::read_to_string(common::root().join(path))
-            .unwrap()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let page = words("chapters/performance.md");
     for quoted in [
         format!(
@@ -532,14 +535,6 @@ fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
     let results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let s = &results["finetune"]["settings"];
     let n = |v: &Value| v.as_u64().expect("a count");
-    // The prose's words, whatever its line breaks.
-    let words = |path: &str| {
-        std::fs::read_to_string(common::root().join(path))
-            .unwrap()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     let page = words("chapters/performance.md");
     for quoted in [
         format!("repeated to {}", group_digits(n(&s["joke_rows"]) as usize)),
