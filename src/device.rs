@@ -17,13 +17,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     match spec.trim() {
         "cpu" => Ok(Device::Cpu),
         // `cuda_is_available` only says the crate was built with CUDA; a GPU must also be there.
-        "auto" if candle_core::utils::cuda_is_available() => match Device::new_cuda(0) {
-            Ok(device) => {
-                keep_freed_gpu_memory(&device)?;
-                Ok(device)
-            }
-            Err(_) => Ok(Device::Cpu),
-        },
+        "auto" if candle_core::utils::cuda_is_available() => {
+            Ok(Device::new_cuda(0).unwrap_or(Device::Cpu))
+        }
         "auto" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             if !candle_core::utils::cuda_is_available() {
@@ -40,13 +36,11 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                 None => 0,
             };
             // Without a driver or a GPU, CUDA's own error (CUDA_ERROR_NO_DEVICE, ...) needs context.
-            let device = Device::new_cuda(ordinal).map_err(|e| {
+            Device::new_cuda(ordinal).map_err(|e| {
                 Error::InvalidArgument(format!(
                     "--device {s}: cannot open GPU {ordinal} ({e}); check that `nvidia-smi` lists it, or use --device cpu"
                 ))
-            })?;
-            keep_freed_gpu_memory(&device)?;
-            Ok(device)
+            })
         }
         other => Err(Error::InvalidArgument(format!(
             "--device {other:?}: expected auto, cpu, cuda or cuda:N"
@@ -54,56 +48,6 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 // ANCHOR_END: parse_device
-
-/// Lets the GPU's memory pool keep what a step frees, for the next step to reuse.
-///
-/// candle allocates every tensor with `cuMemAllocAsync` from the device's memory pool, whose
-/// release threshold is 0 by default: at each synchronisation (reading the loss, say) the pool
-/// hands all its free memory back to the driver, and the next step maps it again - gigabytes per
-/// training step. PyTorch's caching allocator keeps freed blocks instead; an unbounded threshold
-/// does the same here, so the process holds its peak until it exits, as PyTorch's does.
-/// Also stops cudarc from creating two CUDA events for every tensor: they order uses across
-/// streams, and a candle device issues all its work on its one stream.
-#[cfg(feature = "cuda")]
-pub fn keep_freed_gpu_memory(device: &Device) -> Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::{result, sys};
-    let Device::Cuda(cuda) = device else {
-        return Ok(());
-    };
-    let stream = cuda.cuda_stream();
-    let context = stream.context();
-    let failed = |e: result::DriverError| {
-        Error::InvalidArgument(format!(
-            "GPU {}: cannot set up its memory pool ({e:?})",
-            context.ordinal()
-        ))
-    };
-    if context.has_async_alloc() {
-        // Safety: the device comes from the ordinal of a context that is open, and the attribute
-        // RELEASE_THRESHOLD takes a u64, as passed.
-        unsafe {
-            let dev = result::device::get(context.ordinal() as i32).map_err(failed)?;
-            let pool = result::device::get_mem_pool(dev).map_err(failed)?;
-            let mut keep_all = u64::MAX;
-            result::mem_pool::set_attribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                (&mut keep_all as *mut u64).cast(),
-            )
-            .map_err(failed)?;
-        }
-    }
-    // Safety: this crate never creates a second stream; every tensor of the device is used on
-    // the stream candle gave it, so there is nothing for the events to order.
-    unsafe { cuda.disable_event_tracking() };
-    Ok(())
-}
-
-/// Without CUDA there is no GPU memory pool to set up.
-#[cfg(not(feature = "cuda"))]
-pub fn keep_freed_gpu_memory(_device: &Device) -> Result<()> {
-    Ok(())
-}
 
 /// A short name for a device, for output.
 pub fn device_name(device: &Device) -> String {
