@@ -914,7 +914,7 @@ fn docs_quote_the_gpu_record() {
 
 /// The second GPU run: its four fine-tune tables against their raw outputs, the first-use
 /// compile's sentence, and every figure its README, the performance page, README and chapters
-/// 6 and 7 quote from it.
+/// 6, 7 and "Running" quote from it.
 #[test]
 fn second_gpu_record_is_its_raw_figures() {
     let r = GPU_RECORD_2;
@@ -1031,7 +1031,11 @@ fn second_gpu_record_is_its_raw_figures() {
         imdb("run2-finetune")
     );
     let trainer = format!("{c4:.2} against {t4:.2}");
-    let quotes: [(&str, Vec<String>); 5] = [
+    let quotes: [(&str, Vec<String>); 6] = [
+        (
+            "chapters/running.md",
+            vec![format!("{warmup} to {first:.0} seconds on an H100, once per machine")],
+        ),
         (
             "benchmarks/gpu-2026-11-27-h100/README.md",
             vec![
@@ -1049,6 +1053,7 @@ fn second_gpu_record_is_its_raw_figures() {
                 format!("it read {first_runs}"),
                 format!("the first process took {first:.2} s for 48 rows at max_length 128, the next one {second:.2} s"),
                 format!("({warmup} s in the last run)"),
+                format!("The first use of the GPU costs {warmup}-{first:.0} s, once per machine."),
                 format!("runs at {:.2}x** ({trainer} samples/s", c4 / t4),
                 format!("evaluates at {eval4:.2}x"),
                 format!(
