@@ -34,7 +34,8 @@
 #  6. transformers' greedy `generate` on the same device, weights and prompt ids, in each dtype;
 #  7. the table;
 #  8. the fine-tune loops against PyTorch on the same device (WORK/finetune.md, appended to the
-#     report): first chapter 7's `07_imdb_finetune` against transformers' Trainer
+#     report): on a GPU, one short untimed run first, which pays the driver's one-time compile of
+#     candle's PTX kernels (the table says how long it took); then chapter 7's `07_imdb_finetune` against transformers' Trainer
 #     (scripts/reference/bench_imdb_trainer.py) on gpt2-size weights with the tutorial's
 #     arguments (f32, padding to max_length 1,024) on the bundled 240 train and 80 test reviews;
 #     then chapter 6's `06_jokes_finetune --recipe tutorial` against the tutorial's own loop
