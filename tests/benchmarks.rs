@@ -594,6 +594,24 @@ fn gpu_raw(record: &str, dir: &str, name: &str) -> Option<Value> {
     Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("{path:?}: {e}")))
 }
 
+/// The number at `path` (keys, outermost first) in one side's output of a GPU record.
+fn gpu_number(record: &str, dir: &str, name: &str, path: &[&str]) -> f64 {
+    let value = gpu_raw(record, dir, name).unwrap();
+    path.iter()
+        .fold(&value, |v, key| &v[*key])
+        .as_f64()
+        .unwrap_or_else(|| panic!("{record}/raw/{dir}/{name}: no number at {path:?}"))
+}
+
+/// The smallest and the largest of some figures.
+fn range(figures: &[f64]) -> (f64, f64) {
+    figures
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
 /// The largest `nvidia-smi` memory.used sample (MiB) taken while a side ran.
 fn gpu_peak_mib(record: &str, dir: &str, name: &str) -> u64 {
     std::fs::read_to_string(gpu_raw_path(record, dir, &format!("{name}.mem")))
@@ -794,13 +812,7 @@ fn gpu_record_tables_are_the_raw_figures() {
 #[test]
 fn docs_quote_the_gpu_record() {
     let mib = |dir: &str, name: &str| group_digits(gpu_peak_mib(GPU_RECORD, dir, name) as usize);
-    let num = |dir: &str, name: &str, path: &[&str]| {
-        let mut v = gpu_raw(GPU_RECORD, dir, name).unwrap();
-        for key in path {
-            v = v[*key].clone();
-        }
-        v.as_f64().unwrap()
-    };
+    let num = |dir: &str, name: &str, path: &[&str]| gpu_number(GPU_RECORD, dir, name, path);
     let jokes_c = num(
         "run1-finetune",
         "jokes-candle-f16.json",
@@ -845,8 +857,7 @@ fn docs_quote_the_gpu_record() {
             rate("candle") / rate("torch")
         })
         .collect();
-    let step_low = steps.iter().copied().fold(f64::INFINITY, f64::min);
-    let step_high = steps.iter().copied().fold(0.0, f64::max);
+    let (step_low, step_high) = range(&steps);
     let dropout_rate = |name: &str| {
         num(
             "run3-dropout",
@@ -932,13 +943,7 @@ fn second_gpu_record_is_its_raw_figures() {
     let said = format!("(16 rows, max_length 64) took {warmup} s:");
     assert!(gpu_table(r, "finetune.md").contains(&said), "wants {said}");
 
-    let num = |dir: &str, name: &str, path: &[&str]| {
-        let mut v = gpu_raw(r, dir, name).unwrap();
-        for key in path {
-            v = v[*key].clone();
-        }
-        v.as_f64().unwrap()
-    };
+    let num = |dir: &str, name: &str, path: &[&str]| gpu_number(r, dir, name, path);
     let jokes = |dir: &str, side: &str, dt: &str| {
         num(
             dir,
@@ -960,9 +965,7 @@ fn second_gpu_record_is_its_raw_figures() {
             ratios.push(c / t);
         }
     }
-    let low = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let (rl, rh) = (low(&ratios), high(&ratios));
+    let (rl, rh) = range(&ratios);
     let train = ["train_output", "metrics", "train_samples_per_second"];
     let imdb = |dir: &str| num(dir, "imdb-candle.json", &train);
     let imdb_t = |dir: &str| num(dir, "imdb-torch.json", &["train_samples_per_second"]);
@@ -1022,8 +1025,9 @@ fn second_gpu_record_is_its_raw_figures() {
     let step_ms = step("run1-log", "candle", "seconds") * 1e3;
     let adam_ms = step("run1-log", "candle", "optimizer_s") * 1e3;
 
-    let jokes_range = format!("{:.2}-{:.2} jokes/s", low(&ours), high(&ours));
-    let torch_range = format!("between {:.2} and {:.2}", low(&theirs), high(&theirs));
+    let ((ol, oh), (tl, th)) = (range(&ours), range(&theirs));
+    let jokes_range = format!("{ol:.2}-{oh:.2} jokes/s");
+    let torch_range = format!("between {tl:.2} and {th:.2}");
     let ratio_range = format!("between {rl:.2}x and {rh:.2}x");
     let first_runs = format!(
         "{:.2} and {:.2} samples/s",
