@@ -42,6 +42,18 @@ impl<'a> AttentionGeometry<'a> {
         })
     }
 
+    /// For `qkv` `(B, T, nh * hs * 3)` under one causal mask `(T, T)` shared by every row.
+    pub(super) fn causal(b: usize, t: usize, nh: usize, hs: usize, mask: &'a [u8]) -> Self {
+        assert_eq!(mask.len(), t * t);
+        Self {
+            b,
+            t,
+            nh,
+            hs,
+            mask: Some((mask, MaskIndex::shared((nh, t), t))),
+        }
+    }
+
     pub(super) fn c(&self) -> usize {
         self.nh * self.hs
     }

@@ -48,15 +48,15 @@ pub fn attention(
     Ok(Some(apply(op, &[qkv, mask])?))
 }
 
-struct AttentionWithGrad {
-    n_head: usize,
-    scale: f32,
-    dropout: Option<Mask>,
+pub(super) struct AttentionWithGrad {
+    pub(super) n_head: usize,
+    pub(super) scale: f32,
+    pub(super) dropout: Option<Mask>,
 }
 
 impl AttentionWithGrad {
     /// `y` `(B, T, C)`.
-    fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+    pub(super) fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, c) = (g.t, g.nh, g.c());
         let mut y = zeros_on_huge_pages(g.b * t * c);
         let out = SharedOut(y.as_mut_ptr());
@@ -122,7 +122,7 @@ impl AttentionWithGrad {
     }
 
     /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
-    fn backward(&self, qkv: &[f32], dy: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+    pub(super) fn backward(&self, qkv: &[f32], dy: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, hs, c3, c) = (g.t, g.nh, g.hs, g.c3(), g.c());
         let mut dqkv = zeros_on_huge_pages(g.b * t * c3);
         let out = SharedOut(dqkv.as_mut_ptr());

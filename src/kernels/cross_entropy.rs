@@ -45,7 +45,7 @@ simd_fn! {
     /// One row: `e_j = w * e^(x_j - lse)`, then `e_t -= w` (the gradient of `-w * log_softmax(x)_t`
     /// with respect to `x`), and the row's loss `w * (lse - x_t)`. `e` is scratch when only the
     /// loss is wanted.
-    fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
+    pub(super) fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
         let max = lane_max(x);
         for (e, &v) in e.iter_mut().zip(x) {
             *e = exp_fast(v - max);

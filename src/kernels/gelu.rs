@@ -12,7 +12,7 @@ use crate::Result;
 const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
 const GELU_COEF: f32 = 0.044_715;
 /// Elements per parallel task of the element-wise kernels.
-const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub(super) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// GPT-2's `gelu_new`, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, vectorised, on every
 /// core and with a one-pass backward (candle's `gelu` calls libm's tanh on one thread, and its
@@ -30,7 +30,7 @@ simd_fn! {
     /// `gelu(x) = 0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, written as
     /// `x * sigmoid(2u)` (the same function: `1 + tanh(u) = 2 sigmoid(2u)`), which needs one
     /// exponential and loses nothing to cancellation where tanh(u) is close to -1.
-    fn gelu_slice(y: &mut [f32], x: &[f32]) {
+    pub(super) fn gelu_slice(y: &mut [f32], x: &[f32]) {
         for (y, &v) in y.iter_mut().zip(x) {
             let u = SQRT_TWO_OVER_PI * v * (1.0 + GELU_COEF * v * v);
             *y = v * sigmoid_fast(2.0 * u);
@@ -41,7 +41,7 @@ simd_fn! {
 simd_fn! {
     /// `dx = g * gelu'(x)`: with `s = sigmoid(2u)`, `1 + tanh(u) = 2s` and
     /// `1 - tanh(u)^2 = 4 s (1 - s)`, so `gelu'(x) = s + 2 x s (1 - s) u'(x)`.
-    fn gelu_grad_slice(dx: &mut [f32], x: &[f32], g: &[f32]) {
+    pub(super) fn gelu_grad_slice(dx: &mut [f32], x: &[f32], g: &[f32]) {
         for (dx, (&v, &g)) in dx.iter_mut().zip(x.iter().zip(g)) {
             let u = SQRT_TWO_OVER_PI * v * (1.0 + GELU_COEF * v * v);
             let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_COEF * v * v);

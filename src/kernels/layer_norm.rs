@@ -25,7 +25,7 @@ struct LayerNormOp {
 }
 
 /// Mean and 1/std of one row, in two passes.
-fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+pub(super) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -47,12 +47,7 @@ impl CpuKernel for LayerNormOp {
             );
         }
         let mut y = zeros_on_huge_pages(x.len());
-        y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(y, x)| {
-            let (mean, rstd) = row_stats(x, self.eps);
-            for (((y, x), w), b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = (x - mean) * rstd * w + b;
-            }
-        });
+        layer_norm_into(&mut y, x, w, b, self.eps);
         Ok((inputs.output(y), xl.shape().clone()))
     }
 
@@ -85,20 +80,68 @@ impl CpuKernel for LayerNormGrad {
         dx.par_chunks_mut(c)
             .zip(x.par_chunks(c).zip(g.par_chunks(c)))
             .for_each(|(dx, (x, g))| {
-                let (mean, rstd) = row_stats(x, self.eps);
-                let n = c as f32;
-                let (mut mean_d, mut mean_dx) = (0f32, 0f32);
-                for ((x, g), w) in x.iter().zip(g).zip(w) {
-                    let d = g * w;
-                    mean_d += d;
-                    mean_dx += d * (x - mean) * rstd;
-                }
-                let (mean_d, mean_dx) = (mean_d / n, mean_dx / n);
-                for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(w) {
-                    let xhat = (x - mean) * rstd;
-                    *dx = rstd * (g * w - mean_d - xhat * mean_dx);
-                }
+                input_grad_row(dx, x, g, w, self.eps, |dx, d| *dx = d);
             });
         Ok((inputs.output(dx), inputs.layout(0).shape().clone()))
+    }
+}
+
+/// `y = (x - mean) * rstd * w + b`, row by row, for rows of `w.len()` elements.
+pub(super) fn layer_norm_into(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let c = w.len();
+    y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(y, x)| {
+        let (mean, rstd) = row_stats(x, eps);
+        for (((y, x), w), b) in y.iter_mut().zip(x).zip(w).zip(b) {
+            *y = (x - mean) * rstd * w + b;
+        }
+    });
+}
+
+/// The gradient of one row's input from the gradient `g` of its output, each element handed to
+/// `put` (which writes it, or adds it to a residual gradient).
+fn input_grad_row(
+    dx: &mut [f32],
+    x: &[f32],
+    g: &[f32],
+    w: &[f32],
+    eps: f32,
+    put: impl Fn(&mut f32, f32),
+) {
+    let (mean, rstd) = row_stats(x, eps);
+    let n = w.len() as f32;
+    let (mut mean_d, mut mean_dx) = (0f32, 0f32);
+    for ((x, g), w) in x.iter().zip(g).zip(w) {
+        let d = g * w;
+        mean_d += d;
+        mean_dx += d * (x - mean) * rstd;
+    }
+    let (mean_d, mean_dx) = (mean_d / n, mean_dx / n);
+    for (((dx, x), g), w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+        let xhat = (x - mean) * rstd;
+        put(dx, rstd * (g * w - mean_d - xhat * mean_dx));
+    }
+}
+
+/// The backward pass of [`layer_norm_into`] from `g`, the gradient of `y`: the input's gradient
+/// added into `dx` (the residual stream's gradient, which the layer's input also flows into),
+/// and the weight's and bias's added into the sums being accumulated.
+pub(super) fn layer_norm_backward(
+    (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
+    x: &[f32],
+    g: &[f32],
+    w: &[f32],
+    eps: f32,
+) {
+    let c = w.len();
+    dx.par_chunks_mut(c)
+        .zip(x.par_chunks(c).zip(g.par_chunks(c)))
+        .for_each(|(dx, (x, g))| input_grad_row(dx, x, g, w, eps, |dx, d| *dx += d));
+    // The parameters' gradients sum over the rows: in row order, whole rows at a time.
+    let stats: Vec<(f32, f32)> = x.par_chunks(c).map(|x| row_stats(x, eps)).collect();
+    for ((x, g), (mean, rstd)) in x.chunks_exact(c).zip(g.chunks_exact(c)).zip(stats) {
+        for (((dw, db), x), g) in dw.iter_mut().zip(db.iter_mut()).zip(x).zip(g) {
+            *dw += g * ((x - mean) * rstd);
+            *db += g;
+        }
     }
 }

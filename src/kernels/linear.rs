@@ -92,7 +92,29 @@ fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
     for _ in 0..m {
         y.extend_from_slice(b);
     }
-    // SAFETY: dst (m, n), lhs x (m, k) and rhs W (k, n) are the row-major buffers they are.
+    add_product(&mut y, x, w, (m, k, n));
+    y
+}
+
+/// `y = b + x @ W` into `y` `(m, n)`, as [`linear_rows`] computes it.
+pub(super) fn linear_into(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+) {
+    for row in y[..m * n].chunks_exact_mut(n) {
+        row.copy_from_slice(b);
+    }
+    add_product(y, x, w, (m, k, n));
+}
+
+/// `y += x @ W` for `x` `(m, k)`, `W` `(k, n)`, `y` `(m, n)`, all row-major.
+fn add_product(y: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) {
+    assert!(y.len() >= m * n && x.len() >= m * k && w.len() >= k * n);
+    // SAFETY: dst (m, n), lhs x (m, k) and rhs W (k, n) are the row-major buffers they are
+    // (sizes checked above).
     unsafe {
         matmul_f32(
             (m, k, n),
@@ -103,7 +125,66 @@ fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
             pool_parallelism(),
         )
     }
-    y
+}
+
+/// The backward pass of `y = b + x @ W` for `m` rows, from `g` `(m, n)`, the gradient of `y`:
+/// `dx = g @ W^T` written into `dx` `(m, k)`, and `dW += x^T @ g`, `db += column sums of g`
+/// added into the sums being accumulated - no gradient buffer of the weight's size is made.
+pub(super) fn linear_backward(
+    (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(dx.len() >= m * k && dw.len() == k * n && db.len() == n);
+    assert!(x.len() >= m * k && w.len() == k * n && g.len() >= m * n);
+    // SAFETY: every view addresses the row-major buffers checked above: W^T (n, k) is W read
+    // with its strides swapped, x^T (k, m) likewise.
+    unsafe {
+        matmul_f32(
+            (m, n, k),
+            Strided::rows(dx.as_mut_ptr(), k),
+            Strided::rows(g.as_ptr(), n),
+            Strided {
+                ptr: w.as_ptr(),
+                row_stride: 1,
+                col_stride: n,
+            },
+            false,
+            pool_parallelism(),
+        );
+        matmul_f32(
+            (k, m, n),
+            Strided::rows(dw.as_mut_ptr(), n),
+            Strided {
+                ptr: x.as_ptr(),
+                row_stride: 1,
+                col_stride: k,
+            },
+            Strided::rows(g.as_ptr(), n),
+            true,
+            pool_parallelism(),
+        );
+    }
+    add_column_sums(db, &g[..m * n]);
+}
+
+/// `sums[j] += sum_i g[i, j]` for `g` `(rows, sums.len())`, threaded over chunks of columns,
+/// each summed down the rows in order.
+pub(super) fn add_column_sums(sums: &mut [f32], g: &[f32]) {
+    let c = sums.len();
+    let chunk = column_chunks(c);
+    sums.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, sums)| {
+            let col = i * chunk;
+            for row in g.chunks_exact(c) {
+                for (s, v) in sums.iter_mut().zip(&row[col..]) {
+                    *s += v;
+                }
+            }
+        });
 }
 
 impl CpuKernel for Linear {
@@ -154,18 +235,8 @@ impl CpuKernel for ColumnSum {
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &*inputs.f32(0)?;
         let (_, c) = inputs.layout(0).shape().dims2()?;
-        let chunk = column_chunks(c);
         let mut sums = vec![0f32; c];
-        sums.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, sums)| {
-                let col = i * chunk;
-                for row in g.chunks_exact(c) {
-                    for (s, v) in sums.iter_mut().zip(&row[col..]) {
-                        *s += v;
-                    }
-                }
-            });
+        add_column_sums(&mut sums, g);
         Ok((inputs.output(sums), Shape::from(c)))
     }
 }
@@ -195,22 +266,7 @@ impl CpuKernel for TiedHead {
                 unsafe { gemv_chunk(dst, x, wte, i * chunk, 1, c) };
             });
         } else {
-            // SAFETY: dst (N, V), lhs x (N, C) and rhs wte^T (C, V) are read as the row-major
-            // buffers they are; element (k, j) of wte^T is wte[j * C + k].
-            unsafe {
-                matmul_f32(
-                    (n, c, v),
-                    Strided::rows(y.as_mut_ptr(), v),
-                    Strided::rows(x.as_ptr(), c),
-                    Strided {
-                        ptr: wte.as_ptr(),
-                        row_stride: 1,
-                        col_stride: c,
-                    },
-                    false,
-                    pool_parallelism(),
-                )
-            }
+            tied_head_into(&mut y, x, wte, (n, c, v));
         }
         Ok((inputs.output(y), Shape::from((n, v))))
     }
@@ -220,5 +276,68 @@ impl CpuKernel for TiedHead {
         let dx = g.matmul(wte)?; // (N, V) @ (V, C) = (N, C)
         let dwte = g.t()?.matmul(x)?; // (V, N) @ (N, C) = (V, C), contiguous
         Ok(vec![Some(dx), Some(dwte)])
+    }
+}
+
+/// `y = x @ wte^T` into `y` `(n, v)` for `x` `(n, c)` and `wte` `(v, c)`, through gemm.
+pub(super) fn tied_head_into(
+    y: &mut [f32],
+    x: &[f32],
+    wte: &[f32],
+    (n, c, v): (usize, usize, usize),
+) {
+    assert!(y.len() >= n * v && x.len() >= n * c && wte.len() == v * c);
+    // SAFETY: dst (N, V), lhs x (N, C) and rhs wte^T (C, V) are read as the row-major buffers
+    // they are (sizes checked above); element (k, j) of wte^T is wte[j * C + k].
+    unsafe {
+        matmul_f32(
+            (n, c, v),
+            Strided::rows(y.as_mut_ptr(), v),
+            Strided::rows(x.as_ptr(), c),
+            Strided {
+                ptr: wte.as_ptr(),
+                row_stride: 1,
+                col_stride: c,
+            },
+            false,
+            pool_parallelism(),
+        )
+    }
+}
+
+/// The backward pass of `y = x @ wte^T` from `g` `(n, v)`: `dx = g @ wte` written into `dx`
+/// `(n, c)`, and `dwte += g^T @ x` added into the sum being accumulated.
+pub(super) fn tied_head_backward(
+    (dx, dwte): (&mut [f32], &mut [f32]),
+    x: &[f32],
+    wte: &[f32],
+    g: &[f32],
+    (n, c, v): (usize, usize, usize),
+) {
+    assert!(dx.len() >= n * c && dwte.len() == v * c && wte.len() == v * c);
+    assert!(x.len() >= n * c && g.len() >= n * v);
+    // SAFETY: row-major buffers of the sizes checked above; g^T (V, N) is g read with its
+    // strides swapped.
+    unsafe {
+        matmul_f32(
+            (n, v, c),
+            Strided::rows(dx.as_mut_ptr(), c),
+            Strided::rows(g.as_ptr(), v),
+            Strided::rows(wte.as_ptr(), c),
+            false,
+            pool_parallelism(),
+        );
+        matmul_f32(
+            (v, n, c),
+            Strided::rows(dwte.as_mut_ptr(), c),
+            Strided {
+                ptr: g.as_ptr(),
+                row_stride: 1,
+                col_stride: v,
+            },
+            Strided::rows(x.as_ptr(), c),
+            true,
+            pool_parallelism(),
+        );
     }
 }

@@ -59,6 +59,11 @@ impl MaskIndex {
         Ok(Some((inputs.data(i)?, Self { nh, t, mb, mt })))
     }
 
+    /// One mask of `mt` rows (1 or T) for every batch row of scores `(B, nh, T, S)`.
+    pub(super) fn shared((nh, t): (usize, usize), mt: usize) -> Self {
+        Self { nh, t, mb: 1, mt }
+    }
+
     /// Index of the mask row (of length S) for score row `r`.
     pub(super) fn row(&self, r: usize) -> usize {
         let (bi, ti) = (r / (self.nh * self.t), r % self.t);

@@ -19,7 +19,7 @@ use super::optim::{named_vars, AdamW, AdamWConfig, AdamWKind, AdamWState, Opt};
 use super::precision::{LossScaler, TrainPrecision};
 use crate::dropout::{Dropout, DropoutRngState};
 use crate::heads::Gpt2ForSequenceClassification;
-use crate::{loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
+use crate::{kernels, loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
 
 // ANCHOR: task_head
 /// Which model class a [`TrainStep`] trains, and so which loss it computes.
@@ -94,6 +94,8 @@ pub struct TrainStep {
     /// The weights the optimiser updates: f32 masters (f32, mixed) or the half weights (pure).
     pub varmap: VarMap,
     vars: Vec<Var>,
+    /// The checkpoint name of each of `vars`.
+    names: Vec<String>,
     dropout: Dropout,
     dropout_on: bool,
     /// The model over the trainable weights themselves; `None` in mixed precision, where each
@@ -105,6 +107,11 @@ pub struct TrainStep {
     updates: usize,
     /// The sum of the micro-steps' gradients since the last update, for `vars` only.
     accumulated: GradStore,
+    /// The same sums from the written-out micro-step (`kernels::lm_micro_step`), in the order
+    /// of `vars`, with its buffers; joined to `accumulated` by the update.
+    written: kernels::GradSums,
+    /// Whether the language-modelling micro-step may take the written-out pass.
+    written_out: bool,
     micro_steps: usize,
     /// A micro-step's loss was not finite under loss scaling: skip the coming update.
     overflowed: bool,
@@ -204,7 +211,7 @@ impl TrainStep {
         precision: TrainPrecision,
         opt: Opt,
     ) -> Result<Self> {
-        let vars = named_vars(&varmap)?.into_iter().map(|(_, v)| v).collect();
+        let (names, vars) = named_vars(&varmap)?.into_iter().unzip();
         let dtype = precision.weight_dtype();
         let dropout = Dropout::seeded(seed);
         let model = match precision {
@@ -228,6 +235,7 @@ impl TrainStep {
             precision,
             varmap,
             vars,
+            names,
             dropout,
             dropout_on: true,
             model,
@@ -235,6 +243,8 @@ impl TrainStep {
             opt,
             updates,
             accumulated: GradStore::default(),
+            written: kernels::GradSums::default(),
+            written_out: true,
             micro_steps: 0,
             overflowed: false,
             halt_on_non_finite: true,
@@ -434,10 +444,83 @@ impl TrainStep {
     /// accumulated gradients are dropped - except in mixed f16, where an overflow is expected
     /// now and then: the coming update is skipped instead.
     pub fn accumulate(&mut self, ids: &Tensor, loss_weight: f64) -> Result<f32> {
+        if let Some(loss) = self.accumulate_written_out(ids, loss_weight)? {
+            return Ok(loss); // f32 on the CPU: the same, written out (src/kernels/lm_step.rs)
+        }
         let loss = self.forward(ids)?;
         self.accumulate_loss(loss, loss_weight)
     }
     // ANCHOR_END: accumulate
+
+    /// Whether a language-modelling micro-step may take the written-out pass where it applies
+    /// (f32 on the CPU; on by default). Off, every micro-step goes through the model's graph and
+    /// candle's backward pass - what the tests compare the written-out pass with.
+    pub fn set_written_out(&mut self, on: bool) {
+        self.written_out = on;
+    }
+
+    /// [`TrainStep::accumulate`] by `kernels::lm_micro_step`, where it applies: the LM task in
+    /// f32 (no loss scaling). `None` where it does not, with nothing done.
+    fn accumulate_written_out(&mut self, ids: &Tensor, loss_weight: f64) -> Result<Option<f32>> {
+        if !self.written_out
+            || self.task != TaskHead::LanguageModel
+            || self.precision != TrainPrecision::F32
+            || self.scaler.is_some()
+        {
+            return Ok(None);
+        }
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let dropout = self.dropout_on.then_some(&self.dropout);
+        let halt = self.halt_on_non_finite;
+        let loss = kernels::lm_micro_step(
+            &self.cfg,
+            &names,
+            &params,
+            ids,
+            loss_weight as f32,
+            dropout,
+            &mut self.written,
+            |loss| Ok(loss.is_finite() || !halt),
+        )?;
+        let Some(loss) = loss else {
+            return Ok(None);
+        };
+        if !loss.is_finite() && halt {
+            self.zero_grad();
+            return Err(self.non_finite("loss", f64::from(loss)));
+        }
+        self.micro_steps += 1;
+        Ok(Some(loss))
+    }
+
+    /// The gradients accumulated since the last update, by checkpoint name (a parameter that
+    /// got none is left out), as the next update will read them.
+    pub fn accumulated_gradients(&mut self) -> Result<Vec<(String, Tensor)>> {
+        self.join_written_out()?;
+        Ok(self
+            .names
+            .iter()
+            .zip(&self.vars)
+            .filter_map(|(name, var)| self.accumulated.get(var).map(|g| (name.clone(), g.clone())))
+            .collect())
+    }
+
+    /// Joins the written-out micro-steps' sums to the graph's.
+    fn join_written_out(&mut self) -> Result<()> {
+        if self.written.is_empty() {
+            return Ok(());
+        }
+        for (var, sum) in self.vars.iter().zip(self.written.take()) {
+            let g = Tensor::from_vec(sum, var.shape(), var.device())?;
+            let total = match self.accumulated.remove(var) {
+                Some(acc) => (acc + g)?,
+                None => g,
+            };
+            self.accumulated.insert(var, total);
+        }
+        Ok(())
+    }
 
     /// [`TrainStep::accumulate`] for a sequence-classification step: the loss of
     /// [`TrainStep::forward_labelled`] and its gradients, weighted by `loss_weight`.
@@ -503,6 +586,7 @@ impl TrainStep {
                 "no gradients to apply: call TrainStep::accumulate at least once first".into(),
             ));
         }
+        self.join_written_out()?;
         let mut grads = std::mem::take(&mut self.accumulated);
         let overflowed = std::mem::take(&mut self.overflowed);
         self.micro_steps = 0;
@@ -556,6 +640,7 @@ impl TrainStep {
     /// Drops the gradients accumulated since the last update.
     pub fn zero_grad(&mut self) {
         self.accumulated = GradStore::default();
+        self.written.clear();
         self.micro_steps = 0;
         self.overflowed = false;
     }

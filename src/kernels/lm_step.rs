@@ -1,0 +1,563 @@
+//! The language-modelling micro-step written out by hand, llm.c's way: GPT-2's forward pass
+//! over plain f32 buffers, keeping what the backward pass needs, then the backward pass layer by
+//! layer, each weight's gradient added straight into the sum being accumulated.
+//!
+//! The same kernels as the model's graph, in the same order on the same numbers: the loss is
+//! the graph's to the bit, and the gradients agree with its to float rounding (they are summed
+//! in another order; `tests/lm_step.rs` compares them). What is left out is candle's
+//! bookkeeping around the kernels: in its backward pass every tensor's gradient starts as a new
+//! buffer of zeros that the gradient is then added to, each weight's gradient is a new buffer
+//! added again to the micro-steps' sum, and the layer norms' and residual adds' gradients are a
+//! few tensor operations each. Here the activations' gradients are written into a handful of
+//! buffers reused from layer to layer, the residual stream's gradient is added to in place, and
+//! the weights' gradients go into the sums by gemm's own accumulation.
+//!
+//! It applies to the language-modelling loss of an f32 GPT-2 on the CPU with the tanh GELU
+//! (every GPT-2 checkpoint); [`lm_micro_step`] says `None` to anything else, and the step takes
+//! the graph.
+
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::attention_geometry::AttentionGeometry;
+use super::attention_train::AttentionWithGrad;
+use super::cross_entropy::cross_entropy_row;
+use super::dropout::{DrawMask, Mask};
+use super::gelu::{gelu_grad_slice, gelu_slice, ELEMENTWISE_CHUNK};
+use super::layer_norm::{layer_norm_backward, layer_norm_into};
+use super::linear::{linear_backward, linear_into, tied_head_backward, tied_head_into};
+use crate::dropout::Dropout;
+use crate::{Error, Gpt2Config, Result};
+
+/// A block's parameters, in the order of [`LAYER_PARAMS`].
+const LN_1_W: usize = 0;
+const LN_1_B: usize = 1;
+const C_ATTN_W: usize = 2;
+const C_ATTN_B: usize = 3;
+const ATTN_PROJ_W: usize = 4;
+const ATTN_PROJ_B: usize = 5;
+const LN_2_W: usize = 6;
+const LN_2_B: usize = 7;
+const C_FC_W: usize = 8;
+const C_FC_B: usize = 9;
+const MLP_PROJ_W: usize = 10;
+const MLP_PROJ_B: usize = 11;
+
+/// The checkpoint names of a block's parameters, under `h.{i}.`.
+const LAYER_PARAMS: [&str; 12] = [
+    "ln_1.weight",
+    "ln_1.bias",
+    "attn.c_attn.weight",
+    "attn.c_attn.bias",
+    "attn.c_proj.weight",
+    "attn.c_proj.bias",
+    "ln_2.weight",
+    "ln_2.bias",
+    "mlp.c_fc.weight",
+    "mlp.c_fc.bias",
+    "mlp.c_proj.weight",
+    "mlp.c_proj.bias",
+];
+
+/// The parameters outside the blocks, first in [`ParamIndex`]'s order.
+const WTE: usize = 0;
+const WPE: usize = 1;
+const LN_F_W: usize = 2;
+const LN_F_B: usize = 3;
+const OUTER_PARAMS: [&str; 4] = ["wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"];
+
+/// Where each parameter is in the caller's list: the four outer ones, then block by block.
+struct ParamIndex(Vec<usize>);
+
+impl ParamIndex {
+    /// `None` unless `names` are exactly GPT-2's parameters for `n_layer` blocks.
+    fn new(names: &[&str], n_layer: usize) -> Option<Self> {
+        let wanted = OUTER_PARAMS.iter().map(|p| p.to_string()).chain(
+            (0..n_layer).flat_map(|i| LAYER_PARAMS.iter().map(move |p| format!("h.{i}.{p}"))),
+        );
+        let index: Option<Vec<usize>> =
+            wanted.map(|w| names.iter().position(|n| *n == w)).collect();
+        index.filter(|i| i.len() == names.len()).map(Self)
+    }
+
+    fn outer(&self, p: usize) -> usize {
+        self.0[p]
+    }
+
+    fn layer(&self, l: usize, p: usize) -> usize {
+        self.0[OUTER_PARAMS.len() + l * LAYER_PARAMS.len() + p]
+    }
+}
+
+/// The gradients summed over micro-steps, one f32 buffer per parameter in the caller's order:
+/// made zero at the first micro-step after [`GradSums::take`], added to by each.
+#[derive(Default)]
+pub struct GradSums {
+    sums: Vec<Vec<f32>>,
+    /// The activations and scratch of the last micro-step, kept for the next one: buffers of
+    /// the same size again are neither allocated nor zeroed.
+    buffers: Buffers,
+}
+
+impl GradSums {
+    /// Whether any micro-step has added to the sums since the last [`GradSums::take`].
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+
+    /// The sums, in the order of the parameters the micro-steps were given; the next
+    /// micro-step starts from zeros.
+    pub fn take(&mut self) -> Vec<Vec<f32>> {
+        std::mem::take(&mut self.sums)
+    }
+
+    /// Drops the sums (the buffers stay for the next micro-step).
+    pub fn clear(&mut self) {
+        self.sums.clear();
+    }
+}
+
+/// One micro-step's activations and its backward pass's scratch.
+#[derive(Default)]
+struct Buffers {
+    /// The residual stream into block `l`, and out of the last one at `n_layer`.
+    xs: Vec<Vec<f32>>,
+    ln_1: Vec<Vec<f32>>,
+    qkv: Vec<Vec<f32>>,
+    att: Vec<Vec<f32>>,
+    mid: Vec<Vec<f32>>,
+    ln_2: Vec<Vec<f32>>,
+    fc: Vec<Vec<f32>>,
+    gelu: Vec<Vec<f32>>,
+    ln_f: Vec<f32>,
+    logits: Vec<f32>,
+    dlogits: Vec<f32>,
+    /// The residual stream's gradient, added to as the backward pass goes down.
+    dres: Vec<f32>,
+    /// A branch's output gradient (after its dropout), and an input's gradient, `(N, C)`.
+    dout: Vec<f32>,
+    din: Vec<f32>,
+    /// `(N, 4C)`: the gradient of the GELU's output, then of its input.
+    dgelu: Vec<f32>,
+    dfc: Vec<f32>,
+}
+
+/// `v` holding `len` elements: grown with zeros or cut, its allocation kept.
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut Vec<f32> {
+    v.resize(len, 0.0);
+    v
+}
+
+/// `n` buffers of `len` elements.
+fn sized_all(vs: &mut Vec<Vec<f32>>, n: usize, len: usize) {
+    vs.resize_with(n, Vec::new);
+    for v in vs.iter_mut() {
+        sized(v, len);
+    }
+}
+
+/// The dropout masks of one forward pass, drawn in the order the model's layers draw them.
+struct Masks {
+    embd: Option<Mask>,
+    /// Per block: attention probabilities, attention output, MLP output.
+    blocks: Vec<[Option<Mask>; 3]>,
+}
+
+impl Masks {
+    fn draw(dropout: Option<&Dropout>, cfg: &Gpt2Config) -> Self {
+        let draw = |p: f32| {
+            dropout.and_then(|d| {
+                let mut layer = d.with_p(p);
+                layer.set_training(true);
+                layer.next_mask()
+            })
+        };
+        let embd = draw(cfg.embd_pdrop);
+        let blocks = (0..cfg.n_layer)
+            .map(|_| {
+                let attn = draw(cfg.attn_pdrop);
+                let resid = draw(cfg.resid_pdrop);
+                [attn, resid, draw(cfg.resid_pdrop)]
+            })
+            .collect();
+        Self { embd, blocks }
+    }
+}
+
+/// The f32 data of each tensor on the CPU, contiguous; `None` if one is not.
+fn with_f32_slices<R>(tensors: &[Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Option<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let slices: Option<Vec<&[f32]>> = guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(CpuStorage::F32(v)) => layout.contiguous_offsets().map(|(a, b)| &v[a..b]),
+            _ => None,
+        })
+        .collect();
+    slices.map(|s| f(&s))
+}
+
+/// One micro-step of the language-modelling loss of `ids` `(B, T)` predicting themselves,
+/// shifted by one, for GPT-2 `cfg` with parameters `params` named `names` (the checkpoint's
+/// names, in any order): the forward pass, then `proceed(loss)`, which says whether to go on
+/// (an error stops everything with nothing added), then the backward pass with the gradients of
+/// `loss * loss_weight` added into `sums`. Dropout draws from `dropout` (`None`: no dropout) the
+/// masks the model's layers would draw. Returns the loss, or `None`, with nothing drawn or
+/// computed, where this does not apply: parameters not all f32 on the CPU, other parameters
+/// than GPT-2's, or an activation other than the tanh GELU.
+#[allow(clippy::too_many_arguments)]
+pub fn lm_micro_step(
+    cfg: &Gpt2Config,
+    names: &[&str],
+    params: &[Tensor],
+    ids: &Tensor,
+    loss_weight: f32,
+    dropout: Option<&Dropout>,
+    sums: &mut GradSums,
+    proceed: impl FnOnce(f32) -> Result<bool>,
+) -> Result<Option<f32>> {
+    let tanh_gelu = !matches!(cfg.activation_function.as_str(), "gelu" | "relu");
+    let Some(index) = ParamIndex::new(names, cfg.n_layer) else {
+        return Ok(None);
+    };
+    if !tanh_gelu || params.len() != names.len() || !ids.device().is_cpu() {
+        return Ok(None);
+    }
+    let (b, t) = ids.dims2()?;
+    if t < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "a sequence of {t} token has no next token to predict: the loss needs at least 2"
+        )));
+    }
+    if t > cfg.n_positions {
+        return Err(Error::ContextOverflow {
+            len: t,
+            max: cfg.n_positions,
+        });
+    }
+    let ids: Vec<u32> = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+        return Err(Error::InvalidArgument(format!(
+            "token id {bad} is not below the vocabulary size {}",
+            cfg.vocab_size
+        )));
+    }
+    let step = with_f32_slices(params, |p| {
+        let pass = Pass {
+            cfg,
+            p,
+            index: &index,
+            ids: &ids,
+            b,
+            t,
+        };
+        pass.run(loss_weight, dropout, sums, proceed)
+    });
+    match step {
+        Some(result) => result.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// One micro-step's fixed inputs.
+struct Pass<'a> {
+    cfg: &'a Gpt2Config,
+    p: &'a [&'a [f32]],
+    index: &'a ParamIndex,
+    ids: &'a [u32],
+    b: usize,
+    t: usize,
+}
+
+impl Pass<'_> {
+    fn outer(&self, i: usize) -> &[f32] {
+        self.p[self.index.outer(i)]
+    }
+
+    fn layer(&self, l: usize, i: usize) -> &[f32] {
+        self.p[self.index.layer(l, i)]
+    }
+
+    fn run(
+        &self,
+        loss_weight: f32,
+        dropout: Option<&Dropout>,
+        sums: &mut GradSums,
+        proceed: impl FnOnce(f32) -> Result<bool>,
+    ) -> Result<f32> {
+        let masks = Masks::draw(dropout, self.cfg);
+        let causal: Vec<u8> = (0..self.t)
+            .flat_map(|i| (0..self.t).map(move |j| u8::from(j <= i)))
+            .collect();
+        let hs = self.cfg.head_dim();
+        let geometry = AttentionGeometry::causal(self.b, self.t, self.cfg.n_head, hs, &causal);
+        let scale = if self.cfg.scale_attn_weights {
+            1.0 / (hs as f64).sqrt()
+        } else {
+            1.0
+        };
+        let attention = |mask: Option<Mask>| AttentionWithGrad {
+            n_head: self.cfg.n_head,
+            scale: scale as f32,
+            dropout: mask,
+        };
+        let buffers = &mut sums.buffers;
+        let loss = self.forward(buffers, &masks, &geometry, &attention);
+        if !proceed(loss)? {
+            return Ok(loss);
+        }
+        if sums.sums.is_empty() {
+            sums.sums = self.p.iter().map(|p| vec![0f32; p.len()]).collect();
+        }
+        self.backward(
+            &mut sums.buffers,
+            &mut sums.sums,
+            loss_weight,
+            &masks,
+            &geometry,
+            &attention,
+        );
+        Ok(loss)
+    }
+
+    /// The forward pass into `buf`; returns the loss.
+    fn forward(
+        &self,
+        buf: &mut Buffers,
+        masks: &Masks,
+        geometry: &AttentionGeometry,
+        attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
+    ) -> f32 {
+        let cfg = self.cfg;
+        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
+        let (n, c4, eps) = (
+            self.b * self.t,
+            cfg.inner_dim(),
+            cfg.layer_norm_epsilon as f32,
+        );
+        sized_all(&mut buf.xs, l_n + 1, n * c);
+        for vs in [&mut buf.ln_1, &mut buf.att, &mut buf.mid, &mut buf.ln_2] {
+            sized_all(vs, l_n, n * c);
+        }
+        sized_all(&mut buf.qkv, l_n, n * 3 * c);
+        sized_all(&mut buf.fc, l_n, n * c4);
+        sized_all(&mut buf.gelu, l_n, n * c4);
+
+        // Token and position embeddings, then the embedding dropout.
+        let (wte, wpe) = (self.outer(WTE), self.outer(WPE));
+        for (r, x) in buf.xs[0].chunks_exact_mut(c).enumerate() {
+            let (tok, pos) = (self.ids[r] as usize, r % self.t);
+            let (te, pe) = (&wte[tok * c..][..c], &wpe[pos * c..][..c]);
+            for ((x, a), b) in x.iter_mut().zip(te).zip(pe) {
+                *x = a + b;
+            }
+        }
+        if let Some(m) = masks.embd {
+            m.apply_in_place(&mut buf.xs[0]);
+        }
+
+        for l in 0..l_n {
+            let w = |i| self.layer(l, i);
+            let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
+            let (before, after) = buf.xs.split_at_mut(l + 1);
+            let (x, out) = (&before[l], &mut after[0]);
+            layer_norm_into(&mut buf.ln_1[l], x, w(LN_1_W), w(LN_1_B), eps);
+            linear_into(
+                &mut buf.qkv[l],
+                &buf.ln_1[l],
+                w(C_ATTN_W),
+                w(C_ATTN_B),
+                (n, c, 3 * c),
+            );
+            buf.att[l] = attention(attn_drop).forward(&buf.qkv[l], geometry);
+            // mid = x + dropout(att @ W + b), the projection made in `mid` first.
+            let mid = &mut buf.mid[l];
+            linear_into(mid, &buf.att[l], w(ATTN_PROJ_W), w(ATTN_PROJ_B), (n, c, c));
+            residual_add(mid, x, attn_resid);
+            layer_norm_into(&mut buf.ln_2[l], mid, w(LN_2_W), w(LN_2_B), eps);
+            linear_into(
+                &mut buf.fc[l],
+                &buf.ln_2[l],
+                w(C_FC_W),
+                w(C_FC_B),
+                (n, c, c4),
+            );
+            buf.gelu[l]
+                .par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(buf.fc[l].par_chunks(ELEMENTWISE_CHUNK))
+                .for_each(|(y, x)| gelu_slice(y, x));
+            linear_into(out, &buf.gelu[l], w(MLP_PROJ_W), w(MLP_PROJ_B), (n, c4, c));
+            residual_add(out, mid, mlp_resid);
+        }
+
+        let ln_f = sized(&mut buf.ln_f, n * c);
+        layer_norm_into(
+            ln_f,
+            &buf.xs[l_n],
+            self.outer(LN_F_W),
+            self.outer(LN_F_B),
+            eps,
+        );
+        let logits = sized(&mut buf.logits, n * v);
+        tied_head_into(logits, ln_f, wte, (n, c, v));
+        let dlogits = sized(&mut buf.dlogits, n * v);
+        self.cross_entropy(logits, dlogits)
+    }
+
+    /// The mean cross-entropy of each position's logits against the next token, summed in
+    /// row order in f64 as the loss kernel sums it; `dlogits` gets its gradient (zero for each
+    /// row's last position, which predicts nothing).
+    fn cross_entropy(&self, logits: &[f32], dlogits: &mut [f32]) -> f32 {
+        let v = self.cfg.vocab_size;
+        let counted = (self.b * (self.t - 1)) as f32;
+        let w = 1.0 / counted;
+        let losses: Vec<f64> = dlogits
+            .par_chunks_mut(v)
+            .zip(logits.par_chunks(v))
+            .enumerate()
+            .map(|(r, (e, x))| {
+                if r % self.t == self.t - 1 {
+                    e.fill(0.0);
+                    return 0.0;
+                }
+                cross_entropy_row(e, x, self.ids[r + 1] as usize, w)
+            })
+            .collect();
+        losses.iter().sum::<f64>() as f32
+    }
+
+    /// The backward pass from the forward pass's `buf`, into `sums` (in the caller's order).
+    fn backward(
+        &self,
+        buf: &mut Buffers,
+        sums: &mut [Vec<f32>],
+        loss_weight: f32,
+        masks: &Masks,
+        geometry: &AttentionGeometry,
+        attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
+    ) {
+        let cfg = self.cfg;
+        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
+        let (n, c4, eps) = (
+            self.b * self.t,
+            cfg.inner_dim(),
+            cfg.layer_norm_epsilon as f32,
+        );
+        let Buffers {
+            xs,
+            ln_1,
+            qkv,
+            att,
+            mid,
+            ln_2,
+            fc,
+            gelu,
+            ln_f,
+            dlogits,
+            dres,
+            dout,
+            din,
+            dgelu,
+            dfc,
+            ..
+        } = buf;
+        for d in [&mut *dres, &mut *dout, &mut *din] {
+            sized(d, n * c);
+        }
+        sized(dgelu, n * c4);
+        sized(dfc, n * c4);
+
+        // The loss's weight, as the graph's backward pass scales the logits' gradient.
+        if loss_weight != 1.0 {
+            dlogits.par_iter_mut().for_each(|d| *d *= loss_weight);
+        }
+        let (wte_i, wpe_i) = (self.index.outer(WTE), self.index.outer(WPE));
+        tied_head_backward(
+            (din, &mut sums[wte_i]),
+            ln_f,
+            self.outer(WTE),
+            dlogits,
+            (n, c, v),
+        );
+        dres.fill(0.0);
+        let (lnf_w, lnf_b) = (self.index.outer(LN_F_W), self.index.outer(LN_F_B));
+        let (dw, db) = two_mut(sums, lnf_w, lnf_b);
+        layer_norm_backward((dres, dw, db), &xs[l_n], din, self.outer(LN_F_W), eps);
+
+        for l in (0..l_n).rev() {
+            let w = |i| self.layer(l, i);
+            let s = |i| self.index.layer(l, i);
+            let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
+            // out = mid + dropout(gelu @ W + b)
+            dropped_grad(dout, dres, mlp_resid);
+            let (dw, db) = two_mut(sums, s(MLP_PROJ_W), s(MLP_PROJ_B));
+            linear_backward((dgelu, dw, db), &gelu[l], w(MLP_PROJ_W), dout, (n, c4, c));
+            dfc.par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(
+                    fc[l]
+                        .par_chunks(ELEMENTWISE_CHUNK)
+                        .zip(dgelu.par_chunks(ELEMENTWISE_CHUNK)),
+                )
+                .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
+            let (dw, db) = two_mut(sums, s(C_FC_W), s(C_FC_B));
+            linear_backward((din, dw, db), &ln_2[l], w(C_FC_W), dfc, (n, c, c4));
+            let (dw, db) = two_mut(sums, s(LN_2_W), s(LN_2_B));
+            layer_norm_backward((dres, dw, db), &mid[l], din, w(LN_2_W), eps);
+            // mid = x + dropout(att @ W + b)
+            dropped_grad(dout, dres, attn_resid);
+            let (dw, db) = two_mut(sums, s(ATTN_PROJ_W), s(ATTN_PROJ_B));
+            linear_backward((din, dw, db), &att[l], w(ATTN_PROJ_W), dout, (n, c, c));
+            let dqkv = attention(attn_drop).backward(&qkv[l], din, geometry);
+            let (dw, db) = two_mut(sums, s(C_ATTN_W), s(C_ATTN_B));
+            linear_backward((din, dw, db), &ln_1[l], w(C_ATTN_W), &dqkv, (n, c, 3 * c));
+            let (dw, db) = two_mut(sums, s(LN_1_W), s(LN_1_B));
+            layer_norm_backward((dres, dw, db), &xs[l], din, w(LN_1_W), eps);
+        }
+
+        // Through the embedding dropout into the rows of wte and wpe that were looked up.
+        if let Some(m) = masks.embd {
+            m.apply_in_place(dres);
+        }
+        let (dwte, dwpe) = two_mut(sums, wte_i, wpe_i);
+        for (r, d) in dres.chunks_exact(c).enumerate() {
+            let (tok, pos) = (self.ids[r] as usize, r % self.t);
+            for (s, d) in dwte[tok * c..][..c].iter_mut().zip(d) {
+                *s += d;
+            }
+            for (s, d) in dwpe[pos * c..][..c].iter_mut().zip(d) {
+                *s += d;
+            }
+        }
+    }
+}
+
+/// `y = x + dropout(y)`: a branch's output `y` put through its dropout and added to the
+/// residual stream `x`, in place.
+fn residual_add(y: &mut [f32], x: &[f32], mask: Option<Mask>) {
+    if let Some(m) = mask {
+        m.apply_in_place(y);
+    }
+    y.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y += x));
+}
+
+/// The gradient of a branch's output before its dropout, from the residual stream's gradient.
+fn dropped_grad(dout: &mut [f32], dres: &[f32], mask: Option<Mask>) {
+    dout.copy_from_slice(dres);
+    if let Some(m) = mask {
+        m.apply_in_place(dout);
+    }
+}
+
+/// Two different elements of `v`, both mutable.
+fn two_mut(v: &mut [Vec<f32>], i: usize, j: usize) -> (&mut [f32], &mut [f32]) {
+    assert_ne!(i, j);
+    if i < j {
+        let (a, b) = v.split_at_mut(j);
+        (&mut a[i], &mut b[0])
+    } else {
+        let (a, b) = v.split_at_mut(i);
+        (&mut b[0], &mut a[j])
+    }
+}
