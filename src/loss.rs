@@ -85,9 +85,9 @@ pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 
 const PER_TOKEN: &str =
     "give one label per input token, the same [batch, tokens] shape as input_ids";
-const PER_SEQUENCE: &str = "give one class per sequence, a [batch] tensor";
+pub(crate) const PER_SEQUENCE: &str = "give one class per sequence, a [batch] tensor";
 
-fn check_labels(labels: &Tensor, expected: &[usize], what: &'static str) -> Result<()> {
+pub(crate) fn check_labels(labels: &Tensor, expected: &[usize], what: &'static str) -> Result<()> {
     if labels.dims() != expected {
         return Err(Error::LabelShape {
             labels: labels.dims().to_vec(),

@@ -1,14 +1,16 @@
-//! The written-out language-modelling micro-step (src/kernels/lm_step.rs) against the model's
-//! graph and candle's backward pass, which the other tests check against PyTorch: the same loss
-//! to the bit, and the same gradients to float rounding, with dropout on, over two micro-steps
-//! and an update, for one sequence and a batch of two.
+//! The written-out training micro-steps (src/kernels/lm_step.rs) against the model's graph and
+//! candle's backward pass, which the other tests check against PyTorch: the same loss (to the
+//! bit for the LM loss) and the same gradients to float rounding, with dropout on, over two
+//! micro-steps and an update, for one sequence and a batch of two; and chapter 7's classifier
+//! on a right-padded batch with its attention mask.
 
 mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
 use gpt2_tutorial::bench;
-use gpt2_tutorial::train::{AdamWConfig, TrainPrecision, TrainStep};
+use gpt2_tutorial::heads::for_sequence_classification;
+use gpt2_tutorial::train::{AdamWConfig, TaskHead, TrainPrecision, TrainStep};
 
 fn ids(b: usize, t: usize, offset: usize) -> Tensor {
     let m = bundled();
@@ -33,7 +35,8 @@ fn assert_same_gradients(a: &mut TrainStep, b: &mut TrainStep) {
         b.accumulated_gradients().unwrap(),
     );
     assert_eq!(ga.len(), gb.len());
-    assert_eq!(ga.len(), 4 + 12 * bundled().config.n_layer);
+    let head = usize::from(a.task() != TaskHead::LanguageModel);
+    assert_eq!(ga.len(), 4 + 12 * bundled().config.n_layer + head);
     for ((name, x), (name_b, y)) in ga.iter().zip(&gb) {
         assert_eq!(name, name_b);
         let (x, y) = (flat_f32(x), flat_f32(y));
@@ -105,4 +108,62 @@ fn written_out_micro_step_refuses_bad_input_clearly() {
     let e = fast.accumulate(&long, 1.0).unwrap_err().to_string();
     assert!(e.contains("1025"), "{e}");
     assert_eq!(fast.micro_steps(), 0, "nothing was accumulated");
+}
+
+fn classifier_step(written_out: bool) -> TrainStep {
+    let m = bundled();
+    let (weights, mut cfg, _) = for_sequence_classification(&m.weights, &m.config, 5, 3).unwrap();
+    cfg.pad_token_id = Some(50256);
+    let task = TaskHead::SequenceClassification { num_labels: 5 };
+    let adamw = AdamWConfig::torch(1e-3);
+    let mut step =
+        TrainStep::for_task(&weights, &cfg, task, TrainPrecision::F32, adamw, 5).unwrap();
+    step.set_written_out(written_out);
+    step
+}
+
+#[test]
+fn written_out_classifier_micro_steps_match_the_graph() {
+    let (b, t) = (3, 23);
+    // Right padding with eos, as chapter 7's collator pads, and one row padded on the left,
+    // where the mask is what keeps the real tokens from reading the padding.
+    let pads = [23..23, 15..23, 0..9];
+    let x = ids(b, t, 2);
+    let mut rows = x.to_vec2::<u32>().unwrap();
+    let mut mask = vec![vec![1u32; t]; b];
+    for (r, pad) in pads.into_iter().enumerate() {
+        for j in pad {
+            rows[r][j] = 50256;
+            mask[r][j] = 0;
+        }
+    }
+    let x = Tensor::new(rows, &Device::Cpu).unwrap();
+    let mask = Tensor::new(mask, &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[4i64, 0, 2], &Device::Cpu).unwrap();
+    let (mut fast, mut graph) = (classifier_step(true), classifier_step(false));
+    for weight in [1.0, 0.25] {
+        let lf = fast
+            .accumulate_labelled(&x, Some(&mask), &labels, weight)
+            .unwrap();
+        let lg = graph
+            .accumulate_labelled(&x, Some(&mask), &labels, weight)
+            .unwrap();
+        assert!((lf - lg).abs() <= 1e-6 * lg.abs(), "{lf} against {lg}");
+    }
+    assert_same_gradients(&mut fast, &mut graph);
+    // An ignored row and a bad label, as the graph's loss refuses it.
+    let ignored = Tensor::new(&[-100i64, 1, 2], &Device::Cpu).unwrap();
+    let lf = fast
+        .accumulate_labelled(&x, Some(&mask), &ignored, 1.0)
+        .unwrap();
+    let lg = graph
+        .accumulate_labelled(&x, Some(&mask), &ignored, 1.0)
+        .unwrap();
+    assert!((lf - lg).abs() <= 1e-6 * lg.abs(), "{lf} against {lg}");
+    assert_same_gradients(&mut fast, &mut graph);
+    let bad = Tensor::new(&[7i64, 1, 2], &Device::Cpu).unwrap();
+    let e = fast
+        .accumulate_labelled(&x, Some(&mask), &bad, 1.0)
+        .unwrap_err();
+    assert!(e.to_string().contains("[0, 5)"), "{e}");
 }

@@ -42,15 +42,17 @@ impl<'a> AttentionGeometry<'a> {
         })
     }
 
-    /// For `qkv` `(B, T, nh * hs * 3)` under one causal mask `(T, T)` shared by every row.
-    pub(super) fn causal(b: usize, t: usize, nh: usize, hs: usize, mask: &'a [u8]) -> Self {
-        assert_eq!(mask.len(), t * t);
+    /// For `qkv` `(B, T, nh * hs * 3)` under a u8 mask `(B or 1, T, T)`, its rows for every
+    /// head.
+    pub(super) fn masked(b: usize, t: usize, nh: usize, hs: usize, mask: &'a [u8]) -> Self {
+        let mb = mask.len() / (t * t);
+        assert!(mask.len() == mb * t * t && (mb == 1 || mb == b));
         Self {
             b,
             t,
             nh,
             hs,
-            mask: Some((mask, MaskIndex::shared((nh, t), t))),
+            mask: Some((mask, MaskIndex::new((nh, t), mb, t))),
         }
     }
 

@@ -70,11 +70,16 @@ const OUTER_PARAMS: [&str; 4] = ["wte.weight", "wpe.weight", "ln_f.weight", "ln_
 struct ParamIndex(Vec<usize>);
 
 impl ParamIndex {
-    /// `None` unless `names` are exactly GPT-2's parameters for `n_layer` blocks.
-    fn new(names: &[&str], n_layer: usize) -> Option<Self> {
-        let wanted = OUTER_PARAMS.iter().map(|p| p.to_string()).chain(
-            (0..n_layer).flat_map(|i| LAYER_PARAMS.iter().map(move |p| format!("h.{i}.{p}"))),
-        );
+    /// `None` unless `names` are exactly GPT-2's parameters for `n_layer` blocks and the
+    /// head's, `head` (after the blocks).
+    fn new(names: &[&str], n_layer: usize, head: &[&str]) -> Option<Self> {
+        let wanted = OUTER_PARAMS
+            .iter()
+            .map(|p| p.to_string())
+            .chain(
+                (0..n_layer).flat_map(|i| LAYER_PARAMS.iter().map(move |p| format!("h.{i}.{p}"))),
+            )
+            .chain(head.iter().map(|p| p.to_string()));
         let index: Option<Vec<usize>> =
             wanted.map(|w| names.iter().position(|n| *n == w)).collect();
         index.filter(|i| i.len() == names.len()).map(Self)
@@ -87,6 +92,24 @@ impl ParamIndex {
     fn layer(&self, l: usize, p: usize) -> usize {
         self.0[OUTER_PARAMS.len() + l * LAYER_PARAMS.len() + p]
     }
+
+    /// The head's first parameter.
+    fn head(&self, n_layer: usize) -> usize {
+        self.0[OUTER_PARAMS.len() + n_layer * LAYER_PARAMS.len()]
+    }
+}
+
+/// What the hidden states are scored by.
+enum Head {
+    /// The tied LM head, each position against the next token (`GPT2LMHeadModel`).
+    NextToken,
+    /// `score` `(N, C)` at each row's last real token, against the row's class
+    /// (`GPT2ForSequenceClassification`); class -100 is ignored.
+    Classify {
+        positions: Vec<usize>,
+        labels: Vec<i64>,
+        classes: usize,
+    },
 }
 
 /// The gradients summed over micro-steps, one f32 buffer per parameter in the caller's order:
@@ -140,6 +163,11 @@ struct Buffers {
     /// `(N, 4C)`: the gradient of the GELU's output, then of its input.
     dgelu: Vec<f32>,
     dfc: Vec<f32>,
+    /// The last block's attention output and input at the kept rows, and the gradient of the
+    /// former (see [`Pass::kept`]).
+    att_kept: Vec<f32>,
+    x_kept: Vec<f32>,
+    datt_kept: Vec<f32>,
 }
 
 /// `v` holding `len` elements: grown with zeros or cut, its allocation kept.
@@ -216,18 +244,118 @@ pub fn lm_micro_step(
     sums: &mut GradSums,
     proceed: impl FnOnce(f32) -> Result<bool>,
 ) -> Result<Option<f32>> {
-    let tanh_gelu = !matches!(cfg.activation_function.as_str(), "gelu" | "relu");
-    let Some(index) = ParamIndex::new(names, cfg.n_layer) else {
+    let Some(index) = applies(cfg, names, params, ids, &[]) else {
         return Ok(None);
     };
-    if !tanh_gelu || params.len() != names.len() || !ids.device().is_cpu() {
-        return Ok(None);
-    }
     let (b, t) = ids.dims2()?;
     if t < 2 {
         return Err(Error::InvalidArgument(format!(
             "a sequence of {t} token has no next token to predict: the loss needs at least 2"
         )));
+    }
+    let ids = checked_ids(cfg, ids)?;
+    let causal = causal_mask(t);
+    let micro = MicroStep {
+        loss_weight,
+        dropout,
+        proceed,
+    };
+    with_f32_slices(params, |p| {
+        Pass::new(cfg, p, &index, &ids, (b, t), &causal, Head::NextToken).run(sums, micro)
+    })
+    .transpose()
+}
+
+/// [`lm_micro_step`] for `GPT2ForSequenceClassification`: the cross-entropy of the `score`
+/// head's logits at each row's last real token (after `cfg.pad_token_id`) against the row's
+/// class in `labels` `(B)`, with `attention_mask` `(B, T)` (1 = token, 0 = padding) if given.
+#[allow(clippy::too_many_arguments)]
+pub fn classifier_micro_step(
+    cfg: &Gpt2Config,
+    names: &[&str],
+    params: &[Tensor],
+    (ids, attention_mask, labels): (&Tensor, Option<&Tensor>, &Tensor),
+    loss_weight: f32,
+    dropout: Option<&Dropout>,
+    sums: &mut GradSums,
+    proceed: impl FnOnce(f32) -> Result<bool>,
+) -> Result<Option<f32>> {
+    let Some(index) = applies(cfg, names, params, ids, &["score.weight"]) else {
+        return Ok(None);
+    };
+    let (b, t) = ids.dims2()?;
+    let (classes, c) = params[index.head(cfg.n_layer)].dims2()?;
+    if c != cfg.n_embd || classes < 2 {
+        return Ok(None); // no classes, or regression: the graph's errors say which
+    }
+    let ids_v = checked_ids(cfg, ids)?;
+    let labels = checked_labels(labels, b, classes)?;
+    let positions = crate::heads::last_non_pad_positions(ids, cfg.pad_token_id)?;
+    // The model's mask: causal, and no query sees a padding key.
+    let mask: Vec<u8> = match attention_mask {
+        None => causal_mask(t),
+        Some(am) => {
+            if am.dims() != [b, t] {
+                return Err(Error::InvalidArgument(format!(
+                    "attention_mask has shape {:?} but the input needs [{b}, {t}] (batch, tokens)",
+                    am.dims()
+                )));
+            }
+            let am: Vec<u32> = am.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+            (0..b * t * t)
+                .map(|e| {
+                    let (row, i, j) = (e / (t * t), e / t % t, e % t);
+                    u8::from(j <= i && am[row * t + j] != 0)
+                })
+                .collect()
+        }
+    };
+    let head = Head::Classify {
+        positions,
+        labels,
+        classes,
+    };
+    let micro = MicroStep {
+        loss_weight,
+        dropout,
+        proceed,
+    };
+    with_f32_slices(params, |p| {
+        Pass::new(cfg, p, &index, &ids_v, (b, t), &mask, head).run(sums, micro)
+    })
+    .transpose()
+}
+
+/// The parameters' index, where the written-out pass applies to this model and input.
+fn applies(
+    cfg: &Gpt2Config,
+    names: &[&str],
+    params: &[Tensor],
+    ids: &Tensor,
+    head: &[&str],
+) -> Option<ParamIndex> {
+    let tanh_gelu = !matches!(cfg.activation_function.as_str(), "gelu" | "relu");
+    let all_f32 = params
+        .iter()
+        .all(|p| p.device().is_cpu() && p.dtype() == DType::F32);
+    if !tanh_gelu || !all_f32 || params.len() != names.len() || !ids.device().is_cpu() {
+        return None;
+    }
+    ParamIndex::new(names, cfg.n_layer, head)
+}
+
+/// `(T, T)`, 1 where query `i` may see key `j`.
+fn causal_mask(t: usize) -> Vec<u8> {
+    (0..t)
+        .flat_map(|i| (0..t).map(move |j| u8::from(j <= i)))
+        .collect()
+}
+
+/// `ids` `(B, T)` flattened, checked against the context and the vocabulary.
+fn checked_ids(cfg: &Gpt2Config, ids: &Tensor) -> Result<Vec<u32>> {
+    let (_, t) = ids.dims2()?;
+    if t == 0 {
+        return Err(Error::EmptyPrompt);
     }
     if t > cfg.n_positions {
         return Err(Error::ContextOverflow {
@@ -242,21 +370,34 @@ pub fn lm_micro_step(
             cfg.vocab_size
         )));
     }
-    let step = with_f32_slices(params, |p| {
-        let pass = Pass {
-            cfg,
-            p,
-            index: &index,
-            ids: &ids,
-            b,
-            t,
-        };
-        pass.run(loss_weight, dropout, sums, proceed)
-    });
-    match step {
-        Some(result) => result.map(Some),
-        None => Ok(None),
+    Ok(ids)
+}
+
+/// One class per row, each in `[0, classes)` or -100 (ignored), not all ignored: what the
+/// graph's loss checks.
+fn checked_labels(labels: &Tensor, b: usize, classes: usize) -> Result<Vec<i64>> {
+    use crate::loss::{check_labels, IGNORE_INDEX, PER_SEQUENCE};
+    check_labels(labels, &[b], PER_SEQUENCE)?;
+    let labels: Vec<i64> = labels.to_dtype(DType::I64)?.to_vec1()?;
+    if labels.iter().all(|&l| l == IGNORE_INDEX) {
+        return Err(Error::InvalidArgument(
+            "every label is -100 (ignored): there is nothing to compute a loss over".into(),
+        ));
     }
+    let outside = |l: &&i64| **l != IGNORE_INDEX && !(0..classes as i64).contains(*l);
+    if let Some(bad) = labels.iter().find(outside) {
+        return Err(Error::InvalidArgument(format!(
+            "labels must be in [0, {classes}) or -100, found {bad}"
+        )));
+    }
+    Ok(labels)
+}
+
+/// A micro-step's settings beyond the input.
+struct MicroStep<'a, F> {
+    loss_weight: f32,
+    dropout: Option<&'a Dropout>,
+    proceed: F,
 }
 
 /// One micro-step's fixed inputs.
@@ -267,9 +408,55 @@ struct Pass<'a> {
     ids: &'a [u32],
     b: usize,
     t: usize,
+    geometry: AttentionGeometry<'a>,
+    head: Head,
+    /// The rows the loss reads from the last block's output (`None`: all). A classifier reads
+    /// one row per sequence, so after the last block's attention - which needs every row's
+    /// keys and values - only those rows go on, through the projection, the MLP and `ln_f`,
+    /// forward and backward: the other rows' results there are never used, and their
+    /// gradients are zero.
+    kept: Option<Vec<usize>>,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    fn new(
+        cfg: &'a Gpt2Config,
+        p: &'a [&'a [f32]],
+        index: &'a ParamIndex,
+        ids: &'a [u32],
+        (b, t): (usize, usize),
+        mask: &'a [u8],
+        head: Head,
+    ) -> Self {
+        let geometry = AttentionGeometry::masked(b, t, cfg.n_head, cfg.head_dim(), mask);
+        let kept = match &head {
+            Head::NextToken => None,
+            Head::Classify { positions, .. } => Some(
+                positions
+                    .iter()
+                    .enumerate()
+                    .map(|(row, pos)| row * t + pos)
+                    .collect(),
+            ),
+        };
+        Self {
+            cfg,
+            p,
+            index,
+            ids,
+            b,
+            t,
+            geometry,
+            head,
+            kept,
+        }
+    }
+
+    /// The rows block `l` computes after its attention, if not all.
+    fn kept_in(&self, l: usize) -> Option<&[usize]> {
+        self.kept.as_deref().filter(|_| l + 1 == self.cfg.n_layer)
+    }
+
     fn outer(&self, i: usize) -> &[f32] {
         self.p[self.index.outer(i)]
     }
@@ -280,19 +467,12 @@ impl Pass<'_> {
 
     fn run(
         &self,
-        loss_weight: f32,
-        dropout: Option<&Dropout>,
         sums: &mut GradSums,
-        proceed: impl FnOnce(f32) -> Result<bool>,
+        micro: MicroStep<impl FnOnce(f32) -> Result<bool>>,
     ) -> Result<f32> {
-        let masks = Masks::draw(dropout, self.cfg);
-        let causal: Vec<u8> = (0..self.t)
-            .flat_map(|i| (0..self.t).map(move |j| u8::from(j <= i)))
-            .collect();
-        let hs = self.cfg.head_dim();
-        let geometry = AttentionGeometry::causal(self.b, self.t, self.cfg.n_head, hs, &causal);
+        let masks = Masks::draw(micro.dropout, self.cfg);
         let scale = if self.cfg.scale_attn_weights {
-            1.0 / (hs as f64).sqrt()
+            1.0 / (self.cfg.head_dim() as f64).sqrt()
         } else {
             1.0
         };
@@ -301,20 +481,19 @@ impl Pass<'_> {
             scale: scale as f32,
             dropout: mask,
         };
-        let buffers = &mut sums.buffers;
-        let loss = self.forward(buffers, &masks, &geometry, &attention);
-        if !proceed(loss)? {
+        let loss = self.forward(&mut sums.buffers, &masks, &attention);
+        if !(micro.proceed)(loss)? {
             return Ok(loss);
         }
         if sums.sums.is_empty() {
             sums.sums = self.p.iter().map(|p| vec![0f32; p.len()]).collect();
         }
+        let buffers = &mut sums.buffers;
         self.backward(
-            &mut sums.buffers,
+            buffers,
             &mut sums.sums,
-            loss_weight,
+            micro.loss_weight,
             &masks,
-            &geometry,
             &attention,
         );
         Ok(loss)
@@ -325,7 +504,6 @@ impl Pass<'_> {
         &self,
         buf: &mut Buffers,
         masks: &Masks,
-        geometry: &AttentionGeometry,
         attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
     ) -> f32 {
         let cfg = self.cfg;
@@ -369,26 +547,42 @@ impl Pass<'_> {
                 w(C_ATTN_B),
                 (n, c, 3 * c),
             );
-            buf.att[l] = attention(attn_drop).forward(&buf.qkv[l], geometry);
+            buf.att[l] = attention(attn_drop).forward(&buf.qkv[l], &self.geometry);
+            let kept = self.kept_in(l);
+            let (att, x, m) = match kept {
+                None => (&buf.att[l], x, n),
+                Some(rows) => {
+                    gather(&mut buf.att_kept, &buf.att[l], rows, c);
+                    gather(&mut buf.x_kept, x, rows, c);
+                    for v in [&mut buf.mid[l], &mut buf.ln_2[l], &mut *out] {
+                        sized(v, rows.len() * c);
+                    }
+                    for v in [&mut buf.fc[l], &mut buf.gelu[l]] {
+                        sized(v, rows.len() * c4);
+                    }
+                    (&buf.att_kept, &buf.x_kept, rows.len())
+                }
+            };
             // mid = x + dropout(att @ W + b), the projection made in `mid` first.
             let mid = &mut buf.mid[l];
-            linear_into(mid, &buf.att[l], w(ATTN_PROJ_W), w(ATTN_PROJ_B), (n, c, c));
-            residual_add(mid, x, attn_resid);
+            linear_into(mid, att, w(ATTN_PROJ_W), w(ATTN_PROJ_B), (m, c, c));
+            residual_add(mid, x, attn_resid, kept);
             layer_norm_into(&mut buf.ln_2[l], mid, w(LN_2_W), w(LN_2_B), eps);
             linear_into(
                 &mut buf.fc[l],
                 &buf.ln_2[l],
                 w(C_FC_W),
                 w(C_FC_B),
-                (n, c, c4),
+                (m, c, c4),
             );
             buf.gelu[l]
                 .par_chunks_mut(ELEMENTWISE_CHUNK)
                 .zip(buf.fc[l].par_chunks(ELEMENTWISE_CHUNK))
                 .for_each(|(y, x)| gelu_slice(y, x));
-            linear_into(out, &buf.gelu[l], w(MLP_PROJ_W), w(MLP_PROJ_B), (n, c4, c));
-            residual_add(out, mid, mlp_resid);
+            linear_into(out, &buf.gelu[l], w(MLP_PROJ_W), w(MLP_PROJ_B), (m, c4, c));
+            residual_add(out, mid, mlp_resid, kept);
         }
+        let n = self.kept.as_ref().map_or(n, Vec::len); // the rows ln_f and the head read
 
         let ln_f = sized(&mut buf.ln_f, n * c);
         layer_norm_into(
@@ -398,10 +592,28 @@ impl Pass<'_> {
             self.outer(LN_F_B),
             eps,
         );
-        let logits = sized(&mut buf.logits, n * v);
-        tied_head_into(logits, ln_f, wte, (n, c, v));
-        let dlogits = sized(&mut buf.dlogits, n * v);
-        self.cross_entropy(logits, dlogits)
+        match &self.head {
+            Head::NextToken => {
+                let logits = sized(&mut buf.logits, n * v);
+                tied_head_into(logits, ln_f, wte, (n, c, v));
+                let dlogits = sized(&mut buf.dlogits, n * v);
+                self.cross_entropy(logits, dlogits)
+            }
+            Head::Classify {
+                labels, classes, ..
+            } => {
+                let score = self.p[self.index.head(l_n)];
+                let logits = sized(&mut buf.logits, self.b * classes);
+                for (row, z) in logits.chunks_exact_mut(*classes).enumerate() {
+                    let h = &ln_f[row * c..][..c]; // the kept rows, one per sequence
+                    for (z, w) in z.iter_mut().zip(score.chunks_exact(c)) {
+                        *z = h.iter().zip(w).map(|(h, w)| h * w).sum();
+                    }
+                }
+                let dlogits = sized(&mut buf.dlogits, self.b * classes);
+                classify_cross_entropy(logits, dlogits, labels, *classes)
+            }
+        }
     }
 
     /// The mean cross-entropy of each position's logits against the next token, summed in
@@ -433,7 +645,6 @@ impl Pass<'_> {
         sums: &mut [Vec<f32>],
         loss_weight: f32,
         masks: &Masks,
-        geometry: &AttentionGeometry,
         attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
     ) {
         let cfg = self.cfg;
@@ -459,6 +670,8 @@ impl Pass<'_> {
             din,
             dgelu,
             dfc,
+            att_kept,
+            datt_kept,
             ..
         } = buf;
         for d in [&mut *dres, &mut *dout, &mut *din] {
@@ -471,43 +684,94 @@ impl Pass<'_> {
         if loss_weight != 1.0 {
             dlogits.par_iter_mut().for_each(|d| *d *= loss_weight);
         }
+        // Rows after the last block: all, or the kept ones.
+        let top = self.kept.as_ref().map_or(n, Vec::len);
         let (wte_i, wpe_i) = (self.index.outer(WTE), self.index.outer(WPE));
-        tied_head_backward(
-            (din, &mut sums[wte_i]),
-            ln_f,
-            self.outer(WTE),
-            dlogits,
-            (n, c, v),
-        );
+        match &self.head {
+            Head::NextToken => tied_head_backward(
+                (din, &mut sums[wte_i]),
+                ln_f,
+                self.outer(WTE),
+                dlogits,
+                (n, c, v),
+            ),
+            Head::Classify { classes, .. } => {
+                // dh = dz @ score and dscore += dz^T h, at the kept rows (one per sequence).
+                let score_i = self.index.head(l_n);
+                let score = self.p[score_i];
+                let dscore = &mut sums[score_i];
+                let rows = dlogits.chunks_exact(*classes).zip(ln_f.chunks_exact(c));
+                for ((dz, h), dh) in rows.zip(din.chunks_exact_mut(c)) {
+                    dh.fill(0.0);
+                    let per_class = score.chunks_exact(c).zip(dscore.chunks_exact_mut(c));
+                    for (&dz, (w, ds)) in dz.iter().zip(per_class) {
+                        for ((dh, ds), (&h, &w)) in dh.iter_mut().zip(ds).zip(h.iter().zip(w)) {
+                            *dh += dz * w;
+                            *ds += dz * h;
+                        }
+                    }
+                }
+            }
+        }
         dres.fill(0.0);
         let (lnf_w, lnf_b) = (self.index.outer(LN_F_W), self.index.outer(LN_F_B));
         let (dw, db) = two_mut(sums, lnf_w, lnf_b);
-        layer_norm_backward((dres, dw, db), &xs[l_n], din, self.outer(LN_F_W), eps);
+        let (dr, g) = (&mut dres[..top * c], &din[..top * c]);
+        layer_norm_backward((dr, dw, db), &xs[l_n], g, self.outer(LN_F_W), eps);
 
         for l in (0..l_n).rev() {
             let w = |i| self.layer(l, i);
             let s = |i| self.index.layer(l, i);
             let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
+            let kept = self.kept_in(l);
+            let m = kept.map_or(n, <[usize]>::len); // the rows after the attention
+            let (mc, mc4) = (m * c, m * c4);
             // out = mid + dropout(gelu @ W + b)
-            dropped_grad(dout, dres, mlp_resid);
+            dropped_grad(&mut dout[..mc], &dres[..mc], mlp_resid, kept);
             let (dw, db) = two_mut(sums, s(MLP_PROJ_W), s(MLP_PROJ_B));
-            linear_backward((dgelu, dw, db), &gelu[l], w(MLP_PROJ_W), dout, (n, c4, c));
-            dfc.par_chunks_mut(ELEMENTWISE_CHUNK)
+            let dg = &mut dgelu[..mc4];
+            linear_backward(
+                (dg, dw, db),
+                &gelu[l],
+                w(MLP_PROJ_W),
+                &dout[..mc],
+                (m, c4, c),
+            );
+            dfc[..mc4]
+                .par_chunks_mut(ELEMENTWISE_CHUNK)
                 .zip(
                     fc[l]
                         .par_chunks(ELEMENTWISE_CHUNK)
-                        .zip(dgelu.par_chunks(ELEMENTWISE_CHUNK)),
+                        .zip(dgelu[..mc4].par_chunks(ELEMENTWISE_CHUNK)),
                 )
                 .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
             let (dw, db) = two_mut(sums, s(C_FC_W), s(C_FC_B));
-            linear_backward((din, dw, db), &ln_2[l], w(C_FC_W), dfc, (n, c, c4));
+            let di = &mut din[..mc];
+            linear_backward((di, dw, db), &ln_2[l], w(C_FC_W), &dfc[..mc4], (m, c, c4));
             let (dw, db) = two_mut(sums, s(LN_2_W), s(LN_2_B));
-            layer_norm_backward((dres, dw, db), &mid[l], din, w(LN_2_W), eps);
+            let (dr, g) = (&mut dres[..mc], &din[..mc]);
+            layer_norm_backward((dr, dw, db), &mid[l], g, w(LN_2_W), eps);
             // mid = x + dropout(att @ W + b)
-            dropped_grad(dout, dres, attn_resid);
+            dropped_grad(&mut dout[..mc], &dres[..mc], attn_resid, kept);
             let (dw, db) = two_mut(sums, s(ATTN_PROJ_W), s(ATTN_PROJ_B));
-            linear_backward((din, dw, db), &att[l], w(ATTN_PROJ_W), dout, (n, c, c));
-            let dqkv = attention(attn_drop).backward(&qkv[l], din, geometry);
+            if let Some(rows) = kept {
+                // The projection's input gradient at the kept rows, then every row of it
+                // (zero elsewhere) for the attention; likewise the residual stream's.
+                let da = sized(datt_kept, mc);
+                linear_backward(
+                    (da, dw, db),
+                    att_kept,
+                    w(ATTN_PROJ_W),
+                    &dout[..mc],
+                    (m, c, c),
+                );
+                scatter(din, da, rows, c);
+                da.copy_from_slice(&dres[..mc]);
+                scatter(dres, da, rows, c);
+            } else {
+                linear_backward((din, dw, db), &att[l], w(ATTN_PROJ_W), dout, (n, c, c));
+            }
+            let dqkv = attention(attn_drop).backward(&qkv[l], din, &self.geometry);
             let (dw, db) = two_mut(sums, s(C_ATTN_W), s(C_ATTN_B));
             linear_backward((din, dw, db), &ln_1[l], w(C_ATTN_W), &dqkv, (n, c, 3 * c));
             let (dw, db) = two_mut(sums, s(LN_1_W), s(LN_1_B));
@@ -531,11 +795,36 @@ impl Pass<'_> {
     }
 }
 
+/// The mean cross-entropy of each row's logits `(B, classes)` against its label, -100
+/// ignored, summed in row order in f64 as the loss kernel sums it; `dlogits` gets its gradient.
+fn classify_cross_entropy(
+    logits: &[f32],
+    dlogits: &mut [f32],
+    labels: &[i64],
+    classes: usize,
+) -> f32 {
+    let ignored = crate::loss::IGNORE_INDEX;
+    let counted = labels.iter().filter(|&&l| l != ignored).count();
+    let w = 1.0 / counted as f32;
+    let rows = dlogits
+        .chunks_exact_mut(classes)
+        .zip(logits.chunks_exact(classes));
+    let mut loss = 0f64;
+    for ((e, x), &label) in rows.zip(labels) {
+        if label == ignored {
+            e.fill(0.0);
+        } else {
+            loss += cross_entropy_row(e, x, label as usize, w);
+        }
+    }
+    loss as f32
+}
+
 /// `y = x + dropout(y)`: a branch's output `y` put through its dropout and added to the
 /// residual stream `x`, in place.
-fn residual_add(y: &mut [f32], x: &[f32], mask: Option<Mask>) {
+fn residual_add(y: &mut [f32], x: &[f32], mask: Option<Mask>, kept: Option<&[usize]>) {
     if let Some(m) = mask {
-        m.apply_in_place(y);
+        masked(y, m, kept);
     }
     y.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(x.par_chunks(ELEMENTWISE_CHUNK))
@@ -543,10 +832,41 @@ fn residual_add(y: &mut [f32], x: &[f32], mask: Option<Mask>) {
 }
 
 /// The gradient of a branch's output before its dropout, from the residual stream's gradient.
-fn dropped_grad(dout: &mut [f32], dres: &[f32], mask: Option<Mask>) {
+fn dropped_grad(dout: &mut [f32], dres: &[f32], mask: Option<Mask>, kept: Option<&[usize]>) {
     dout.copy_from_slice(dres);
     if let Some(m) = mask {
-        m.apply_in_place(dout);
+        masked(dout, m, kept);
+    }
+}
+
+/// `y *= mask` for `y` the whole tensor, or its rows `kept` (each `y.len() / kept.len()`
+/// wide, in order): each row times the mask's elements of the row it is.
+fn masked(y: &mut [f32], mask: Mask, kept: Option<&[usize]>) {
+    let Some(rows) = kept else {
+        mask.apply_in_place(y);
+        return;
+    };
+    let c = y.len() / rows.len();
+    let mut m = vec![0f32; c];
+    for (y, &r) in y.chunks_exact_mut(c).zip(rows) {
+        mask.fill(r * c, &mut m);
+        y.iter_mut().zip(&m).for_each(|(y, m)| *y *= m);
+    }
+}
+
+/// `dst` = rows `rows` of `src` (rows `c` wide), in order.
+fn gather(dst: &mut Vec<f32>, src: &[f32], rows: &[usize], c: usize) {
+    dst.clear();
+    for &r in rows {
+        dst.extend_from_slice(&src[r * c..(r + 1) * c]);
+    }
+}
+
+/// `dst` `(N, C)` = zeros except rows `rows`, which are `src`'s rows in order.
+fn scatter(dst: &mut [f32], src: &[f32], rows: &[usize], c: usize) {
+    dst.fill(0.0);
+    for (s, &r) in src.chunks_exact(c).zip(rows) {
+        dst[r * c..(r + 1) * c].copy_from_slice(s);
     }
 }
 

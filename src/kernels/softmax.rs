@@ -59,9 +59,9 @@ impl MaskIndex {
         Ok(Some((inputs.data(i)?, Self { nh, t, mb, mt })))
     }
 
-    /// One mask of `mt` rows (1 or T) for every batch row of scores `(B, nh, T, S)`.
-    pub(super) fn shared((nh, t): (usize, usize), mt: usize) -> Self {
-        Self { nh, t, mb: 1, mt }
+    /// A mask `(mb, 1, mt, S)` (`mb` 1 or B, `mt` 1 or T) for scores `(B, nh, T, S)`.
+    pub(super) fn new((nh, t): (usize, usize), mb: usize, mt: usize) -> Self {
+        Self { nh, t, mb, mt }
     }
 
     /// Index of the mask row (of length S) for score row `r`.

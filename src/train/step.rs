@@ -35,6 +35,12 @@ pub enum TaskHead {
 }
 // ANCHOR_END: task_head
 
+/// A micro-step's input: ids for the LM loss, or ids, attention mask and labels.
+enum Batch<'a> {
+    Lm(&'a Tensor),
+    Labelled((&'a Tensor, Option<&'a Tensor>, &'a Tensor)),
+}
+
 /// The model over the trainable weights, of the step's [`TaskHead`].
 #[derive(Clone)]
 enum TaskModel {
@@ -444,7 +450,7 @@ impl TrainStep {
     /// accumulated gradients are dropped - except in mixed f16, where an overflow is expected
     /// now and then: the coming update is skipped instead.
     pub fn accumulate(&mut self, ids: &Tensor, loss_weight: f64) -> Result<f32> {
-        if let Some(loss) = self.accumulate_written_out(ids, loss_weight)? {
+        if let Some(loss) = self.accumulate_written_out(Batch::Lm(ids), loss_weight)? {
             return Ok(loss); // f32 on the CPU: the same, written out (src/kernels/lm_step.rs)
         }
         let loss = self.forward(ids)?;
@@ -459,30 +465,32 @@ impl TrainStep {
         self.written_out = on;
     }
 
-    /// [`TrainStep::accumulate`] by `kernels::lm_micro_step`, where it applies: the LM task in
-    /// f32 (no loss scaling). `None` where it does not, with nothing done.
-    fn accumulate_written_out(&mut self, ids: &Tensor, loss_weight: f64) -> Result<Option<f32>> {
-        if !self.written_out
-            || self.task != TaskHead::LanguageModel
-            || self.precision != TrainPrecision::F32
-            || self.scaler.is_some()
-        {
+    /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
+    /// they apply: f32 weights on the CPU, the batch of the step's task. `None` where they do
+    /// not, with nothing done.
+    fn accumulate_written_out(&mut self, batch: Batch, loss_weight: f64) -> Result<Option<f32>> {
+        let task_fits = matches!(
+            (self.task, &batch),
+            (TaskHead::LanguageModel, Batch::Lm(_))
+                | (TaskHead::SequenceClassification { .. }, Batch::Labelled(_))
+        );
+        if !self.written_out || !task_fits || self.precision != TrainPrecision::F32 {
             return Ok(None);
         }
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
         let dropout = self.dropout_on.then_some(&self.dropout);
         let halt = self.halt_on_non_finite;
-        let loss = kernels::lm_micro_step(
-            &self.cfg,
-            &names,
-            &params,
-            ids,
-            loss_weight as f32,
-            dropout,
-            &mut self.written,
-            |loss| Ok(loss.is_finite() || !halt),
-        )?;
+        let proceed = |loss: f32| Ok(loss.is_finite() || !halt);
+        let (cfg, sums, weight) = (&self.cfg, &mut self.written, loss_weight as f32);
+        let loss = match batch {
+            Batch::Lm(ids) => {
+                kernels::lm_micro_step(cfg, &names, &params, ids, weight, dropout, sums, proceed)?
+            }
+            Batch::Labelled(batch) => kernels::classifier_micro_step(
+                cfg, &names, &params, batch, weight, dropout, sums, proceed,
+            )?,
+        };
         let Some(loss) = loss else {
             return Ok(None);
         };
@@ -531,6 +539,10 @@ impl TrainStep {
         labels: &Tensor,
         loss_weight: f64,
     ) -> Result<f32> {
+        let batch = (ids, attention_mask, labels);
+        if let Some(loss) = self.accumulate_written_out(Batch::Labelled(batch), loss_weight)? {
+            return Ok(loss); // f32 on the CPU: the same, written out (src/kernels/lm_step.rs)
+        }
         let loss = self.forward_labelled(ids, attention_mask, labels)?;
         self.accumulate_loss(loss, loss_weight)
     }
