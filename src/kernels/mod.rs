@@ -35,9 +35,9 @@
 //!   inference without a cache (`attention_inference.rs`) and [`attention`] with a backward pass
 //!   for training (`attention_train.rs`), both walking `attention_geometry.rs`'s blocks of rows;
 //! - [`cross_entropy`] (`cross_entropy.rs`) and [`FusedAdamW`] (`adamw.rs`);
-//! - [`lm_micro_step`] and [`classifier_micro_step`] (`lm_step.rs`): the training micro-step of
-//!   chapters 6 and 7 written out, forward and backward over the kernels above without candle's
-//!   graph;
+//! - [`lm_micro_step`] and [`classifier_micro_step`] (`lm_step.rs`, `lm_pass.rs`): the training
+//!   micro-step of chapters 6 and 7 written out, forward and backward over the kernels above
+//!   without candle's graph;
 //! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
 //!   [`update_in_place`] (`adamw_in_place.rs`): the chapters' AdamW in one pass, in place;
 //! - [`Mask`] (`dropout.rs`): the dropout mask, made again from its seed when needed;
@@ -62,6 +62,7 @@ mod gelu;
 mod gemm;
 mod layer_norm;
 mod linear;
+mod lm_pass;
 mod lm_step;
 mod op;
 mod softmax;
@@ -76,7 +77,7 @@ pub use dropout::{DrawMask, Mask};
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
 pub use linear::{linear, tied_head};
-pub use lm_step::{classifier_micro_step, lm_micro_step, GradSums};
+pub use lm_step::{classifier_micro_step, lm_micro_step, GradSums, LabelledBatch};
 pub use softmax::scaled_masked_softmax;
 
 /// Whether tensors are on the CPU and of one float type, where the fast paths apply: f32, or

@@ -21,6 +21,9 @@ use crate::dropout::{Dropout, DropoutRngState};
 use crate::heads::Gpt2ForSequenceClassification;
 use crate::{kernels, loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
 
+mod written_out;
+use written_out::Batch;
+
 // ANCHOR: task_head
 /// Which model class a [`TrainStep`] trains, and so which loss it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -34,12 +37,6 @@ pub enum TaskHead {
     SequenceClassification { num_labels: usize },
 }
 // ANCHOR_END: task_head
-
-/// A micro-step's input: ids for the LM loss, or ids, attention mask and labels.
-enum Batch<'a> {
-    Lm(&'a Tensor),
-    Labelled((&'a Tensor, Option<&'a Tensor>, &'a Tensor)),
-}
 
 /// The model over the trainable weights, of the step's [`TaskHead`].
 #[derive(Clone)]
@@ -457,78 +454,6 @@ impl TrainStep {
         self.accumulate_loss(loss, loss_weight)
     }
     // ANCHOR_END: accumulate
-
-    /// Whether a language-modelling micro-step may take the written-out pass where it applies
-    /// (f32 on the CPU; on by default). Off, every micro-step goes through the model's graph and
-    /// candle's backward pass - what the tests compare the written-out pass with.
-    pub fn set_written_out(&mut self, on: bool) {
-        self.written_out = on;
-    }
-
-    /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
-    /// they apply: f32 weights on the CPU, the batch of the step's task. `None` where they do
-    /// not, with nothing done.
-    fn accumulate_written_out(&mut self, batch: Batch, loss_weight: f64) -> Result<Option<f32>> {
-        let task_fits = matches!(
-            (self.task, &batch),
-            (TaskHead::LanguageModel, Batch::Lm(_))
-                | (TaskHead::SequenceClassification { .. }, Batch::Labelled(_))
-        );
-        if !self.written_out || !task_fits || self.precision != TrainPrecision::F32 {
-            return Ok(None);
-        }
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let dropout = self.dropout_on.then_some(&self.dropout);
-        let halt = self.halt_on_non_finite;
-        let proceed = |loss: f32| Ok(loss.is_finite() || !halt);
-        let (cfg, sums, weight) = (&self.cfg, &mut self.written, loss_weight as f32);
-        let loss = match batch {
-            Batch::Lm(ids) => {
-                kernels::lm_micro_step(cfg, &names, &params, ids, weight, dropout, sums, proceed)?
-            }
-            Batch::Labelled(batch) => kernels::classifier_micro_step(
-                cfg, &names, &params, batch, weight, dropout, sums, proceed,
-            )?,
-        };
-        let Some(loss) = loss else {
-            return Ok(None);
-        };
-        if !loss.is_finite() && halt {
-            self.zero_grad();
-            return Err(self.non_finite("loss", f64::from(loss)));
-        }
-        self.micro_steps += 1;
-        Ok(Some(loss))
-    }
-
-    /// The gradients accumulated since the last update, by checkpoint name (a parameter that
-    /// got none is left out), as the next update will read them.
-    pub fn accumulated_gradients(&mut self) -> Result<Vec<(String, Tensor)>> {
-        self.join_written_out()?;
-        Ok(self
-            .names
-            .iter()
-            .zip(&self.vars)
-            .filter_map(|(name, var)| self.accumulated.get(var).map(|g| (name.clone(), g.clone())))
-            .collect())
-    }
-
-    /// Joins the written-out micro-steps' sums to the graph's.
-    fn join_written_out(&mut self) -> Result<()> {
-        if self.written.is_empty() {
-            return Ok(());
-        }
-        for (var, sum) in self.vars.iter().zip(self.written.take()) {
-            let g = Tensor::from_vec(sum, var.shape(), var.device())?;
-            let total = match self.accumulated.remove(var) {
-                Some(acc) => (acc + g)?,
-                None => g,
-            };
-            self.accumulated.insert(var, total);
-        }
-        Ok(())
-    }
 
     /// [`TrainStep::accumulate`] for a sequence-classification step: the loss of
     /// [`TrainStep::forward_labelled`] and its gradients, weighted by `loss_weight`.

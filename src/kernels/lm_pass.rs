@@ -1,0 +1,580 @@
+//! The written-out pass itself (see `lm_step.rs`): the forward pass into buffers kept from
+//! micro-step to micro-step, and the backward pass layer by layer into the gradient sums.
+
+use rayon::prelude::*;
+
+use super::attention_geometry::AttentionGeometry;
+use super::attention_train::AttentionWithGrad;
+use super::cross_entropy::cross_entropy_row;
+use super::dropout::Mask;
+use super::gelu::{gelu_grad_slice, gelu_slice, ELEMENTWISE_CHUNK};
+use super::layer_norm::{layer_norm_backward, layer_norm_into};
+use super::linear::{linear_backward, linear_into, tied_head_backward, tied_head_into};
+use super::lm_step::*;
+use crate::{Gpt2Config, Result};
+
+/// What the hidden states are scored by.
+pub(super) enum Head {
+    /// The tied LM head, each position against the next token (`GPT2LMHeadModel`).
+    NextToken,
+    /// `score` `(N, C)` at each row's last real token, against the row's class
+    /// (`GPT2ForSequenceClassification`); class -100 is ignored.
+    Classify {
+        positions: Vec<usize>,
+        labels: Vec<Option<usize>>,
+        classes: usize,
+    },
+}
+
+/// One micro-step's activations and its backward pass's scratch.
+#[derive(Default)]
+pub(super) struct Buffers {
+    /// The residual stream into block `l`, and out of the last one at `n_layer`.
+    xs: Vec<Vec<f32>>,
+    ln_1: Vec<Vec<f32>>,
+    qkv: Vec<Vec<f32>>,
+    att: Vec<Vec<f32>>,
+    mid: Vec<Vec<f32>>,
+    ln_2: Vec<Vec<f32>>,
+    fc: Vec<Vec<f32>>,
+    gelu: Vec<Vec<f32>>,
+    ln_f: Vec<f32>,
+    logits: Vec<f32>,
+    dlogits: Vec<f32>,
+    /// The residual stream's gradient, added to as the backward pass goes down.
+    dres: Vec<f32>,
+    /// A branch's output gradient (after its dropout), and an input's gradient, `(N, C)`.
+    dout: Vec<f32>,
+    din: Vec<f32>,
+    /// `(N, 4C)`: the gradient of the GELU's output, then of its input.
+    dgelu: Vec<f32>,
+    dfc: Vec<f32>,
+    /// The last block's attention output and input at the kept rows, and the gradient of the
+    /// former (see [`Pass::kept`]).
+    att_kept: Vec<f32>,
+    x_kept: Vec<f32>,
+    datt_kept: Vec<f32>,
+}
+
+/// `v` holding `len` elements: grown with zeros or cut, its allocation kept.
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut Vec<f32> {
+    v.resize(len, 0.0);
+    v
+}
+
+/// `n` buffers of `len` elements.
+fn sized_all(vs: &mut Vec<Vec<f32>>, n: usize, len: usize) {
+    vs.resize_with(n, Vec::new);
+    for v in vs.iter_mut() {
+        sized(v, len);
+    }
+}
+
+/// The dropout masks of one forward pass, drawn in the order the model's layers draw them.
+struct Masks {
+    embd: Option<Mask>,
+    /// Per block: attention probabilities, attention output, MLP output.
+    blocks: Vec<[Option<Mask>; 3]>,
+}
+
+impl Masks {
+    fn draw(draw: &dyn Fn(f32) -> Option<Mask>, cfg: &Gpt2Config) -> Self {
+        let embd = draw(cfg.embd_pdrop);
+        let blocks = (0..cfg.n_layer)
+            .map(|_| {
+                let attn = draw(cfg.attn_pdrop);
+                let resid = draw(cfg.resid_pdrop);
+                [attn, resid, draw(cfg.resid_pdrop)]
+            })
+            .collect();
+        Self { embd, blocks }
+    }
+}
+
+/// A micro-step's settings beyond the input.
+pub(super) struct MicroStep<'a, F> {
+    pub(super) loss_weight: f32,
+    /// The mask of a dropout layer of this probability, drawn as the model's would be.
+    pub(super) draw: &'a dyn Fn(f32) -> Option<Mask>,
+    pub(super) proceed: F,
+}
+
+/// One micro-step's fixed inputs.
+pub(super) struct Pass<'a> {
+    cfg: &'a Gpt2Config,
+    p: &'a [&'a [f32]],
+    index: &'a ParamIndex,
+    ids: &'a [u32],
+    b: usize,
+    t: usize,
+    geometry: AttentionGeometry<'a>,
+    head: Head,
+    /// The rows the loss reads from the last block's output (`None`: all). A classifier reads
+    /// one row per sequence, so after the last block's attention - which needs every row's
+    /// keys and values - only those rows go on, through the projection, the MLP and `ln_f`,
+    /// forward and backward: the other rows' results there are never used, and their
+    /// gradients are zero.
+    kept: Option<Vec<usize>>,
+}
+
+impl<'a> Pass<'a> {
+    pub(super) fn new(
+        cfg: &'a Gpt2Config,
+        p: &'a [&'a [f32]],
+        index: &'a ParamIndex,
+        ids: &'a [u32],
+        (b, t): (usize, usize),
+        mask: &'a [u8],
+        head: Head,
+    ) -> Self {
+        let geometry = AttentionGeometry::masked(b, t, cfg.n_head, cfg.head_dim(), mask);
+        let kept = match &head {
+            Head::NextToken => None,
+            Head::Classify { positions, .. } => Some(
+                positions
+                    .iter()
+                    .enumerate()
+                    .map(|(row, pos)| row * t + pos)
+                    .collect(),
+            ),
+        };
+        Self {
+            cfg,
+            p,
+            index,
+            ids,
+            b,
+            t,
+            geometry,
+            head,
+            kept,
+        }
+    }
+
+    /// The rows block `l` computes after its attention, if not all.
+    fn kept_in(&self, l: usize) -> Option<&[usize]> {
+        self.kept.as_deref().filter(|_| l + 1 == self.cfg.n_layer)
+    }
+
+    fn outer(&self, i: usize) -> &[f32] {
+        self.p[self.index.outer(i)]
+    }
+
+    fn layer(&self, l: usize, i: usize) -> &[f32] {
+        self.p[self.index.layer(l, i)]
+    }
+
+    pub(super) fn run(
+        &self,
+        sums: &mut GradSums,
+        micro: MicroStep<impl FnOnce(f32) -> Result<bool>>,
+    ) -> Result<f32> {
+        let masks = Masks::draw(micro.draw, self.cfg);
+        let scale = if self.cfg.scale_attn_weights {
+            1.0 / (self.cfg.head_dim() as f64).sqrt()
+        } else {
+            1.0
+        };
+        let attention = |mask: Option<Mask>| AttentionWithGrad {
+            n_head: self.cfg.n_head,
+            scale: scale as f32,
+            dropout: mask,
+        };
+        let loss = self.forward(&mut sums.buffers, &masks, &attention);
+        if !(micro.proceed)(loss)? {
+            return Ok(loss);
+        }
+        if sums.sums.is_empty() {
+            sums.sums = self.p.iter().map(|p| vec![0f32; p.len()]).collect();
+        }
+        let buffers = &mut sums.buffers;
+        self.backward(
+            buffers,
+            &mut sums.sums,
+            micro.loss_weight,
+            &masks,
+            &attention,
+        );
+        Ok(loss)
+    }
+
+    /// The forward pass into `buf`; returns the loss.
+    fn forward(
+        &self,
+        buf: &mut Buffers,
+        masks: &Masks,
+        attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
+    ) -> f32 {
+        let cfg = self.cfg;
+        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
+        let (n, c4, eps) = (
+            self.b * self.t,
+            cfg.inner_dim(),
+            cfg.layer_norm_epsilon as f32,
+        );
+        sized_all(&mut buf.xs, l_n + 1, n * c);
+        for vs in [&mut buf.ln_1, &mut buf.att, &mut buf.mid, &mut buf.ln_2] {
+            sized_all(vs, l_n, n * c);
+        }
+        sized_all(&mut buf.qkv, l_n, n * 3 * c);
+        sized_all(&mut buf.fc, l_n, n * c4);
+        sized_all(&mut buf.gelu, l_n, n * c4);
+
+        // Token and position embeddings, then the embedding dropout.
+        let (wte, wpe) = (self.outer(WTE), self.outer(WPE));
+        for (r, x) in buf.xs[0].chunks_exact_mut(c).enumerate() {
+            let (tok, pos) = (self.ids[r] as usize, r % self.t);
+            let (te, pe) = (&wte[tok * c..][..c], &wpe[pos * c..][..c]);
+            for ((x, a), b) in x.iter_mut().zip(te).zip(pe) {
+                *x = a + b;
+            }
+        }
+        if let Some(m) = masks.embd {
+            m.apply_in_place(&mut buf.xs[0]);
+        }
+
+        for l in 0..l_n {
+            let w = |i| self.layer(l, i);
+            let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
+            let (before, after) = buf.xs.split_at_mut(l + 1);
+            let (x, out) = (&before[l], &mut after[0]);
+            layer_norm_into(&mut buf.ln_1[l], x, w(LN_1_W), w(LN_1_B), eps);
+            linear_into(
+                &mut buf.qkv[l],
+                &buf.ln_1[l],
+                w(C_ATTN_W),
+                w(C_ATTN_B),
+                (n, c, 3 * c),
+            );
+            buf.att[l] = attention(attn_drop).forward(&buf.qkv[l], &self.geometry);
+            let kept = self.kept_in(l);
+            let (att, x, m) = match kept {
+                None => (&buf.att[l], x, n),
+                Some(rows) => {
+                    gather(&mut buf.att_kept, &buf.att[l], rows, c);
+                    gather(&mut buf.x_kept, x, rows, c);
+                    for v in [&mut buf.mid[l], &mut buf.ln_2[l], &mut *out] {
+                        sized(v, rows.len() * c);
+                    }
+                    for v in [&mut buf.fc[l], &mut buf.gelu[l]] {
+                        sized(v, rows.len() * c4);
+                    }
+                    (&buf.att_kept, &buf.x_kept, rows.len())
+                }
+            };
+            // mid = x + dropout(att @ W + b), the projection made in `mid` first.
+            let mid = &mut buf.mid[l];
+            linear_into(mid, att, w(ATTN_PROJ_W), w(ATTN_PROJ_B), (m, c, c));
+            residual_add(mid, x, attn_resid, kept);
+            layer_norm_into(&mut buf.ln_2[l], mid, w(LN_2_W), w(LN_2_B), eps);
+            linear_into(
+                &mut buf.fc[l],
+                &buf.ln_2[l],
+                w(C_FC_W),
+                w(C_FC_B),
+                (m, c, c4),
+            );
+            buf.gelu[l]
+                .par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(buf.fc[l].par_chunks(ELEMENTWISE_CHUNK))
+                .for_each(|(y, x)| gelu_slice(y, x));
+            linear_into(out, &buf.gelu[l], w(MLP_PROJ_W), w(MLP_PROJ_B), (m, c4, c));
+            residual_add(out, mid, mlp_resid, kept);
+        }
+        let n = self.kept.as_ref().map_or(n, Vec::len); // the rows ln_f and the head read
+
+        let ln_f = sized(&mut buf.ln_f, n * c);
+        layer_norm_into(
+            ln_f,
+            &buf.xs[l_n],
+            self.outer(LN_F_W),
+            self.outer(LN_F_B),
+            eps,
+        );
+        match &self.head {
+            Head::NextToken => {
+                let logits = sized(&mut buf.logits, n * v);
+                tied_head_into(logits, ln_f, wte, (n, c, v));
+                let dlogits = sized(&mut buf.dlogits, n * v);
+                self.cross_entropy(logits, dlogits)
+            }
+            Head::Classify {
+                labels, classes, ..
+            } => {
+                let score = self.p[self.index.head(l_n)];
+                let logits = sized(&mut buf.logits, self.b * classes);
+                for (row, z) in logits.chunks_exact_mut(*classes).enumerate() {
+                    let h = &ln_f[row * c..][..c]; // the kept rows, one per sequence
+                    for (z, w) in z.iter_mut().zip(score.chunks_exact(c)) {
+                        *z = h.iter().zip(w).map(|(h, w)| h * w).sum();
+                    }
+                }
+                let dlogits = sized(&mut buf.dlogits, self.b * classes);
+                classify_cross_entropy(logits, dlogits, labels, *classes)
+            }
+        }
+    }
+
+    /// The mean cross-entropy of each position's logits against the next token, summed in
+    /// row order in f64 as the loss kernel sums it; `dlogits` gets its gradient (zero for each
+    /// row's last position, which predicts nothing).
+    fn cross_entropy(&self, logits: &[f32], dlogits: &mut [f32]) -> f32 {
+        let v = self.cfg.vocab_size;
+        let counted = (self.b * (self.t - 1)) as f32;
+        let w = 1.0 / counted;
+        let losses: Vec<f64> = dlogits
+            .par_chunks_mut(v)
+            .zip(logits.par_chunks(v))
+            .enumerate()
+            .map(|(r, (e, x))| {
+                if r % self.t == self.t - 1 {
+                    e.fill(0.0);
+                    return 0.0;
+                }
+                cross_entropy_row(e, x, self.ids[r + 1] as usize, w)
+            })
+            .collect();
+        losses.iter().sum::<f64>() as f32
+    }
+
+    /// The backward pass from the forward pass's `buf`, into `sums` (in the caller's order).
+    fn backward(
+        &self,
+        buf: &mut Buffers,
+        sums: &mut [Vec<f32>],
+        loss_weight: f32,
+        masks: &Masks,
+        attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
+    ) {
+        let cfg = self.cfg;
+        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
+        let (n, c4, eps) = (
+            self.b * self.t,
+            cfg.inner_dim(),
+            cfg.layer_norm_epsilon as f32,
+        );
+        let Buffers {
+            xs,
+            ln_1,
+            qkv,
+            att,
+            mid,
+            ln_2,
+            fc,
+            gelu,
+            ln_f,
+            dlogits,
+            dres,
+            dout,
+            din,
+            dgelu,
+            dfc,
+            att_kept,
+            datt_kept,
+            ..
+        } = buf;
+        for d in [&mut *dres, &mut *dout, &mut *din] {
+            sized(d, n * c);
+        }
+        sized(dgelu, n * c4);
+        sized(dfc, n * c4);
+
+        // The loss's weight, as the graph's backward pass scales the logits' gradient.
+        if loss_weight != 1.0 {
+            dlogits.par_iter_mut().for_each(|d| *d *= loss_weight);
+        }
+        // Rows after the last block: all, or the kept ones.
+        let top = self.kept.as_ref().map_or(n, Vec::len);
+        let (wte_i, wpe_i) = (self.index.outer(WTE), self.index.outer(WPE));
+        match &self.head {
+            Head::NextToken => tied_head_backward(
+                (din, &mut sums[wte_i]),
+                ln_f,
+                self.outer(WTE),
+                dlogits,
+                (n, c, v),
+            ),
+            Head::Classify { classes, .. } => {
+                // dh = dz @ score and dscore += dz^T h, at the kept rows (one per sequence).
+                let score_i = self.index.head(l_n);
+                let score = self.p[score_i];
+                let dscore = &mut sums[score_i];
+                let rows = dlogits.chunks_exact(*classes).zip(ln_f.chunks_exact(c));
+                for ((dz, h), dh) in rows.zip(din.chunks_exact_mut(c)) {
+                    dh.fill(0.0);
+                    let per_class = score.chunks_exact(c).zip(dscore.chunks_exact_mut(c));
+                    for (&dz, (w, ds)) in dz.iter().zip(per_class) {
+                        for ((dh, ds), (&h, &w)) in dh.iter_mut().zip(ds).zip(h.iter().zip(w)) {
+                            *dh += dz * w;
+                            *ds += dz * h;
+                        }
+                    }
+                }
+            }
+        }
+        dres.fill(0.0);
+        let (lnf_w, lnf_b) = (self.index.outer(LN_F_W), self.index.outer(LN_F_B));
+        let (dw, db) = two_mut(sums, lnf_w, lnf_b);
+        let (dr, g) = (&mut dres[..top * c], &din[..top * c]);
+        layer_norm_backward((dr, dw, db), &xs[l_n], g, self.outer(LN_F_W), eps);
+
+        for l in (0..l_n).rev() {
+            let w = |i| self.layer(l, i);
+            let s = |i| self.index.layer(l, i);
+            let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
+            let kept = self.kept_in(l);
+            let m = kept.map_or(n, <[usize]>::len); // the rows after the attention
+            let (mc, mc4) = (m * c, m * c4);
+            // out = mid + dropout(gelu @ W + b)
+            dropped_grad(&mut dout[..mc], &dres[..mc], mlp_resid, kept);
+            let (dw, db) = two_mut(sums, s(MLP_PROJ_W), s(MLP_PROJ_B));
+            let dg = &mut dgelu[..mc4];
+            linear_backward(
+                (dg, dw, db),
+                &gelu[l],
+                w(MLP_PROJ_W),
+                &dout[..mc],
+                (m, c4, c),
+            );
+            dfc[..mc4]
+                .par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(
+                    fc[l]
+                        .par_chunks(ELEMENTWISE_CHUNK)
+                        .zip(dgelu[..mc4].par_chunks(ELEMENTWISE_CHUNK)),
+                )
+                .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
+            let (dw, db) = two_mut(sums, s(C_FC_W), s(C_FC_B));
+            let di = &mut din[..mc];
+            linear_backward((di, dw, db), &ln_2[l], w(C_FC_W), &dfc[..mc4], (m, c, c4));
+            let (dw, db) = two_mut(sums, s(LN_2_W), s(LN_2_B));
+            let (dr, g) = (&mut dres[..mc], &din[..mc]);
+            layer_norm_backward((dr, dw, db), &mid[l], g, w(LN_2_W), eps);
+            // mid = x + dropout(att @ W + b)
+            dropped_grad(&mut dout[..mc], &dres[..mc], attn_resid, kept);
+            let (dw, db) = two_mut(sums, s(ATTN_PROJ_W), s(ATTN_PROJ_B));
+            if let Some(rows) = kept {
+                // The projection's input gradient at the kept rows, then every row of it
+                // (zero elsewhere) for the attention; likewise the residual stream's.
+                let da = sized(datt_kept, mc);
+                linear_backward(
+                    (da, dw, db),
+                    att_kept,
+                    w(ATTN_PROJ_W),
+                    &dout[..mc],
+                    (m, c, c),
+                );
+                scatter(din, da, rows, c);
+                da.copy_from_slice(&dres[..mc]);
+                scatter(dres, da, rows, c);
+            } else {
+                linear_backward((din, dw, db), &att[l], w(ATTN_PROJ_W), dout, (n, c, c));
+            }
+            let dqkv = attention(attn_drop).backward(&qkv[l], din, &self.geometry);
+            let (dw, db) = two_mut(sums, s(C_ATTN_W), s(C_ATTN_B));
+            linear_backward((din, dw, db), &ln_1[l], w(C_ATTN_W), &dqkv, (n, c, 3 * c));
+            let (dw, db) = two_mut(sums, s(LN_1_W), s(LN_1_B));
+            layer_norm_backward((dres, dw, db), &xs[l], din, w(LN_1_W), eps);
+        }
+
+        // Through the embedding dropout into the rows of wte and wpe that were looked up.
+        if let Some(m) = masks.embd {
+            m.apply_in_place(dres);
+        }
+        let (dwte, dwpe) = two_mut(sums, wte_i, wpe_i);
+        for (r, d) in dres.chunks_exact(c).enumerate() {
+            let (tok, pos) = (self.ids[r] as usize, r % self.t);
+            for (s, d) in dwte[tok * c..][..c].iter_mut().zip(d) {
+                *s += d;
+            }
+            for (s, d) in dwpe[pos * c..][..c].iter_mut().zip(d) {
+                *s += d;
+            }
+        }
+    }
+}
+
+/// The mean cross-entropy of each row's logits `(B, classes)` against its label (`None`:
+/// ignored), summed in row order in f64 as the loss kernel sums it; `dlogits` gets its gradient.
+fn classify_cross_entropy(
+    logits: &[f32],
+    dlogits: &mut [f32],
+    labels: &[Option<usize>],
+    classes: usize,
+) -> f32 {
+    let counted = labels.iter().flatten().count();
+    let w = 1.0 / counted as f32;
+    let rows = dlogits
+        .chunks_exact_mut(classes)
+        .zip(logits.chunks_exact(classes));
+    let mut loss = 0f64;
+    for ((e, x), label) in rows.zip(labels) {
+        match label {
+            None => e.fill(0.0),
+            Some(label) => loss += cross_entropy_row(e, x, *label, w),
+        }
+    }
+    loss as f32
+}
+
+/// `y = x + dropout(y)`: a branch's output `y` put through its dropout and added to the
+/// residual stream `x`, in place.
+fn residual_add(y: &mut [f32], x: &[f32], mask: Option<Mask>, kept: Option<&[usize]>) {
+    if let Some(m) = mask {
+        masked(y, m, kept);
+    }
+    y.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y += x));
+}
+
+/// The gradient of a branch's output before its dropout, from the residual stream's gradient.
+fn dropped_grad(dout: &mut [f32], dres: &[f32], mask: Option<Mask>, kept: Option<&[usize]>) {
+    dout.copy_from_slice(dres);
+    if let Some(m) = mask {
+        masked(dout, m, kept);
+    }
+}
+
+/// `y *= mask` for `y` the whole tensor, or its rows `kept` (each `y.len() / kept.len()`
+/// wide, in order): each row times the mask's elements of the row it is.
+fn masked(y: &mut [f32], mask: Mask, kept: Option<&[usize]>) {
+    let Some(rows) = kept else {
+        mask.apply_in_place(y);
+        return;
+    };
+    let c = y.len() / rows.len();
+    let mut m = vec![0f32; c];
+    for (y, &r) in y.chunks_exact_mut(c).zip(rows) {
+        mask.fill(r * c, &mut m);
+        y.iter_mut().zip(&m).for_each(|(y, m)| *y *= m);
+    }
+}
+
+/// `dst` = rows `rows` of `src` (rows `c` wide), in order.
+fn gather(dst: &mut Vec<f32>, src: &[f32], rows: &[usize], c: usize) {
+    dst.clear();
+    for &r in rows {
+        dst.extend_from_slice(&src[r * c..(r + 1) * c]);
+    }
+}
+
+/// `dst` `(N, C)` = zeros except rows `rows`, which are `src`'s rows in order.
+fn scatter(dst: &mut [f32], src: &[f32], rows: &[usize], c: usize) {
+    dst.fill(0.0);
+    for (s, &r) in src.chunks_exact(c).zip(rows) {
+        dst[r * c..(r + 1) * c].copy_from_slice(s);
+    }
+}
+
+/// Two different elements of `v`, both mutable.
+fn two_mut(v: &mut [Vec<f32>], i: usize, j: usize) -> (&mut [f32], &mut [f32]) {
+    assert_ne!(i, j);
+    if i < j {
+        let (a, b) = v.split_at_mut(j);
+        (&mut a[i], &mut b[0])
+    } else {
+        let (a, b) = v.split_at_mut(i);
+        (&mut b[0], &mut a[j])
+    }
+}

@@ -1,0 +1,121 @@
+//! The step's way into the written-out micro-steps (`kernels::lm_micro_step` and
+//! `kernels::classifier_micro_step`): where they apply, the batch checked as the graph's loss
+//! checks it, the dropout masks the model's layers would draw, and their gradient sums joined
+//! to the graph's at the update.
+
+use candle_core::Tensor;
+
+use super::{TaskHead, TrainStep};
+use crate::kernels::{self, DrawMask, LabelledBatch, Mask};
+use crate::loss::{check_labels, IGNORE_INDEX, PER_SEQUENCE};
+use crate::train::TrainPrecision;
+use crate::{heads, Error, Result};
+
+/// A micro-step's input: ids for the LM loss, or ids, attention mask and labels.
+pub(super) enum Batch<'a> {
+    Lm(&'a Tensor),
+    Labelled((&'a Tensor, Option<&'a Tensor>, &'a Tensor)),
+}
+
+impl TrainStep {
+    /// Whether a micro-step may take the written-out pass where it applies (f32 on the CPU; on
+    /// by default). Off, every micro-step goes through the model's graph and candle's backward
+    /// pass - what the tests compare the written-out pass with.
+    pub fn set_written_out(&mut self, on: bool) {
+        self.written_out = on;
+    }
+
+    /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
+    /// they apply: f32 weights on the CPU, the batch of the step's task. `None` where they do
+    /// not, with nothing done.
+    pub(super) fn accumulate_written_out(
+        &mut self,
+        batch: Batch,
+        loss_weight: f64,
+    ) -> Result<Option<f32>> {
+        let task_fits = matches!(
+            (self.task, &batch),
+            (TaskHead::LanguageModel, Batch::Lm(_))
+                | (TaskHead::SequenceClassification { .. }, Batch::Labelled(_))
+        );
+        if !self.written_out || !task_fits || self.precision != TrainPrecision::F32 {
+            return Ok(None);
+        }
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (dropout, on) = (&self.dropout, self.dropout_on);
+        // A layer of probability p made from the step's generator, as the model's are.
+        let draw = |p: f32| -> Option<Mask> {
+            let mut layer = dropout.with_p(p);
+            layer.set_training(on);
+            layer.next_mask()
+        };
+        let halt = self.halt_on_non_finite;
+        let proceed = |loss: f32| Ok(loss.is_finite() || !halt);
+        let (cfg, sums, weight) = (&self.cfg, &mut self.written, loss_weight as f32);
+        let loss = match batch {
+            Batch::Lm(ids) => {
+                kernels::lm_micro_step(cfg, &names, &params, ids, weight, &draw, sums, proceed)?
+            }
+            Batch::Labelled((ids, attention_mask, labels)) => {
+                check_labels(labels, &[ids.dim(0)?], PER_SEQUENCE)?;
+                let labels: Vec<i64> = labels.to_dtype(candle_core::DType::I64)?.to_vec1()?;
+                if let Some(bad) = labels.iter().find(|&&l| l < 0 && l != IGNORE_INDEX) {
+                    return Err(Error::InvalidArgument(format!(
+                        "labels must be a class or -100 (ignored), found {bad}"
+                    )));
+                }
+                let labels = labels
+                    .iter()
+                    .map(|&l| (l != IGNORE_INDEX).then_some(l as usize))
+                    .collect();
+                let batch = LabelledBatch {
+                    ids,
+                    attention_mask,
+                    positions: heads::last_non_pad_positions(ids, cfg.pad_token_id)?,
+                    labels,
+                };
+                kernels::classifier_micro_step(
+                    cfg, &names, &params, batch, weight, &draw, sums, proceed,
+                )?
+            }
+        };
+        let Some(loss) = loss else {
+            return Ok(None);
+        };
+        if !loss.is_finite() && halt {
+            self.zero_grad();
+            return Err(self.non_finite("loss", f64::from(loss)));
+        }
+        self.micro_steps += 1;
+        Ok(Some(loss))
+    }
+
+    /// The gradients accumulated since the last update, by checkpoint name (a parameter that
+    /// got none is left out), as the next update will read them.
+    pub fn accumulated_gradients(&mut self) -> Result<Vec<(String, Tensor)>> {
+        self.join_written_out()?;
+        Ok(self
+            .names
+            .iter()
+            .zip(&self.vars)
+            .filter_map(|(name, var)| self.accumulated.get(var).map(|g| (name.clone(), g.clone())))
+            .collect())
+    }
+
+    /// Joins the written-out micro-steps' sums to the graph's.
+    pub(super) fn join_written_out(&mut self) -> Result<()> {
+        if self.written.is_empty() {
+            return Ok(());
+        }
+        for (var, sum) in self.vars.iter().zip(self.written.take()) {
+            let g = Tensor::from_vec(sum, var.shape(), var.device())?;
+            let total = match self.accumulated.remove(var) {
+                Some(acc) => (acc + g)?,
+                None => g,
+            };
+            self.accumulated.insert(var, total);
+        }
+        Ok(())
+    }
+}
