@@ -220,7 +220,8 @@ def table_lines(size, candle, torch, rss_c, rss_t, machine):
                  f"{rt / rc:.2f}x | ≤ {RSS_GOAL}x {ok} |")
     variants = {fig: torch[0][fig].get("variant") for fig in tokens if fig in torch[0]}
     phases = {k: round(statistics.median([r["train"][k] for r in candle if "train" in r]), 2)
-              for k in ("forward_s", "backward_s", "optimizer_s") if any("train" in r for r in candle)}
+              for k in ("forward_s", "backward_s", "forward_backward_s", "optimizer_s")
+              if any(k in r.get("train", {}) for r in candle)}
     if phases:
         lines.append("")
         lines.append(f"This crate's training step, median seconds by phase: {phases}.")

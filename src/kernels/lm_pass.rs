@@ -198,6 +198,14 @@ impl<'a> Pass<'a> {
         Ok(loss)
     }
 
+    /// `(C, layers, V, N = B * T, inner C, layer-norm eps)`.
+    fn dims(&self) -> (usize, usize, usize, usize, usize, f32) {
+        let cfg = self.cfg;
+        let eps = cfg.layer_norm_epsilon as f32;
+        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
+        (c, l_n, v, self.b * self.t, cfg.inner_dim(), eps)
+    }
+
     /// The forward pass into `buf`; returns the loss.
     fn forward(
         &self,
@@ -205,13 +213,7 @@ impl<'a> Pass<'a> {
         masks: &Masks,
         attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
     ) -> f32 {
-        let cfg = self.cfg;
-        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
-        let (n, c4, eps) = (
-            self.b * self.t,
-            cfg.inner_dim(),
-            cfg.layer_norm_epsilon as f32,
-        );
+        let (c, l_n, v, n, c4, eps) = self.dims();
         sized_all(&mut buf.xs, l_n + 1, n * c);
         for vs in [&mut buf.ln_1, &mut buf.att, &mut buf.mid, &mut buf.ln_2] {
             sized_all(vs, l_n, n * c);
@@ -346,13 +348,7 @@ impl<'a> Pass<'a> {
         masks: &Masks,
         attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
     ) {
-        let cfg = self.cfg;
-        let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
-        let (n, c4, eps) = (
-            self.b * self.t,
-            cfg.inner_dim(),
-            cfg.layer_norm_epsilon as f32,
-        );
+        let (c, l_n, v, n, c4, eps) = self.dims();
         let Buffers {
             xs,
             ln_1,
