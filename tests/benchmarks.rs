@@ -480,8 +480,16 @@ fn docs_quote_the_recorded_memory_figures() {
     let bf16 =
         |r: &Value, side: &str| mib(&r["finetune"]["memory"]["gpt2 bf16"][side]["peak_rss_bytes"]);
     let xl_step = mib(&xl["finetune"]["fit_checks"]["gpt2-xl bf16"]["peak_rss_bytes"]);
+    let written_out = record("cpu-2026-11-27-memory.json");
+    let f32_peak =
+        |r: &Value| mib(&r["finetune"]["memory"]["gpt2 f32"]["candle"]["peak_rss_bytes"]);
     let page = words("chapters/performance.md");
     for quoted in [
+        format!(
+            "its peak on gpt2 is {} MiB against {} on the graph",
+            f32_peak(&written_out),
+            f32_peak(&after)
+        ),
         format!(
             "a peak of {} MiB against PyTorch's {} on gpt2",
             bf16(&before, "candle"),
