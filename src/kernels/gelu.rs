@@ -30,7 +30,7 @@ simd_fn! {
     /// `gelu(x) = 0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`, written as
     /// `x * sigmoid(2u)` (the same function: `1 + tanh(u) = 2 sigmoid(2u)`), which needs one
     /// exponential and loses nothing to cancellation where tanh(u) is close to -1.
-    pub(super) fn gelu_slice(y: &mut [f32], x: &[f32]) {
+    fn gelu_slice(y: &mut [f32], x: &[f32]) {
         for (y, &v) in y.iter_mut().zip(x) {
             let u = SQRT_TWO_OVER_PI * v * (1.0 + GELU_COEF * v * v);
             *y = v * sigmoid_fast(2.0 * u);
@@ -41,7 +41,7 @@ simd_fn! {
 simd_fn! {
     /// `dx = g * gelu'(x)`: with `s = sigmoid(2u)`, `1 + tanh(u) = 2s` and
     /// `1 - tanh(u)^2 = 4 s (1 - s)`, so `gelu'(x) = s + 2 x s (1 - s) u'(x)`.
-    pub(super) fn gelu_grad_slice(dx: &mut [f32], x: &[f32], g: &[f32]) {
+    fn gelu_grad_slice(dx: &mut [f32], x: &[f32], g: &[f32]) {
         for (dx, (&v, &g)) in dx.iter_mut().zip(x.iter().zip(g)) {
             let u = SQRT_TWO_OVER_PI * v * (1.0 + GELU_COEF * v * v);
             let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_COEF * v * v);
@@ -57,9 +57,7 @@ impl CpuKernel for GeluTanh {
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = &*inputs.f32(0)?;
         let mut y = zeros_on_huge_pages(x.len());
-        y.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(x.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(y, x)| gelu_slice(y, x));
+        gelu_into(&mut y, x);
         Ok((inputs.output(y), inputs.layout(0).shape().clone()))
     }
 
@@ -77,12 +75,24 @@ impl CpuKernel for GeluTanhGrad {
     fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, g) = (&*inputs.f32(0)?, &*inputs.f32(1)?);
         let mut dx = zeros_on_huge_pages(x.len());
-        dx.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(
-                x.par_chunks(ELEMENTWISE_CHUNK)
-                    .zip(g.par_chunks(ELEMENTWISE_CHUNK)),
-            )
-            .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
+        gelu_grad_into(&mut dx, x, g);
         Ok((inputs.output(dx), inputs.layout(0).shape().clone()))
     }
+}
+
+/// `y = gelu(x)` element by element, on every core.
+pub(super) fn gelu_into(y: &mut [f32], x: &[f32]) {
+    y.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(y, x)| gelu_slice(y, x));
+}
+
+/// `dx = g * gelu'(x)` element by element, on every core.
+pub(super) fn gelu_grad_into(dx: &mut [f32], x: &[f32], g: &[f32]) {
+    dx.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(
+            x.par_chunks(ELEMENTWISE_CHUNK)
+                .zip(g.par_chunks(ELEMENTWISE_CHUNK)),
+        )
+        .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
 }

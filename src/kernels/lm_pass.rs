@@ -7,7 +7,7 @@ use super::attention_geometry::AttentionGeometry;
 use super::attention_train::AttentionWithGrad;
 use super::cross_entropy::cross_entropy_row;
 use super::dropout::Mask;
-use super::gelu::{gelu_grad_slice, gelu_slice, ELEMENTWISE_CHUNK};
+use super::gelu::{gelu_grad_into, gelu_into, ELEMENTWISE_CHUNK};
 use super::layer_norm::{layer_norm_backward, layer_norm_into};
 use super::linear::{linear_backward, linear_into, tied_head_backward, tied_head_into};
 use super::lm_step::*;
@@ -276,10 +276,7 @@ impl<'a> Pass<'a> {
                 w(C_FC_B),
                 (m, c, c4),
             );
-            buf.gelu[l]
-                .par_chunks_mut(ELEMENTWISE_CHUNK)
-                .zip(buf.fc[l].par_chunks(ELEMENTWISE_CHUNK))
-                .for_each(|(y, x)| gelu_slice(y, x));
+            gelu_into(&mut buf.gelu[l], &buf.fc[l]);
             linear_into(out, &buf.gelu[l], w(MLP_PROJ_W), w(MLP_PROJ_B), (m, c4, c));
             residual_add(out, mid, mlp_resid, kept);
         }
@@ -432,14 +429,7 @@ impl<'a> Pass<'a> {
                 &dout[..mc],
                 (m, c4, c),
             );
-            dfc[..mc4]
-                .par_chunks_mut(ELEMENTWISE_CHUNK)
-                .zip(
-                    fc[l]
-                        .par_chunks(ELEMENTWISE_CHUNK)
-                        .zip(dgelu[..mc4].par_chunks(ELEMENTWISE_CHUNK)),
-                )
-                .for_each(|(dx, (x, g))| gelu_grad_slice(dx, x, g));
+            gelu_grad_into(&mut dfc[..mc4], &fc[l], &dgelu[..mc4]);
             let (dw, db) = two_mut(sums, s(C_FC_W), s(C_FC_B));
             let di = &mut din[..mc];
             linear_backward((di, dw, db), &ln_2[l], w(C_FC_W), &dfc[..mc4], (m, c, c4));
