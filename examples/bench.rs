@@ -203,7 +203,11 @@ fn train_figure(
         fig["loss_last"] = json!(losses.last());
         return Ok(fig);
     }
-    if device.is_cpu() && precision == TrainPrecision::F32 {
+    let written_out = matches!(
+        precision,
+        TrainPrecision::F32 | TrainPrecision::Pure(candle_core::DType::BF16)
+    );
+    if device.is_cpu() && written_out {
         return written_out_train_figure(&mut train, long, reps);
     }
     let mut phases = [Vec::new(), Vec::new(), Vec::new()];
@@ -240,9 +244,9 @@ fn train_figure(
     Ok(fig)
 }
 
-/// [`train_figure`] in f32 on the CPU, where a micro-step is written out
-/// (`kernels::lm_micro_step`): forward and backward are one pass there, timed as one phase, and
-/// the update another.
+/// [`train_figure`] in f32 or bf16 on the CPU, where a micro-step is written out
+/// (`kernels::lm_micro_step`; bf16 where the CPU has AMX, the graph elsewhere): forward and
+/// backward are one pass there, timed as one phase, and the update another.
 fn written_out_train_figure(
     train: &mut TrainStep,
     long: &Tensor,

@@ -2,7 +2,9 @@
 //! candle's backward pass, which the other tests check against PyTorch: the same loss (to the
 //! bit for the LM loss) and the same gradients to float rounding, with dropout on, over two
 //! micro-steps and an update, for one sequence and a batch of two; and chapter 7's classifier
-//! on a right-padded batch with its attention mask.
+//! on a right-padded batch with its attention mask. In pure bf16, where the CPU has AMX, the
+//! written-out step's gradients are compared with the f32 ones: closer to them than the bf16
+//! graph's.
 
 mod common;
 
@@ -19,10 +21,13 @@ fn ids(b: usize, t: usize, offset: usize) -> Tensor {
 }
 
 fn train_step(written_out: bool) -> TrainStep {
+    train_step_in(TrainPrecision::F32, written_out)
+}
+
+fn train_step_in(precision: TrainPrecision, written_out: bool) -> TrainStep {
     let m = bundled();
     let adamw = AdamWConfig::torch(1e-3);
-    let mut step =
-        TrainStep::with_adamw(&m.weights, &m.config, TrainPrecision::F32, adamw, 11).unwrap();
+    let mut step = TrainStep::with_adamw(&m.weights, &m.config, precision, adamw, 11).unwrap();
     step.set_written_out(written_out);
     step
 }
@@ -166,4 +171,65 @@ fn written_out_classifier_micro_steps_match_the_graph() {
         .accumulate_labelled(&x, Some(&mask), &bad, 1.0)
         .unwrap_err();
     assert!(e.to_string().contains("[0, 5)"), "{e}");
+}
+
+/// `|a - b| / |b|` over every gradient of the two steps together.
+fn relative_error(a: &mut TrainStep, b: &mut TrainStep) -> f64 {
+    let (ga, gb) = (
+        a.accumulated_gradients().unwrap(),
+        b.accumulated_gradients().unwrap(),
+    );
+    assert_eq!(ga.len(), gb.len());
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for ((name, x), (name_b, y)) in ga.iter().zip(&gb) {
+        assert_eq!(name, name_b);
+        for (x, y) in flat_f32(x).iter().zip(flat_f32(y)) {
+            diff += f64::from(x - y).powi(2);
+            norm += f64::from(y).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+#[test]
+fn written_out_bf16_micro_steps_are_closer_to_f32_than_the_graph() {
+    if !gpt2_tutorial::kernels::bf16_products_available() {
+        eprintln!("this CPU has no AMX: bf16 micro-steps take the graph, nothing to compare");
+        return;
+    }
+    let bf16 = TrainPrecision::Pure(candle_core::DType::BF16);
+    let (mut fast, mut graph) = (train_step_in(bf16, true), train_step_in(bf16, false));
+    let mut exact = train_step(false);
+    for step in [&mut fast, &mut graph, &mut exact] {
+        step.set_dropout(false);
+    }
+    let x = ids(2, 48, 1);
+    let (lf, lg, le) = (
+        fast.accumulate(&x, 1.0).unwrap(),
+        graph.accumulate(&x, 1.0).unwrap(),
+        exact.accumulate(&x, 1.0).unwrap(),
+    );
+    assert!((lf - le).abs() <= 1e-2 * le, "loss {lf} against f32's {le}");
+    assert!(
+        (lf - le).abs() <= (lg - le).abs() + 1e-3,
+        "{lf} vs {lg} against {le}"
+    );
+    let (fast_error, graph_error) = (
+        relative_error(&mut fast, &mut exact),
+        relative_error(&mut graph, &mut exact),
+    );
+    eprintln!("gradients off f32's by {fast_error:.2e} (written out), {graph_error:.2e} (graph)");
+    assert!(
+        fast_error < 0.05 && fast_error < graph_error,
+        "gradients off f32's by {fast_error} (written out) and {graph_error} (graph)"
+    );
+    // The update reads the sums rounded to bf16 (held in f32).
+    for (name, g) in fast.accumulated_gradients().unwrap() {
+        let g = flat_f32(&g);
+        assert!(
+            g.iter().all(|x| x.to_bits() & 0xffff == 0),
+            "{name} is not rounded to bf16"
+        );
+    }
+    fast.apply(1e-3, Some(1.0)).unwrap();
 }

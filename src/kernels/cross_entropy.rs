@@ -42,23 +42,30 @@ pub fn cross_entropy(
 }
 
 simd_fn! {
-    /// One row: `e_j = w * e^(x_j - lse)`, then `e_t -= w` (the gradient of `-w * log_softmax(x)_t`
-    /// with respect to `x`), and the row's loss `w * (lse - x_t)`. `e` is scratch when only the
-    /// loss is wanted.
-    pub(super) fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
-        let max = lane_max(x);
-        for (e, &v) in e.iter_mut().zip(x) {
-            *e = exp_fast(v - max);
+    /// One row, in place: the logits `x` become `w * e^(x_j - lse)`, then `x_t -= w` (the
+    /// gradient of `-w * log_softmax(x)_t` with respect to `x`); returns the row's loss
+    /// `w * (lse - x_t)`.
+    pub(super) fn cross_entropy_row_in_place(x: &mut [f32], t: usize, w: f32) -> f64 {
+        let (max, xt) = (lane_max(x), x[t]);
+        for v in x.iter_mut() {
+            *v = exp_fast(*v - max);
         }
-        let sum = lane_sum(e);
+        let sum = lane_sum(x);
         let lse = max + sum.ln();
         let scale = w / sum;
-        for e in e.iter_mut() {
-            *e *= scale;
+        for v in x.iter_mut() {
+            *v *= scale;
         }
-        e[t] -= w;
-        f64::from(w) * f64::from(lse - x[t])
+        x[t] -= w;
+        f64::from(w) * f64::from(lse - xt)
     }
+}
+
+/// [`cross_entropy_row_in_place`] on a copy of `x` in `e` (scratch when only the loss is
+/// wanted).
+fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
+    e.copy_from_slice(x);
+    cross_entropy_row_in_place(e, t, w)
 }
 
 /// Logits, targets, weights and the number of classes.

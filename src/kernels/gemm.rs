@@ -1,5 +1,10 @@
-//! The one call into the `gemm` crate that every matrix product of the kernels makes, with
-//! strided views of its three matrices, and the one-row product on a chunk of columns.
+//! The one call into the `gemm` crate that every f32 matrix product of the kernels makes, with
+//! strided views of its three matrices, the one-row product on a chunk of columns, and the
+//! choice between it and bf16 products in AMX tiles (`amx.rs`) for the written-out pass.
+
+use half::bf16;
+
+use super::amx;
 
 /// Where a matrix's elements are: element `(i, j)` lives at `ptr + i * row_stride + j * col_stride`.
 #[derive(Clone, Copy)]
@@ -17,6 +22,99 @@ impl<P> Strided<P> {
             row_stride,
             col_stride: 1,
         }
+    }
+}
+
+/// An operand of a product: f32, or bf16 (a bf16 model's weights).
+#[derive(Clone, Copy)]
+pub(super) enum Operand {
+    F32(Strided<*const f32>),
+    Bf16(Strided<*const bf16>),
+}
+
+/// A row-major matrix the products read: f32, or a bf16 model's weight.
+#[derive(Clone, Copy)]
+pub(super) enum Matrix<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+}
+
+impl Matrix<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::F32(m) => m.len(),
+            Self::Bf16(m) => m.len(),
+        }
+    }
+
+    /// The matrix read with these strides (`(1, cols)` for its transpose).
+    pub(super) fn view(&self, row_stride: usize, col_stride: usize) -> Operand {
+        match self {
+            Self::F32(m) => Operand::F32(Strided {
+                ptr: m.as_ptr(),
+                row_stride,
+                col_stride,
+            }),
+            Self::Bf16(m) => Operand::Bf16(Strided {
+                ptr: m.as_ptr(),
+                row_stride,
+                col_stride,
+            }),
+        }
+    }
+
+    /// `dst += row `row` of the matrix (rows `dst.len()` wide)`, widened where bf16.
+    pub(super) fn add_row(&self, dst: &mut [f32], row: usize) {
+        let c = dst.len();
+        match self {
+            Self::F32(m) => dst
+                .iter_mut()
+                .zip(&m[row * c..][..c])
+                .for_each(|(d, x)| *d += x),
+            Self::Bf16(m) => dst
+                .iter_mut()
+                .zip(&m[row * c..][..c])
+                .for_each(|(d, x)| *d += x.to_f32()),
+        }
+    }
+}
+
+/// How a pass multiplies: f32 products through the `gemm` crate, or operands rounded to bf16
+/// and multiplied in AMX tiles with f32 sums (a pure-bf16 model, where the CPU has AMX).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Products {
+    F32,
+    Bf16,
+}
+
+impl Products {
+    /// Whether this CPU and OS run bf16 products in AMX tiles.
+    pub(super) fn bf16_available() -> bool {
+        amx::available()
+    }
+}
+
+/// `dst = lhs @ rhs` (or `+=` with `accumulate`) the way `products` says, threaded over the
+/// pool. f32 products need f32 operands.
+///
+/// # Safety
+/// As for [`matmul_f32`]; with [`Products::Bf16`], [`Products::bf16_available`] must be true.
+pub(super) unsafe fn matmul(
+    products: Products,
+    dims: (usize, usize, usize),
+    dst: Strided<*mut f32>,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+) {
+    match (products, lhs, rhs) {
+        // SAFETY: the caller's guarantees.
+        (Products::F32, Operand::F32(l), Operand::F32(r)) => unsafe {
+            matmul_f32(dims, dst, l, r, accumulate, pool_parallelism())
+        },
+        (Products::F32, ..) => panic!("an f32 product was given a bf16 operand"),
+        // SAFETY: the caller's guarantees.
+        (Products::Bf16, ..) => unsafe { amx::matmul_bf16(dims, dst, lhs, rhs, accumulate) },
     }
 }
 

@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_float;
-use super::gemm::{gemv_chunk, matmul_f32, pool_parallelism, Strided};
+use super::gemm::{gemv_chunk, matmul, Matrix, Products, Strided};
 use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use crate::memory::{advise_huge_pages, zeros_on_huge_pages, HUGE_PAGE_MIN_BYTES};
 use crate::Result;
@@ -92,37 +92,44 @@ fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
     for _ in 0..m {
         y.extend_from_slice(b);
     }
-    add_product(&mut y, x, w, (m, k, n));
+    add_product(&mut y, x, Matrix::F32(w), (m, k, n), Products::F32);
     y
 }
 
-/// `y = b + x @ W` into `y` `(m, n)`, as [`linear_rows`] computes it.
+/// `y = b + x @ W` into `y` `(m, n)`, as [`linear_rows`] computes it, with `products`.
 pub(super) fn linear_into(
     y: &mut [f32],
     x: &[f32],
-    w: &[f32],
+    w: Matrix,
     b: &[f32],
     (m, k, n): (usize, usize, usize),
+    products: Products,
 ) {
     for row in y[..m * n].chunks_exact_mut(n) {
         row.copy_from_slice(b);
     }
-    add_product(y, x, w, (m, k, n));
+    add_product(y, x, w, (m, k, n), products);
 }
 
 /// `y += x @ W` for `x` `(m, k)`, `W` `(k, n)`, `y` `(m, n)`, all row-major.
-fn add_product(y: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) {
+fn add_product(
+    y: &mut [f32],
+    x: &[f32],
+    w: Matrix,
+    (m, k, n): (usize, usize, usize),
+    products: Products,
+) {
     assert!(y.len() >= m * n && x.len() >= m * k && w.len() >= k * n);
     // SAFETY: dst (m, n), lhs x (m, k) and rhs W (k, n) are the row-major buffers they are
     // (sizes checked above).
     unsafe {
-        matmul_f32(
+        matmul(
+            products,
             (m, k, n),
             Strided::rows(y.as_mut_ptr(), n),
-            Strided::rows(x.as_ptr(), k),
-            Strided::rows(w.as_ptr(), n),
+            Matrix::F32(x).view(k, 1),
+            w.view(n, 1),
             true,
-            pool_parallelism(),
         )
     }
 }
@@ -133,38 +140,32 @@ fn add_product(y: &mut [f32], x: &[f32], w: &[f32], (m, k, n): (usize, usize, us
 pub(super) fn linear_backward(
     (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
     x: &[f32],
-    w: &[f32],
+    w: Matrix,
     g: &[f32],
     (m, k, n): (usize, usize, usize),
+    products: Products,
 ) {
     assert!(dx.len() >= m * k && dw.len() == k * n && db.len() == n);
     assert!(x.len() >= m * k && w.len() == k * n && g.len() >= m * n);
+    let (xm, gm) = (Matrix::F32(x), Matrix::F32(g));
     // SAFETY: every view addresses the row-major buffers checked above: W^T (n, k) is W read
     // with its strides swapped, x^T (k, m) likewise.
     unsafe {
-        matmul_f32(
+        matmul(
+            products,
             (m, n, k),
             Strided::rows(dx.as_mut_ptr(), k),
-            Strided::rows(g.as_ptr(), n),
-            Strided {
-                ptr: w.as_ptr(),
-                row_stride: 1,
-                col_stride: n,
-            },
+            gm.view(n, 1),
+            w.view(1, n),
             false,
-            pool_parallelism(),
         );
-        matmul_f32(
+        matmul(
+            products,
             (k, m, n),
             Strided::rows(dw.as_mut_ptr(), n),
-            Strided {
-                ptr: x.as_ptr(),
-                row_stride: 1,
-                col_stride: k,
-            },
-            Strided::rows(g.as_ptr(), n),
+            xm.view(1, k),
+            gm.view(n, 1),
             true,
-            pool_parallelism(),
         );
     }
     add_column_sums(db, &g[..m * n]);
@@ -266,7 +267,7 @@ impl CpuKernel for TiedHead {
                 unsafe { gemv_chunk(dst, x, wte, i * chunk, 1, c) };
             });
         } else {
-            tied_head_into(&mut y, x, wte, (n, c, v));
+            tied_head_into(&mut y, x, Matrix::F32(wte), (n, c, v), Products::F32);
         }
         Ok((inputs.output(y), Shape::from((n, v))))
     }
@@ -279,28 +280,25 @@ impl CpuKernel for TiedHead {
     }
 }
 
-/// `y = x @ wte^T` into `y` `(n, v)` for `x` `(n, c)` and `wte` `(v, c)`, through gemm.
+/// `y = x @ wte^T` into `y` `(n, v)` for `x` `(n, c)` and `wte` `(v, c)`, with `products`.
 pub(super) fn tied_head_into(
     y: &mut [f32],
     x: &[f32],
-    wte: &[f32],
+    wte: Matrix,
     (n, c, v): (usize, usize, usize),
+    products: Products,
 ) {
     assert!(y.len() >= n * v && x.len() >= n * c && wte.len() == v * c);
     // SAFETY: dst (N, V), lhs x (N, C) and rhs wte^T (C, V) are read as the row-major buffers
     // they are (sizes checked above); element (k, j) of wte^T is wte[j * C + k].
     unsafe {
-        matmul_f32(
+        matmul(
+            products,
             (n, c, v),
             Strided::rows(y.as_mut_ptr(), v),
-            Strided::rows(x.as_ptr(), c),
-            Strided {
-                ptr: wte.as_ptr(),
-                row_stride: 1,
-                col_stride: c,
-            },
+            Matrix::F32(x).view(c, 1),
+            wte.view(1, c),
             false,
-            pool_parallelism(),
         )
     }
 }
@@ -310,34 +308,32 @@ pub(super) fn tied_head_into(
 pub(super) fn tied_head_backward(
     (dx, dwte): (&mut [f32], &mut [f32]),
     x: &[f32],
-    wte: &[f32],
+    wte: Matrix,
     g: &[f32],
     (n, c, v): (usize, usize, usize),
+    products: Products,
 ) {
     assert!(dx.len() >= n * c && dwte.len() == v * c && wte.len() == v * c);
     assert!(x.len() >= n * c && g.len() >= n * v);
+    let (x, g) = (Matrix::F32(x), Matrix::F32(g));
     // SAFETY: row-major buffers of the sizes checked above; g^T (V, N) is g read with its
     // strides swapped.
     unsafe {
-        matmul_f32(
+        matmul(
+            products,
             (n, v, c),
             Strided::rows(dx.as_mut_ptr(), c),
-            Strided::rows(g.as_ptr(), v),
-            Strided::rows(wte.as_ptr(), c),
+            g.view(v, 1),
+            wte.view(c, 1),
             false,
-            pool_parallelism(),
         );
-        matmul_f32(
+        matmul(
+            products,
             (v, n, c),
             Strided::rows(dwte.as_mut_ptr(), c),
-            Strided {
-                ptr: g.as_ptr(),
-                row_stride: 1,
-                col_stride: v,
-            },
-            Strided::rows(x.as_ptr(), c),
+            g.view(1, v),
+            x.view(c, 1),
             true,
-            pool_parallelism(),
         );
     }
 }

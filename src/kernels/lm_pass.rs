@@ -5,9 +5,10 @@ use rayon::prelude::*;
 
 use super::attention_geometry::AttentionGeometry;
 use super::attention_train::AttentionWithGrad;
-use super::cross_entropy::cross_entropy_row;
+use super::cross_entropy::cross_entropy_row_in_place;
 use super::dropout::Mask;
 use super::gelu::{gelu_grad_into, gelu_into, ELEMENTWISE_CHUNK};
+use super::gemm::{Matrix, Products};
 use super::layer_norm::{layer_norm_backward, layer_norm_into};
 use super::linear::{linear_backward, linear_into, tied_head_backward, tied_head_into};
 use super::lm_step::*;
@@ -39,8 +40,8 @@ pub(super) struct Buffers {
     fc: Vec<Vec<f32>>,
     gelu: Vec<Vec<f32>>,
     ln_f: Vec<f32>,
+    /// The head's logits, then (the loss computed) their gradient in their place.
     logits: Vec<f32>,
-    dlogits: Vec<f32>,
     /// The residual stream's gradient, added to as the backward pass goes down.
     dres: Vec<f32>,
     /// A branch's output gradient (after its dropout), and an input's gradient, `(N, C)`.
@@ -102,8 +103,10 @@ pub(super) struct MicroStep<'a, F> {
 /// One micro-step's fixed inputs.
 pub(super) struct Pass<'a> {
     cfg: &'a Gpt2Config,
-    p: &'a [&'a [f32]],
+    p: &'a [Matrix<'a>],
     index: &'a ParamIndex,
+    /// bf16 products where the matrices are bf16, f32 ones otherwise.
+    products: Products,
     ids: &'a [u32],
     b: usize,
     t: usize,
@@ -120,7 +123,7 @@ pub(super) struct Pass<'a> {
 impl<'a> Pass<'a> {
     pub(super) fn new(
         cfg: &'a Gpt2Config,
-        p: &'a [&'a [f32]],
+        p: &'a [Matrix<'a>],
         index: &'a ParamIndex,
         ids: &'a [u32],
         (b, t): (usize, usize),
@@ -138,10 +141,13 @@ impl<'a> Pass<'a> {
                     .collect(),
             ),
         };
+        let bf16 = p.iter().any(|m| matches!(m, Matrix::Bf16(_)));
+        let products = if bf16 { Products::Bf16 } else { Products::F32 };
         Self {
             cfg,
             p,
             index,
+            products,
             ids,
             b,
             t,
@@ -156,12 +162,26 @@ impl<'a> Pass<'a> {
         self.kept.as_deref().filter(|_| l + 1 == self.cfg.n_layer)
     }
 
+    /// A parameter the pass reads element by element: f32 always (the caller widens a bf16
+    /// model's vectors and small matrices; see `lm_step.rs`).
+    fn vector(&self, p: usize) -> &[f32] {
+        match self.p[p] {
+            Matrix::F32(v) => v,
+            Matrix::Bf16(_) => unreachable!("parameter {p} is read element by element"),
+        }
+    }
+
     fn outer(&self, i: usize) -> &[f32] {
-        self.p[self.index.outer(i)]
+        self.vector(self.index.outer(i))
     }
 
     fn layer(&self, l: usize, i: usize) -> &[f32] {
-        self.p[self.index.layer(l, i)]
+        self.vector(self.index.layer(l, i))
+    }
+
+    /// A weight only products read (and, for `wte`, the embedding's row lookups).
+    fn matrix(&self, p: usize) -> Matrix<'_> {
+        self.p[p]
     }
 
     pub(super) fn run(
@@ -223,12 +243,13 @@ impl<'a> Pass<'a> {
         sized_all(&mut buf.gelu, l_n, n * c4);
 
         // Token and position embeddings, then the embedding dropout.
-        let (wte, wpe) = (self.outer(WTE), self.outer(WPE));
+        let (wte, wpe) = (self.matrix(self.index.outer(WTE)), self.outer(WPE));
         for (r, x) in buf.xs[0].chunks_exact_mut(c).enumerate() {
             let (tok, pos) = (self.ids[r] as usize, r % self.t);
-            let (te, pe) = (&wte[tok * c..][..c], &wpe[pos * c..][..c]);
-            for ((x, a), b) in x.iter_mut().zip(te).zip(pe) {
-                *x = a + b;
+            x.fill(0.0);
+            wte.add_row(x, tok);
+            for (x, p) in x.iter_mut().zip(&wpe[pos * c..][..c]) {
+                *x += p;
             }
         }
         if let Some(m) = masks.embd {
@@ -237,6 +258,7 @@ impl<'a> Pass<'a> {
 
         for l in 0..l_n {
             let w = |i| self.layer(l, i);
+            let m_w = |i| self.matrix(self.index.layer(l, i));
             let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
             let (before, after) = buf.xs.split_at_mut(l + 1);
             let (x, out) = (&before[l], &mut after[0]);
@@ -244,9 +266,10 @@ impl<'a> Pass<'a> {
             linear_into(
                 &mut buf.qkv[l],
                 &buf.ln_1[l],
-                w(C_ATTN_W),
+                m_w(C_ATTN_W),
                 w(C_ATTN_B),
                 (n, c, 3 * c),
+                self.products,
             );
             buf.att[l] = attention(attn_drop).forward(&buf.qkv[l], &self.geometry);
             let kept = self.kept_in(l);
@@ -266,18 +289,21 @@ impl<'a> Pass<'a> {
             };
             // mid = x + dropout(att @ W + b), the projection made in `mid` first.
             let mid = &mut buf.mid[l];
-            linear_into(mid, att, w(ATTN_PROJ_W), w(ATTN_PROJ_B), (m, c, c));
+            let proj = m_w(ATTN_PROJ_W);
+            linear_into(mid, att, proj, w(ATTN_PROJ_B), (m, c, c), self.products);
             residual_add(mid, x, attn_resid, kept);
             layer_norm_into(&mut buf.ln_2[l], mid, w(LN_2_W), w(LN_2_B), eps);
             linear_into(
                 &mut buf.fc[l],
                 &buf.ln_2[l],
-                w(C_FC_W),
+                m_w(C_FC_W),
                 w(C_FC_B),
                 (m, c, c4),
+                self.products,
             );
             gelu_into(&mut buf.gelu[l], &buf.fc[l]);
-            linear_into(out, &buf.gelu[l], w(MLP_PROJ_W), w(MLP_PROJ_B), (m, c4, c));
+            let (proj, gelu) = (m_w(MLP_PROJ_W), &buf.gelu[l]);
+            linear_into(out, gelu, proj, w(MLP_PROJ_B), (m, c4, c), self.products);
             residual_add(out, mid, mlp_resid, kept);
         }
         let n = self.kept.as_ref().map_or(n, Vec::len); // the rows ln_f and the head read
@@ -293,14 +319,13 @@ impl<'a> Pass<'a> {
         match &self.head {
             Head::NextToken => {
                 let logits = sized(&mut buf.logits, n * v);
-                tied_head_into(logits, ln_f, wte, (n, c, v));
-                let dlogits = sized(&mut buf.dlogits, n * v);
-                self.cross_entropy(logits, dlogits)
+                tied_head_into(logits, ln_f, wte, (n, c, v), self.products);
+                self.cross_entropy(logits)
             }
             Head::Classify {
                 labels, classes, ..
             } => {
-                let score = self.p[self.index.head(l_n)];
+                let score = self.vector(self.index.head(l_n));
                 let logits = sized(&mut buf.logits, self.b * classes);
                 for (row, z) in logits.chunks_exact_mut(*classes).enumerate() {
                     let h = &ln_f[row * c..][..c]; // the kept rows, one per sequence
@@ -308,29 +333,27 @@ impl<'a> Pass<'a> {
                         *z = h.iter().zip(w).map(|(h, w)| h * w).sum();
                     }
                 }
-                let dlogits = sized(&mut buf.dlogits, self.b * classes);
-                classify_cross_entropy(logits, dlogits, labels, *classes)
+                classify_cross_entropy(logits, labels, *classes)
             }
         }
     }
 
     /// The mean cross-entropy of each position's logits against the next token, summed in
-    /// row order in f64 as the loss kernel sums it; `dlogits` gets its gradient (zero for each
+    /// row order in f64 as the loss kernel sums it; the logits become their gradient (zero for each
     /// row's last position, which predicts nothing).
-    fn cross_entropy(&self, logits: &[f32], dlogits: &mut [f32]) -> f32 {
+    fn cross_entropy(&self, logits: &mut [f32]) -> f32 {
         let v = self.cfg.vocab_size;
         let counted = (self.b * (self.t - 1)) as f32;
         let w = 1.0 / counted;
-        let losses: Vec<f64> = dlogits
+        let losses: Vec<f64> = logits
             .par_chunks_mut(v)
-            .zip(logits.par_chunks(v))
             .enumerate()
-            .map(|(r, (e, x))| {
+            .map(|(r, e)| {
                 if r % self.t == self.t - 1 {
                     e.fill(0.0);
                     return 0.0;
                 }
-                cross_entropy_row(e, x, self.ids[r + 1] as usize, w)
+                cross_entropy_row_in_place(e, self.ids[r + 1] as usize, w)
             })
             .collect();
         losses.iter().sum::<f64>() as f32
@@ -356,7 +379,7 @@ impl<'a> Pass<'a> {
             fc,
             gelu,
             ln_f,
-            dlogits,
+            logits: dlogits,
             dres,
             dout,
             din,
@@ -383,14 +406,15 @@ impl<'a> Pass<'a> {
             Head::NextToken => tied_head_backward(
                 (din, &mut sums[wte_i]),
                 ln_f,
-                self.outer(WTE),
+                self.matrix(wte_i),
                 dlogits,
                 (n, c, v),
+                self.products,
             ),
             Head::Classify { classes, .. } => {
                 // dh = dz @ score and dscore += dz^T h, at the kept rows (one per sequence).
                 let score_i = self.index.head(l_n);
-                let score = self.p[score_i];
+                let score = self.vector(score_i);
                 let dscore = &mut sums[score_i];
                 let rows = dlogits.chunks_exact(*classes).zip(ln_f.chunks_exact(c));
                 for ((dz, h), dh) in rows.zip(din.chunks_exact_mut(c)) {
@@ -413,7 +437,9 @@ impl<'a> Pass<'a> {
 
         for l in (0..l_n).rev() {
             let w = |i| self.layer(l, i);
+            let m_w = |i| self.matrix(self.index.layer(l, i));
             let s = |i| self.index.layer(l, i);
+            let products = self.products;
             let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
             let kept = self.kept_in(l);
             let m = kept.map_or(n, <[usize]>::len); // the rows after the attention
@@ -425,14 +451,23 @@ impl<'a> Pass<'a> {
             linear_backward(
                 (dg, dw, db),
                 &gelu[l],
-                w(MLP_PROJ_W),
+                m_w(MLP_PROJ_W),
                 &dout[..mc],
                 (m, c4, c),
+                products,
             );
             gelu_grad_into(&mut dfc[..mc4], &fc[l], &dgelu[..mc4]);
             let (dw, db) = two_mut(sums, s(C_FC_W), s(C_FC_B));
             let di = &mut din[..mc];
-            linear_backward((di, dw, db), &ln_2[l], w(C_FC_W), &dfc[..mc4], (m, c, c4));
+            let dfc = &dfc[..mc4];
+            linear_backward(
+                (di, dw, db),
+                &ln_2[l],
+                m_w(C_FC_W),
+                dfc,
+                (m, c, c4),
+                products,
+            );
             let (dw, db) = two_mut(sums, s(LN_2_W), s(LN_2_B));
             let (dr, g) = (&mut dres[..mc], &din[..mc]);
             layer_norm_backward((dr, dw, db), &mid[l], g, w(LN_2_W), eps);
@@ -446,19 +481,29 @@ impl<'a> Pass<'a> {
                 linear_backward(
                     (da, dw, db),
                     att_kept,
-                    w(ATTN_PROJ_W),
+                    m_w(ATTN_PROJ_W),
                     &dout[..mc],
                     (m, c, c),
+                    products,
                 );
                 scatter(din, da, rows, c);
                 da.copy_from_slice(&dres[..mc]);
                 scatter(dres, da, rows, c);
             } else {
-                linear_backward((din, dw, db), &att[l], w(ATTN_PROJ_W), dout, (n, c, c));
+                let proj = m_w(ATTN_PROJ_W);
+                linear_backward((din, dw, db), &att[l], proj, dout, (n, c, c), products);
             }
             let dqkv = attention(attn_drop).backward(&qkv[l], din, &self.geometry);
             let (dw, db) = two_mut(sums, s(C_ATTN_W), s(C_ATTN_B));
-            linear_backward((din, dw, db), &ln_1[l], w(C_ATTN_W), &dqkv, (n, c, 3 * c));
+            let c_attn = m_w(C_ATTN_W);
+            linear_backward(
+                (din, dw, db),
+                &ln_1[l],
+                c_attn,
+                &dqkv,
+                (n, c, 3 * c),
+                products,
+            );
             let (dw, db) = two_mut(sums, s(LN_1_W), s(LN_1_B));
             layer_norm_backward((dres, dw, db), &xs[l], din, w(LN_1_W), eps);
         }
@@ -481,23 +526,17 @@ impl<'a> Pass<'a> {
 }
 
 /// The mean cross-entropy of each row's logits `(B, classes)` against its label (`None`:
-/// ignored), summed in row order in f64 as the loss kernel sums it; `dlogits` gets its gradient.
-fn classify_cross_entropy(
-    logits: &[f32],
-    dlogits: &mut [f32],
-    labels: &[Option<usize>],
-    classes: usize,
-) -> f32 {
+/// ignored), summed in row order in f64 as the loss kernel sums it; the logits become their
+/// gradient.
+fn classify_cross_entropy(logits: &mut [f32], labels: &[Option<usize>], classes: usize) -> f32 {
     let counted = labels.iter().flatten().count();
     let w = 1.0 / counted as f32;
-    let rows = dlogits
-        .chunks_exact_mut(classes)
-        .zip(logits.chunks_exact(classes));
+    let rows = logits.chunks_exact_mut(classes);
     let mut loss = 0f64;
-    for ((e, x), label) in rows.zip(labels) {
+    for (e, label) in rows.zip(labels) {
         match label {
             None => e.fill(0.0),
-            Some(label) => loss += cross_entropy_row(e, x, *label, w),
+            Some(label) => loss += cross_entropy_row_in_place(e, *label, w),
         }
     }
     loss as f32

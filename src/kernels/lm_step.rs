@@ -21,6 +21,7 @@
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 
 use super::dropout::Mask;
+use super::gemm::{Matrix, Products};
 use super::lm_pass::{Buffers, Head, MicroStep, Pass};
 use crate::{Error, Gpt2Config, Result};
 
@@ -122,17 +123,51 @@ impl GradSums {
     }
 }
 
-/// The f32 data of each tensor on the CPU, contiguous; `None` if one is not.
-fn with_f32_slices<R>(tensors: &[Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> Option<R> {
+/// The parameters as the pass reads them (each contiguous on the CPU; `None` if one is not):
+/// an f32 model's as they are; a bf16 model's product weights (`wte` and each block's four
+/// Conv1D weights) as they are, for bf16 products, and the rest - biases, layer norms, `wpe`,
+/// the classifier's `score` - widened to f32 for the element-wise code (a few MB).
+fn with_params<R>(
+    tensors: &[Tensor],
+    index: &ParamIndex,
+    n_layer: usize,
+    f: impl FnOnce(&[Matrix]) -> R,
+) -> Option<R> {
+    let mut product_weight = vec![false; tensors.len()];
+    product_weight[index.outer(WTE)] = true;
+    for l in 0..n_layer {
+        for p in [C_ATTN_W, ATTN_PROJ_W, C_FC_W, MLP_PROJ_W] {
+            product_weight[index.layer(l, p)] = true;
+        }
+    }
     let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-    let slices: Option<Vec<&[f32]>> = guards
+    let widened: Vec<Option<Vec<f32>>> = guards
         .iter()
-        .map(|(storage, layout)| match &**storage {
-            Storage::Cpu(CpuStorage::F32(v)) => layout.contiguous_offsets().map(|(a, b)| &v[a..b]),
+        .zip(&product_weight)
+        .map(|((storage, layout), &product)| match &**storage {
+            Storage::Cpu(CpuStorage::BF16(v)) if !product => {
+                let (a, b) = layout.contiguous_offsets()?;
+                Some(v[a..b].iter().map(|x| x.to_f32()).collect())
+            }
             _ => None,
         })
         .collect();
-    slices.map(|s| f(&s))
+    let params: Option<Vec<Matrix>> = guards
+        .iter()
+        .zip(&widened)
+        .map(|((storage, layout), widened)| {
+            if let Some(w) = widened {
+                return Some(Matrix::F32(w));
+            }
+            let (a, b) = layout.contiguous_offsets()?;
+            match &**storage {
+                Storage::Cpu(CpuStorage::F32(v)) => Some(Matrix::F32(&v[a..b])),
+                Storage::Cpu(CpuStorage::BF16(v)) => Some(Matrix::Bf16(&v[a..b])),
+                _ => None,
+            }
+        })
+        .collect();
+    params.map(|p| f(&p))
 }
 
 /// One micro-step of the language-modelling loss of `ids` `(B, T)` predicting themselves,
@@ -171,7 +206,7 @@ pub fn lm_micro_step(
         draw,
         proceed,
     };
-    with_f32_slices(params, |p| {
+    with_params(params, &index, cfg.n_layer, |p| {
         Pass::new(cfg, p, &index, &ids, (b, t), &causal, Head::NextToken).run(sums, micro)
     })
     .transpose()
@@ -259,7 +294,7 @@ pub fn classifier_micro_step(
         draw,
         proceed,
     };
-    with_f32_slices(params, |p| {
+    with_params(params, &index, cfg.n_layer, |p| {
         Pass::new(cfg, p, &index, &ids_v, (b, t), &mask, head).run(sums, micro)
     })
     .transpose()
@@ -274,10 +309,18 @@ fn applies(
     head: &[&str],
 ) -> Option<ParamIndex> {
     let tanh_gelu = !matches!(cfg.activation_function.as_str(), "gelu" | "relu");
-    let all_f32 = params
+    // f32, or bf16 where the CPU multiplies bf16 in AMX tiles (elsewhere the pass has no bf16
+    // products to run, and the graph's bf16 kernels take the step).
+    let dtype = params.first().map(Tensor::dtype);
+    let fits = match dtype {
+        Some(DType::F32) => true,
+        Some(DType::BF16) => Products::bf16_available(),
+        _ => false,
+    };
+    let same = params
         .iter()
-        .all(|p| p.device().is_cpu() && p.dtype() == DType::F32);
-    if !tanh_gelu || !all_f32 || params.len() != names.len() || !ids.device().is_cpu() {
+        .all(|p| p.device().is_cpu() && Some(p.dtype()) == dtype);
+    if !tanh_gelu || !fits || !same || params.len() != names.len() || !ids.device().is_cpu() {
         return None;
     }
     ParamIndex::new(names, cfg.n_layer, head)

@@ -53,6 +53,7 @@ mod simd;
 mod accumulate;
 mod adamw;
 mod adamw_in_place;
+mod amx;
 mod attention_geometry;
 mod attention_inference;
 mod attention_train;
@@ -79,6 +80,34 @@ pub use layer_norm::layer_norm;
 pub use linear::{linear, tied_head};
 pub use lm_step::{classifier_micro_step, lm_micro_step, GradSums, LabelledBatch};
 pub use softmax::scaled_masked_softmax;
+
+/// Whether this CPU multiplies bf16 in AMX tiles (and Linux lets this process use them): where
+/// it does, a pure-bf16 training micro-step is written out too, its products in the tiles.
+pub fn bf16_products_available() -> bool {
+    gemm::Products::bf16_available()
+}
+
+/// `x` rounded to the nearest bf16, ties to even (a NaN stays a quiet NaN): the bits
+/// `half::bf16::from_f32` gives, bit for bit, computed without branches so that loops over it
+/// vectorise.
+#[inline(always)]
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1));
+    let bits = if x.is_nan() { b | 0x0040_0000 } else { rounded };
+    (bits >> 16) as u16
+}
+
+/// Each element of `v` rounded to bf16 in place, over the rayon pool: the values a bf16 tensor
+/// of them would hold, kept in f32.
+pub fn round_to_bf16_in_place(v: &mut [f32]) {
+    use rayon::prelude::*;
+    v.par_chunks_mut(1 << 16).for_each(|chunk| {
+        for x in chunk {
+            *x = f32::from_bits(u32::from(bf16_bits(*x)) << 16);
+        }
+    });
+}
 
 /// Whether tensors are on the CPU and of one float type, where the fast paths apply: f32, or
 /// f16 / bf16, which a kernel widens to f32 as it reads them and rounds its output back to

@@ -3,7 +3,7 @@
 //! checks it, the dropout masks the model's layers would draw, and their gradient sums joined
 //! to the graph's at the update.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::{TaskHead, TrainStep};
 use crate::kernels::{self, DrawMask, LabelledBatch, Mask};
@@ -38,7 +38,11 @@ impl TrainStep {
             (TaskHead::LanguageModel, Batch::Lm(_))
                 | (TaskHead::SequenceClassification { .. }, Batch::Labelled(_))
         );
-        if !self.written_out || !task_fits || self.precision != TrainPrecision::F32 {
+        let precision_fits = matches!(
+            self.precision,
+            TrainPrecision::F32 | TrainPrecision::Pure(DType::BF16)
+        );
+        if !self.written_out || !task_fits || !precision_fits {
             return Ok(None);
         }
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
@@ -59,7 +63,7 @@ impl TrainStep {
             }
             Batch::Labelled((ids, attention_mask, labels)) => {
                 check_labels(labels, &[ids.dim(0)?], PER_SEQUENCE)?;
-                let labels: Vec<i64> = labels.to_dtype(candle_core::DType::I64)?.to_vec1()?;
+                let labels: Vec<i64> = labels.to_dtype(DType::I64)?.to_vec1()?;
                 if let Some(bad) = labels.iter().find(|&&l| l < 0 && l != IGNORE_INDEX) {
                     return Err(Error::InvalidArgument(format!(
                         "labels must be a class or -100 (ignored), found {bad}"
@@ -109,9 +113,15 @@ impl TrainStep {
             return Ok(());
         }
         for (var, sum) in self.vars.iter().zip(self.written.take()) {
+            // Summed in f32; a bf16 model's gradients are rounded to bf16 once, here, and kept
+            // in f32 (the update reads either; no second buffer is made).
+            let mut sum = sum;
+            if var.dtype() == DType::BF16 {
+                kernels::round_to_bf16_in_place(&mut sum);
+            }
             let g = Tensor::from_vec(sum, var.shape(), var.device())?;
             let total = match self.accumulated.remove(var) {
-                Some(acc) => (acc + g)?,
+                Some(acc) => (acc.to_dtype(DType::F32)? + g)?,
                 None => g,
             };
             self.accumulated.insert(var, total);
