@@ -118,9 +118,11 @@ impl Buffer {
                 Self::F16(p, _) => {
                     std::slice::from_raw_parts_mut(p.add(start), n).convert_from_f32_slice(src)
                 }
-                Self::BF16(p, _) => {
-                    std::slice::from_raw_parts_mut(p.add(start), n).convert_from_f32_slice(src)
-                }
+                // half's rounding, bit for bit, without its branches.
+                Self::BF16(p, _) => std::slice::from_raw_parts_mut(p.add(start), n)
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &x)| *o = bf16::from_bits(super::bf16_bits(x))),
             }
         }
     }
@@ -150,7 +152,11 @@ impl Elements<'_> {
         match *self {
             Self::F32(d) => out.copy_from_slice(&d[start..end]),
             Self::F16(d) => d[start..end].convert_to_f32_slice(out),
-            Self::BF16(d) => d[start..end].convert_to_f32_slice(out),
+            // bf16 widens by a shift (half's loop does not vectorise).
+            Self::BF16(d) => out
+                .iter_mut()
+                .zip(&d[start..end])
+                .for_each(|(o, x)| *o = f32::from_bits(u32::from(x.to_bits()) << 16)),
         }
     }
 }

@@ -156,7 +156,6 @@ struct Block {
 /// # Safety
 /// The block must be inside `dst`, nothing else may touch it, the tiles must be configured on
 /// this thread, and `a` must hold the row group's pairs of 16-row blocks of `chunks` tiles each.
-#[inline(never)]
 unsafe fn multiply_panel(
     dst: Strided<*mut f32>,
     a: &[u16],
@@ -272,7 +271,6 @@ impl Operand {
 ///
 /// # Safety
 /// The block must be inside `lhs`'s bounds.
-#[inline(never)]
 unsafe fn pack_lhs(
     out: &mut [u16],
     lhs: Operand,
@@ -281,34 +279,46 @@ unsafe fn pack_lhs(
 ) {
     let chunks = kb.div_ceil(32);
     let lhs = Shared(lhs);
+    // Every element is written, zeros past the edges (no pass to clear the buffer first).
     out.par_chunks_mut(chunks * TILE)
         .enumerate()
         .for_each(|(block, tiles)| {
             let lhs = lhs.get();
-            tiles.fill(0);
             let r_n = 16.min(rows.saturating_sub(block * 16));
-            let mut run = [0u16; 32];
             match lhs.run() {
                 Run::Row => {
-                    for r in 0..r_n {
-                        for chunk in 0..chunks {
-                            let len = 32.min(kb - chunk * 32);
-                            let at = (i0 + block * 16 + r, k0 + chunk * 32);
-                            // SAFETY: inside the block, which the caller guarantees.
-                            unsafe { lhs.read(at, Run::Row, &mut run[..len]) };
-                            tiles[(chunk * 16 + r) * 32..][..len].copy_from_slice(&run[..len]);
+                    for (chunk, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
+                        let len = 32.min(kb - chunk * 32);
+                        for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+                            row[len..].fill(0);
+                            if r < r_n {
+                                let at = (i0 + block * 16 + r, k0 + chunk * 32);
+                                // SAFETY: inside the block, which the caller guarantees.
+                                unsafe { lhs.read(at, Run::Row, &mut row[..len]) };
+                            } else {
+                                row.fill(0);
+                            }
                         }
                     }
                 }
                 Run::Column => {
-                    for kk in 0..kb {
-                        // SAFETY: inside the block, which the caller guarantees.
-                        unsafe {
-                            lhs.read((i0 + block * 16, k0 + kk), Run::Column, &mut run[..r_n])
-                        };
-                        let (chunk, e) = (kk / 32, kk % 32);
-                        for (r, &x) in run[..r_n].iter().enumerate() {
-                            tiles[(chunk * 16 + r) * 32 + e] = x;
+                    // A tile at a time: its 32 columns read 16 rows down each, then written
+                    // out row by row (a transpose within the L1 cache).
+                    let mut block_t = [[0u16; 16]; 32];
+                    for (chunk, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
+                        for (e, column) in block_t.iter_mut().enumerate() {
+                            column.fill(0);
+                            let kk = chunk * 32 + e;
+                            if kk < kb {
+                                let at = (i0 + block * 16, k0 + kk);
+                                // SAFETY: inside the block, which the caller guarantees.
+                                unsafe { lhs.read(at, Run::Column, &mut column[..r_n]) };
+                            }
+                        }
+                        for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+                            for (x, column) in row.iter_mut().zip(&block_t) {
+                                *x = column[r];
+                            }
                         }
                     }
                 }
@@ -323,7 +333,6 @@ unsafe fn pack_lhs(
 ///
 /// # Safety
 /// The block must be inside `rhs`'s bounds.
-#[inline(never)]
 unsafe fn pack_rhs(
     out: &mut [u16],
     rhs: Operand,
@@ -332,28 +341,30 @@ unsafe fn pack_rhs(
 ) {
     let chunks = kb.div_ceil(32);
     let pairs = chunks * 16; // per half, its tiles' rows one after the other
-    let out = &mut out[..cols.div_ceil(32) * 2 * chunks * TILE];
-    out.fill(0);
+    let halves = cols.div_ceil(32) * 2;
+    let out = &mut out[..halves * pairs * 32];
     // A row of a tile is 16 columns' pairs: one u32 per column, the pair's first in the low half.
+    // SAFETY: any two adjacent u16 are a valid u32.
     let (prefix, out, _) = unsafe { out.align_to_mut::<u32>() };
     assert!(prefix.is_empty(), "packed panels are 4-byte aligned");
     // Panels' halves are consecutive, so half h = column j / 16 starts at h * pairs * 16.
+    // Every element is written, zeros past the edges (no pass to clear the buffer first).
     let row_of = |h: usize, pair: usize| (h * pairs + pair) * 16;
     match rhs.run() {
         Run::Row => {
-            let (mut first, mut second) = (vec![0u16; cols], vec![0u16; cols]);
-            for pair in 0..kb.div_ceil(2) {
-                let kk = 2 * pair;
-                // SAFETY: inside the block, which the caller guarantees.
-                unsafe { rhs.read((k0 + kk, j0), Run::Row, &mut first) };
-                if kk + 1 < kb {
-                    // SAFETY: as above.
-                    unsafe { rhs.read((k0 + kk + 1, j0), Run::Row, &mut second) };
-                } else {
-                    second.fill(0);
+            let (mut first, mut second) = (vec![0u16; halves * 16], vec![0u16; halves * 16]);
+            for pair in 0..pairs {
+                for (kk, run) in [(2 * pair, &mut first), (2 * pair + 1, &mut second)] {
+                    if kk < kb {
+                        // SAFETY: inside the block, which the caller guarantees; the columns
+                        // past `cols` stay zero.
+                        unsafe { rhs.read((k0 + kk, j0), Run::Row, &mut run[..cols]) };
+                    } else {
+                        run.fill(0);
+                    }
                 }
                 for (h, (a, b)) in first.chunks(16).zip(second.chunks(16)).enumerate() {
-                    let row = &mut out[row_of(h, pair)..][..a.len()];
+                    let row = &mut out[row_of(h, pair)..][..16];
                     for ((o, &a), &b) in row.iter_mut().zip(a).zip(b) {
                         *o = u32::from(a) | u32::from(b) << 16;
                     }
@@ -364,8 +375,8 @@ unsafe fn pack_rhs(
             // A tile at a time: its 16 columns' 32 elements read down each column, then
             // written out row pair by row pair (a transpose within the L1 cache).
             let mut block = [[0u16; 32]; 16];
-            for h in 0..cols.div_ceil(16) {
-                let width = 16.min(cols - h * 16);
+            for h in 0..halves {
+                let width = 16.min(cols.saturating_sub(h * 16));
                 for chunk in 0..chunks {
                     let len = 32.min(kb - chunk * 32);
                     for (c, column) in block.iter_mut().enumerate() {
@@ -451,7 +462,6 @@ mod tiles {
     ///
     /// # Safety
     /// The tiles must be configured on this thread, `a` and `b` hold `2 * chunks` tiles each.
-    #[inline(never)]
     pub(super) unsafe fn block(sums: &mut [f32; 32 * 32], a: &[u16], b: &[u16], chunks: usize) {
         debug_assert!(a.len() >= 2 * chunks * TILE && b.len() >= 2 * chunks * TILE);
         let half = chunks * TILE; // elements from one block or half to the other
@@ -567,6 +577,8 @@ mod tests {
             (40, 600, 70),
             (1100, 64, 33),
             (1100, 1100, 20),
+            // Small again: the packing buffers, kept from call to call, hold the last ones'.
+            (17, 33, 15),
         ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 31.0)

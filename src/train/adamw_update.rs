@@ -214,15 +214,26 @@ impl ElementStep {
 
     /// The update over whole buffers, element by element. The choices that hold for every
     /// element (variant, decay, which form of the lerp) are made once, outside the loop, so that
-    /// the loop is straight-line arithmetic the compiler vectorises; compiled a second time for
-    /// AVX2 and taken where the CPU has it. Vector `+ - * / sqrt` round each lane as the scalar
-    /// operations do, so both give the same bits.
+    /// the loop is straight-line arithmetic the compiler vectorises; compiled again for AVX-512
+    /// and for AVX2 and taken where the CPU has them. Vector `+ - * / sqrt` round each lane as
+    /// the scalar operations do (and no multiply-add is fused), so all give the same bits.
     pub(super) fn apply_slices(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, which `apply_slices_avx512` is compiled for.
+            return unsafe { self.apply_slices_avx512(w, g, m, v) };
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, which `apply_slices_avx2` is compiled for.
             return unsafe { self.apply_slices_avx2(w, g, m, v) };
         }
+        self.apply_slices_generic(w, g, m, v)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_slices_avx512(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         self.apply_slices_generic(w, g, m, v)
     }
 
