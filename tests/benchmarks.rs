@@ -395,7 +395,7 @@ fn readme_quotes_the_recorded_figures() {
 }
 
 /// The fine-tune run the chapters quote (default malloc).
-const FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune.json";
+const FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-amx.json";
 /// The last run on candle's graph, after the kernels learnt f16 and bf16: the memory history
 /// the prose tells starts there.
 const HALF_KERNELS_RECORD: &str = "cpu-2026-11-26-finetune-half-kernels.json";
@@ -480,7 +480,7 @@ fn docs_quote_the_recorded_memory_figures() {
     let bf16 =
         |r: &Value, side: &str| mib(&r["finetune"]["memory"]["gpt2 bf16"][side]["peak_rss_bytes"]);
     let xl_step = mib(&xl["finetune"]["fit_checks"]["gpt2-xl bf16"]["peak_rss_bytes"]);
-    let written_out = record("cpu-2026-11-27-memory.json");
+    let written_out = record("cpu-2026-11-27-memory-amx.json");
     let f32_peak =
         |r: &Value| mib(&r["finetune"]["memory"]["gpt2 f32"]["candle"]["peak_rss_bytes"]);
     let page = words("chapters/performance.md");

@@ -68,6 +68,27 @@ fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
     cross_entropy_row_in_place(e, t, w)
 }
 
+/// The mean cross-entropy of each row's logits `(B, classes)` against its label (`None`:
+/// ignored), summed in row order in f64 as the loss kernel sums it; the logits become their
+/// gradient.
+pub(super) fn classify_cross_entropy(
+    logits: &mut [f32],
+    labels: &[Option<usize>],
+    classes: usize,
+) -> f32 {
+    let counted = labels.iter().flatten().count();
+    let w = 1.0 / counted as f32;
+    let rows = logits.chunks_exact_mut(classes);
+    let mut loss = 0f64;
+    for (e, label) in rows.zip(labels) {
+        match label {
+            None => e.fill(0.0),
+            Some(label) => loss += cross_entropy_row_in_place(e, *label, w),
+        }
+    }
+    loss as f32
+}
+
 /// Logits, targets, weights and the number of classes.
 type CrossEntropyInputs<'a> = (Cow<'a, [f32]>, &'a [u32], Cow<'a, [f32]>, usize);
 

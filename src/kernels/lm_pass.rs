@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::attention_geometry::AttentionGeometry;
 use super::attention_train::AttentionWithGrad;
-use super::cross_entropy::cross_entropy_row_in_place;
+use super::cross_entropy::{classify_cross_entropy, cross_entropy_row_in_place};
 use super::dropout::Mask;
 use super::gelu::{gelu_grad_into, gelu_into, ELEMENTWISE_CHUNK};
 use super::gemm::{Matrix, Products};
@@ -523,23 +523,6 @@ impl<'a> Pass<'a> {
             }
         }
     }
-}
-
-/// The mean cross-entropy of each row's logits `(B, classes)` against its label (`None`:
-/// ignored), summed in row order in f64 as the loss kernel sums it; the logits become their
-/// gradient.
-fn classify_cross_entropy(logits: &mut [f32], labels: &[Option<usize>], classes: usize) -> f32 {
-    let counted = labels.iter().flatten().count();
-    let w = 1.0 / counted as f32;
-    let rows = logits.chunks_exact_mut(classes);
-    let mut loss = 0f64;
-    for (e, label) in rows.zip(labels) {
-        match label {
-            None => e.fill(0.0),
-            Some(label) => loss += cross_entropy_row_in_place(e, *label, w),
-        }
-    }
-    loss as f32
 }
 
 /// `y = x + dropout(y)`: a branch's output `y` put through its dropout and added to the

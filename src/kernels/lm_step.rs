@@ -12,7 +12,9 @@
 //! buffers reused from layer to layer, the residual stream's gradient is added to in place, and
 //! the weights' gradients go into the sums by gemm's own accumulation.
 //!
-//! It applies to an f32 GPT-2 on the CPU with the tanh GELU (every GPT-2 checkpoint), for the
+//! It applies to an f32 GPT-2 on the CPU with the tanh GELU (every GPT-2 checkpoint) - and to a
+//! pure-bf16 one where the CPU multiplies bf16 in AMX tiles (`amx.rs`): its products then run
+//! there on the bf16 weights, everything between them in f32 - for the
 //! language-modelling loss ([`lm_micro_step`], chapter 6) and the sequence classifier's
 //! ([`classifier_micro_step`], chapter 7's `Trainer`); they say `None` to anything else, and the
 //! step takes the graph. This file holds the entry points and their checks; `lm_pass.rs` the

@@ -38,6 +38,8 @@
 //! - [`lm_micro_step`] and [`classifier_micro_step`] (`lm_step.rs`, `lm_pass.rs`): the training
 //!   micro-step of chapters 6 and 7 written out, forward and backward over the kernels above
 //!   without candle's graph;
+//! - `amx.rs`: bf16 matrix products in Intel's AMX tiles, for the written-out micro-step in
+//!   pure bf16 ([`bf16_products_available`] says whether the CPU has them);
 //! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
 //!   [`update_in_place`] (`adamw_in_place.rs`): the chapters' AdamW in one pass, in place;
 //! - [`Mask`] (`dropout.rs`): the dropout mask, made again from its seed when needed;

@@ -18,15 +18,16 @@ pub(super) enum Batch<'a> {
 }
 
 impl TrainStep {
-    /// Whether a micro-step may take the written-out pass where it applies (f32 on the CPU; on
-    /// by default). Off, every micro-step goes through the model's graph and candle's backward
+    /// Whether a micro-step may take the written-out pass where it applies (f32 on the CPU, and
+    /// pure bf16 on a CPU with AMX; on by default). Off, every micro-step goes through the model's graph and candle's backward
     /// pass - what the tests compare the written-out pass with.
     pub fn set_written_out(&mut self, on: bool) {
         self.written_out = on;
     }
 
     /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
-    /// they apply: f32 weights on the CPU, the batch of the step's task. `None` where they do
+    /// they apply: f32 weights on the CPU (or pure bf16 ones on a CPU with AMX), the batch of
+    /// the step's task. `None` where they do
     /// not, with nothing done.
     pub(super) fn accumulate_written_out(
         &mut self,
