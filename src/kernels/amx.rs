@@ -107,12 +107,12 @@ pub(super) unsafe fn matmul_bf16(
                     PANELS.with_borrow_mut(|panels| {
                         let j0 = g * GROUP_COLUMNS;
                         let cols = GROUP_COLUMNS.min(n - j0);
-                        let panel_len = 2 * chunks * TILE;
-                        panels.resize(cols.div_ceil(32) * panel_len, 0);
+                        let panel_len = 2 * chunks * TILE; // in bf16
+                        panels.resize(cols.div_ceil(32) * panel_len / 2, 0);
                         // SAFETY: the K block's rows of rhs, these columns, are in its bounds.
                         unsafe { pack_rhs(panels, rhs.get(), (k0, kb), (j0, cols)) };
                         tiles::configure();
-                        for (p, panel) in panels.chunks_exact(panel_len).enumerate() {
+                        for (p, panel) in as_bf16_bits(panels).chunks_exact(panel_len).enumerate() {
                             let j0 = j0 + p * 32;
                             let block = Block {
                                 i0,
@@ -133,11 +133,19 @@ pub(super) unsafe fn matmul_bf16(
     });
 }
 
+/// The packed panels as the tiles read them: each u32 two bf16, the low half first.
+fn as_bf16_bits(v: &[u32]) -> &[u16] {
+    // SAFETY: u16 has no invalid values and a smaller alignment than u32; the view covers the
+    // same bytes, in little-endian order the low half first.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u16>(), v.len() * 2) }
+}
+
 thread_local! {
     /// The left operand's packed row group, on the calling thread.
     static PACKED_LHS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A group of the right operand's packed panels, on each pool thread.
-    static PANELS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// (As u32: a row of a right tile is 16 columns' pairs of bf16.)
+    static PANELS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Where a panel's products go: rows `i0..i0 + rows`, columns `j0..j0 + cols` of dst, added to
@@ -334,7 +342,7 @@ unsafe fn pack_lhs(
 /// # Safety
 /// The block must be inside `rhs`'s bounds.
 unsafe fn pack_rhs(
-    out: &mut [u16],
+    out: &mut [u32],
     rhs: Operand,
     (k0, kb): (usize, usize),
     (j0, cols): (usize, usize),
@@ -342,11 +350,8 @@ unsafe fn pack_rhs(
     let chunks = kb.div_ceil(32);
     let pairs = chunks * 16; // per half, its tiles' rows one after the other
     let halves = cols.div_ceil(32) * 2;
-    let out = &mut out[..halves * pairs * 32];
     // A row of a tile is 16 columns' pairs: one u32 per column, the pair's first in the low half.
-    // SAFETY: any two adjacent u16 are a valid u32.
-    let (prefix, out, _) = unsafe { out.align_to_mut::<u32>() };
-    assert!(prefix.is_empty(), "packed panels are 4-byte aligned");
+    let out = &mut out[..halves * pairs * 16];
     // Panels' halves are consecutive, so half h = column j / 16 starts at h * pairs * 16.
     // Every element is written, zeros past the edges (no pass to clear the buffer first).
     let row_of = |h: usize, pair: usize| (h * pairs + pair) * 16;

@@ -63,7 +63,7 @@ impl Matrix<'_> {
         }
     }
 
-    /// `dst += row `row` of the matrix (rows `dst.len()` wide)`, widened where bf16.
+    /// Adds row `row` of the matrix (rows `dst.len()` wide) into `dst`, widened where bf16.
     pub(super) fn add_row(&self, dst: &mut [f32], row: usize) {
         let c = dst.len();
         match self {
