@@ -465,7 +465,8 @@ fn chapters_quote_the_loops_recorded_figures() {
 }
 
 /// The peak memory figures the prose quotes (MiB, as the tables print them) are the records':
-/// bf16 on gpt2 before and after the half kernels, and the one step of gpt2-xl in bf16.
+/// bf16 on gpt2 before and after the half kernels and with the written-out pass, f32 with it,
+/// and the one step of gpt2-xl in bf16.
 #[test]
 fn docs_quote_the_recorded_memory_figures() {
     let record = |name: &str| -> Value {
@@ -489,6 +490,11 @@ fn docs_quote_the_recorded_memory_figures() {
             "its peak on gpt2 is {} MiB against {} on the graph",
             f32_peak(&written_out),
             f32_peak(&after)
+        ),
+        format!(
+            "still peaks below PyTorch's ({} MiB against {} on gpt2)",
+            bf16(&written_out, "candle"),
+            bf16(&written_out, "pytorch")
         ),
         format!(
             "a peak of {} MiB against PyTorch's {} on gpt2",
