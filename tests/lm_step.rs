@@ -32,9 +32,9 @@ fn train_step_in(precision: TrainPrecision, written_out: bool) -> TrainStep {
     step
 }
 
-/// Every accumulated gradient of `a` within float rounding of `b`'s: relative to the largest
-/// element of the gradient, and over the whole tensor.
-fn assert_same_gradients(a: &mut TrainStep, b: &mut TrainStep) {
+/// The accumulated gradients of `a` and `b`, parameter by parameter (the same names in the
+/// same order, every parameter of the model and its head), as f32.
+fn paired_gradients(a: &mut TrainStep, b: &mut TrainStep) -> Vec<(String, Vec<f32>, Vec<f32>)> {
     let (ga, gb) = (
         a.accumulated_gradients().unwrap(),
         b.accumulated_gradients().unwrap(),
@@ -42,9 +42,19 @@ fn assert_same_gradients(a: &mut TrainStep, b: &mut TrainStep) {
     assert_eq!(ga.len(), gb.len());
     let head = usize::from(a.task() != TaskHead::LanguageModel);
     assert_eq!(ga.len(), 4 + 12 * bundled().config.n_layer + head);
-    for ((name, x), (name_b, y)) in ga.iter().zip(&gb) {
-        assert_eq!(name, name_b);
-        let (x, y) = (flat_f32(x), flat_f32(y));
+    ga.into_iter()
+        .zip(gb)
+        .map(|((name, x), (name_b, y))| {
+            assert_eq!(name, name_b);
+            (name, flat_f32(&x), flat_f32(&y))
+        })
+        .collect()
+}
+
+/// Every accumulated gradient of `a` within float rounding of `b`'s: relative to the largest
+/// element of the gradient, and over the whole tensor.
+fn assert_same_gradients(a: &mut TrainStep, b: &mut TrainStep) {
+    for (name, x, y) in paired_gradients(a, b) {
         let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
         let diff = x
             .iter()
@@ -175,17 +185,11 @@ fn written_out_classifier_micro_steps_match_the_graph() {
 
 /// `|a - b| / |b|` over every gradient of the two steps together.
 fn relative_error(a: &mut TrainStep, b: &mut TrainStep) -> f64 {
-    let (ga, gb) = (
-        a.accumulated_gradients().unwrap(),
-        b.accumulated_gradients().unwrap(),
-    );
-    assert_eq!(ga.len(), gb.len());
     let (mut diff, mut norm) = (0f64, 0f64);
-    for ((name, x), (name_b, y)) in ga.iter().zip(&gb) {
-        assert_eq!(name, name_b);
-        for (x, y) in flat_f32(x).iter().zip(flat_f32(y)) {
+    for (_, x, y) in paired_gradients(a, b) {
+        for (x, y) in x.iter().zip(&y) {
             diff += f64::from(x - y).powi(2);
-            norm += f64::from(y).powi(2);
+            norm += f64::from(*y).powi(2);
         }
     }
     (diff / norm).sqrt()

@@ -42,30 +42,28 @@ pub fn cross_entropy(
 }
 
 simd_fn! {
-    /// One row, in place: the logits `x` become `w * e^(x_j - lse)`, then `x_t -= w` (the
-    /// gradient of `-w * log_softmax(x)_t` with respect to `x`); returns the row's loss
-    /// `w * (lse - x_t)`.
-    pub(super) fn cross_entropy_row_in_place(x: &mut [f32], t: usize, w: f32) -> f64 {
-        let (max, xt) = (lane_max(x), x[t]);
-        for v in x.iter_mut() {
-            *v = exp_fast(*v - max);
+    /// One row: `e_j = w * e^(x_j - lse)` for the logits `x` (`None`: `e` holds them, and is
+    /// overwritten in place), then `e_t -= w` (the gradient of `-w * log_softmax(x)_t` with
+    /// respect to `x`); returns the row's loss `w * (lse - x_t)`. `e` is scratch when only the
+    /// loss is wanted.
+    pub(super) fn cross_entropy_row(e: &mut [f32], x: Option<&[f32]>, t: usize, w: f32) -> f64 {
+        let (max, xt) = match x {
+            Some(x) => (lane_max(x), x[t]),
+            None => (lane_max(e), e[t]),
+        };
+        match x {
+            Some(x) => e.iter_mut().zip(x).for_each(|(e, &v)| *e = exp_fast(v - max)),
+            None => e.iter_mut().for_each(|v| *v = exp_fast(*v - max)),
         }
-        let sum = lane_sum(x);
+        let sum = lane_sum(e);
         let lse = max + sum.ln();
         let scale = w / sum;
-        for v in x.iter_mut() {
+        for v in e.iter_mut() {
             *v *= scale;
         }
-        x[t] -= w;
+        e[t] -= w;
         f64::from(w) * f64::from(lse - xt)
     }
-}
-
-/// [`cross_entropy_row_in_place`] on a copy of `x` in `e` (scratch when only the loss is
-/// wanted).
-fn cross_entropy_row(e: &mut [f32], x: &[f32], t: usize, w: f32) -> f64 {
-    e.copy_from_slice(x);
-    cross_entropy_row_in_place(e, t, w)
 }
 
 /// The mean cross-entropy of each row's logits `(B, classes)` against its label (`None`:
@@ -83,7 +81,7 @@ pub(super) fn classify_cross_entropy(
     for (e, label) in rows.zip(labels) {
         match label {
             None => e.fill(0.0),
-            Some(label) => loss += cross_entropy_row_in_place(e, *label, w),
+            Some(label) => loss += cross_entropy_row(e, None, *label, w),
         }
     }
     loss as f32
@@ -123,7 +121,7 @@ impl CpuKernel for CrossEntropy {
             if w == 0.0 {
                 0.0
             } else {
-                cross_entropy_row(e, x, t as usize, w)
+                cross_entropy_row(e, Some(x), t as usize, w)
             }
         };
         let losses: Vec<f64> = if self.keep_grad {

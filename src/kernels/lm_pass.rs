@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::attention_geometry::AttentionGeometry;
 use super::attention_train::AttentionWithGrad;
-use super::cross_entropy::{classify_cross_entropy, cross_entropy_row_in_place};
+use super::cross_entropy::{classify_cross_entropy, cross_entropy_row};
 use super::dropout::Mask;
 use super::gelu::{gelu_grad_into, gelu_into, ELEMENTWISE_CHUNK};
 use super::gemm::{Matrix, Products};
@@ -353,7 +353,7 @@ impl<'a> Pass<'a> {
                     e.fill(0.0);
                     return 0.0;
                 }
-                cross_entropy_row_in_place(e, self.ids[r + 1] as usize, w)
+                cross_entropy_row(e, None, self.ids[r + 1] as usize, w)
             })
             .collect();
         losses.iter().sum::<f64>() as f32

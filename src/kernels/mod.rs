@@ -100,13 +100,19 @@ pub(crate) fn bf16_bits(x: f32) -> u16 {
     (bits >> 16) as u16
 }
 
+/// `x` rounded to bf16 ([`bf16_bits`]) and widened back: the value a bf16 of it holds.
+#[inline(always)]
+pub(crate) fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(u32::from(bf16_bits(x)) << 16)
+}
+
 /// Each element of `v` rounded to bf16 in place, over the rayon pool: the values a bf16 tensor
 /// of them would hold, kept in f32.
 pub fn round_to_bf16_in_place(v: &mut [f32]) {
     use rayon::prelude::*;
     v.par_chunks_mut(1 << 16).for_each(|chunk| {
         for x in chunk {
-            *x = f32::from_bits(u32::from(bf16_bits(*x)) << 16);
+            *x = round_bf16(*x);
         }
     });
 }

@@ -173,7 +173,7 @@ impl Round for ToBf16 {
     #[inline(always)]
     fn r(x: f32) -> f32 {
         // half's rounding, without its branches (this loop vectorises).
-        f32::from_bits(u32::from(crate::kernels::bf16_bits(x)) << 16)
+        crate::kernels::round_bf16(x)
     }
 }
 
