@@ -329,6 +329,7 @@ fn assert_ratios_recorded(page: &str, ratios: &[String]) {
         benchmarks_dir(),
         benchmarks_dir().join(GPU_RECORD),
         benchmarks_dir().join(GPU_RECORD_2),
+        benchmarks_dir().join(GPU_RECORD_3),
     ]
     .iter()
     .flat_map(|dir| std::fs::read_dir(dir).unwrap())
@@ -584,6 +585,8 @@ fn the_fine_tune_settings_in_the_prose_are_the_recorded_ones() {
 const GPU_RECORD: &str = "gpu-2026-11-26-h200";
 /// The second: the loops re-timed with dropout drawn on the device.
 const GPU_RECORD_2: &str = "gpu-2026-11-27-h100";
+/// The third, the latest: the whole experiment again on an H200, binaries of 08ef1cb.
+const GPU_RECORD_3: &str = "gpu-2026-11-27-h200";
 
 /// A file of a GPU record's `raw/dir/`.
 fn gpu_raw_path(record: &str, dir: &str, name: &str) -> PathBuf {
@@ -718,26 +721,14 @@ fn loop_tables_are_the_raw_figures(record: &str, loops: &[(&str, &str)]) -> usiz
     jokes_rows
 }
 
-/// Every figure of the GPU record's tables, recomputed from the raw outputs beside them: the
-/// fine-tune loops (rates, ratios, peak device memory, the run that ran out of memory), the
-/// training step and decoding against PyTorch, and the dropout experiment.
-#[test]
-fn gpu_record_tables_are_the_raw_figures() {
-    let loops = [
-        ("finetune.md", "run1-finetune"),
-        ("finetune-max_length-512.md", "run2-max_length-512"),
-        ("finetune-longest-1024.md", "run2-longest-1024"),
-    ];
-    assert_eq!(
-        loop_tables_are_the_raw_figures(GPU_RECORD, &loops),
-        2,
-        "the jokes loop in f16 and bf16"
-    );
-
-    let report = gpu_table(GPU_RECORD, "report.md");
+/// A GPU record's `report.md` (made from `raw/dir/`) against its raw outputs: the training step
+/// and decoding against PyTorch in the four precisions, logits against the CPU, greedy ids and
+/// decoding against transformers, and the long run's sentence.
+fn report_is_the_raw_figures(record: &str, dir: &str) {
+    let report = gpu_table(record, "report.md");
     for prec in ["f32", "mixed-bf16", "mixed-f16", "bf16"] {
-        let c = gpu_raw(GPU_RECORD, "run1-log", &format!("bench-candle-{prec}.json")).unwrap();
-        let t = gpu_raw(GPU_RECORD, "run1-log", &format!("bench-torch-{prec}.json")).unwrap();
+        let c = gpu_raw(record, dir, &format!("bench-candle-{prec}.json")).unwrap();
+        let t = gpu_raw(record, dir, &format!("bench-torch-{prec}.json")).unwrap();
         let f = |v: &Value, what: &str| v[what]["tokens_per_s"].as_f64().unwrap();
         let (ct, tt, cd, td) = (
             f(&c, "train"),
@@ -755,10 +746,9 @@ fn gpu_record_tables_are_the_raw_figures() {
     }
 
     // The first table: logits against the CPU (the check's own line), greedy ids, decoding.
-    let logits =
-        std::fs::read_to_string(gpu_raw_path(GPU_RECORD, "run1-log", "logits.txt")).unwrap();
-    let cpu = gpu_raw(GPU_RECORD, "run1-log", "greedy-cpu-f32.json").unwrap();
-    let hf = gpu_raw(GPU_RECORD, "run1-log", "transformers.json").unwrap();
+    let logits = std::fs::read_to_string(gpu_raw_path(record, dir, "logits.txt")).unwrap();
+    let cpu = gpu_raw(record, dir, "greedy-cpu-f32.json").unwrap();
+    let hf = gpu_raw(record, dir, "transformers.json").unwrap();
     for dt in ["f32", "f16", "bf16"] {
         let check = line_with(&logits, &format!("dtype={dt} "));
         let field = |key: &str| {
@@ -768,7 +758,7 @@ fn gpu_record_tables_are_the_raw_figures() {
                 .unwrap()
                 .to_string()
         };
-        let ours = gpu_raw(GPU_RECORD, "run1-log", &format!("greedy-cuda-{dt}.json")).unwrap();
+        let ours = gpu_raw(record, dir, &format!("greedy-cuda-{dt}.json")).unwrap();
         let tps = 20.0 / ours["seconds_cached"].as_f64().unwrap();
         let theirs = hf[dt]["tokens_per_s"].as_f64().unwrap();
         let cap = |b: bool| if b { "True" } else { "False" };
@@ -790,7 +780,7 @@ fn gpu_record_tables_are_the_raw_figures() {
             "report.md: {line}\nwants {row} ... {tail}"
         );
     }
-    let long = &gpu_raw(GPU_RECORD, "run1-log", "bench-long.json").unwrap()["train"];
+    let long = &gpu_raw(record, dir, "bench-long.json").unwrap()["train"];
     let sentence = format!(
         "Long run: {} mixed-bf16 training steps on one 500-token input: loss {:.4} -> {:.4}, {:.0} tokens/s (median).",
         long["times"].as_array().unwrap().len() + 1,
@@ -799,6 +789,25 @@ fn gpu_record_tables_are_the_raw_figures() {
         long["tokens_per_s"].as_f64().unwrap()
     );
     assert!(report.contains(&sentence), "report.md wants {sentence}");
+}
+
+/// Every figure of the GPU record's tables, recomputed from the raw outputs beside them: the
+/// fine-tune loops (rates, ratios, peak device memory, the run that ran out of memory), the
+/// training step and decoding against PyTorch, and the dropout experiment.
+#[test]
+fn gpu_record_tables_are_the_raw_figures() {
+    let loops = [
+        ("finetune.md", "run1-finetune"),
+        ("finetune-max_length-512.md", "run2-max_length-512"),
+        ("finetune-longest-1024.md", "run2-longest-1024"),
+    ];
+    assert_eq!(
+        loop_tables_are_the_raw_figures(GPU_RECORD, &loops),
+        2,
+        "the jokes loop in f16 and bf16"
+    );
+
+    report_is_the_raw_figures(GPU_RECORD, "run1-log");
 
     let dropout = gpu_table(GPU_RECORD, "dropout.md");
     let rate = |name| {
@@ -1111,7 +1120,7 @@ fn second_gpu_record_is_its_raw_figures() {
                 format!("the crate's rate held at {jokes_range} while PyTorch's moved {torch_range}"),
                 format!("to {:.2}x; dropout no longer matters there ({no_dropout:.2} samples/s with no dropout at all against {with_dropout:.2}", c4 / t4),
                 format!("read {first_runs} for it"),
-                format!("({first:.2} s for the first process of one run, {warmup} s for the short run above)"),
+                format!("({first:.2} s for the first process of one run, {warmup} s for the short first-use run in the H100's last)"),
                 format!("at {:.2}x and {:.2}x of PyTorch's", s1 / p1, s2 / p2),
                 format!("of its {step_ms:.0} ms, AdamW takes about {adam_ms:.0}"),
                 format!("the Trainer peaked at {imdb_mib}."),
@@ -1121,7 +1130,7 @@ fn second_gpu_record_is_its_raw_figures() {
         (
             "README.md",
             vec![format!(
-                "the jokes loop ran at {:.2}x ({rl:.2}x to {rh:.2}x over three runs) and the Trainer at max_length 512 at {:.2}x",
+                "the jokes loop at {:.2}x ({rl:.2}x to {rh:.2}x over three runs) and the Trainer at max_length 512 at {:.2}x",
                 ratios[4],
                 c4 / t4
             )],
@@ -1138,6 +1147,500 @@ fn second_gpu_record_is_its_raw_figures() {
             vec![format!(
                 "this Trainer trained {c4:.2} samples a second against {t4:.2} ({:.2}x) and needed {imdb_mib}.",
                 c4 / t4
+            )],
+        ),
+    ];
+    for (path, wanted) in quotes {
+        let text = words(path);
+        for quote in wanted {
+            assert!(text.contains(&quote), "{path} should say: {quote}");
+        }
+    }
+}
+
+/// The third GPU run: its report and fine-tune tables against their raw outputs, the losses
+/// that equal the second run's, and every figure its README, the performance page, README and
+/// chapters 6 and 7 quote from it (with the earlier runs' figures they compare it with).
+#[test]
+fn third_gpu_record_is_its_raw_figures() {
+    let r = GPU_RECORD_3;
+    let (log, ft, longest) = ("log", "finetune", "longest-1024");
+    report_is_the_raw_figures(r, log);
+    let loops = [("finetune.md", ft), ("finetune-longest-1024.md", longest)];
+    assert_eq!(loop_tables_are_the_raw_figures(r, &loops), 3);
+    let report = gpu_table(r, "report.md");
+    // report.md ends with call 1's fine-tune table, as finetune.md has it.
+    assert!(report.contains(gpu_table(r, "finetune.md").trim()));
+    let read = |dir: &str, name: &str| {
+        std::fs::read_to_string(gpu_raw_path(r, dir, name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    // The dropout check's own lines are report.md's.
+    let dropout = read(log, "dropout.txt");
+    let masks: Vec<&str> = dropout
+        .lines()
+        .filter_map(|l| l.strip_prefix("gpu-check dropout "))
+        .collect();
+    assert_eq!(masks.len(), 3);
+    for line in &masks {
+        assert!(line.ends_with(" ok"), "{line}");
+        assert!(
+            report.contains(&format!("- {line}")),
+            "report.md wants {line}"
+        );
+    }
+    let kept: Vec<&str> = masks
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("kept="))
+                .unwrap()
+        })
+        .collect();
+    assert!(kept.iter().all(|k| *k == kept[0]), "{kept:?}");
+    let warmups = [read(ft, "warmup.seconds"), read(longest, "warmup.seconds")];
+    assert_eq!(
+        warmups[0], warmups[1],
+        "the README says one figure for both calls"
+    );
+    let warmup = &warmups[0];
+    for (md, w) in [
+        ("finetune.md", &warmups[0]),
+        ("finetune-longest-1024.md", &warmups[1]),
+    ] {
+        let said = format!("(16 rows, max_length 64) took {w} s:");
+        assert!(gpu_table(r, md).contains(&said), "{md} wants {said}");
+    }
+    let h100_warmup = std::fs::read_to_string(gpu_raw_path(
+        GPU_RECORD_2,
+        "run4-finetune",
+        "warmup.seconds",
+    ))
+    .unwrap()
+    .trim()
+    .to_string();
+    let logits = read(log, "logits.txt");
+    let logits_s = line_with(&logits, "test result:")
+        .rsplit("finished in ")
+        .next()
+        .unwrap()
+        .trim_end_matches('s')
+        .to_string();
+    let machine = std::fs::read_to_string(benchmarks_dir().join(r).join("machine.txt")).unwrap();
+    let gpu: Vec<&str> = line_with(&machine, "NVIDIA")
+        .split(", ")
+        .map(str::trim)
+        .collect();
+    let gpu_mib = group_digits(gpu[1].trim_end_matches(" MiB").parse().unwrap());
+    let driver = gpu[2];
+
+    // The crate's losses are the H100 run's, exactly.
+    let raw = |record: &str, dir: &str, name: &str| gpu_raw(record, dir, name).unwrap();
+    let same_losses = [
+        (
+            ft,
+            "jokes-candle-f16.json",
+            "run4-finetune",
+            &["losses"][..],
+        ),
+        (
+            ft,
+            "jokes-candle-bf16.json",
+            "run1-finetune",
+            &["losses"][..],
+        ),
+        (
+            ft,
+            "imdb-candle.json",
+            "run4-finetune",
+            &["train_output", "training_loss"][..],
+        ),
+        (
+            ft,
+            "imdb-candle.json",
+            "run4-finetune",
+            &["eval", "eval_loss"][..],
+        ),
+        (
+            longest,
+            "imdb-candle.json",
+            "run2-longest-1024",
+            &["train_output", "training_loss"][..],
+        ),
+    ];
+    for (dir, name, h100_dir, path) in same_losses {
+        let here = raw(r, dir, name);
+        let there = raw(GPU_RECORD_2, h100_dir, name);
+        let at = |v: &Value| path.iter().fold(v, |v, k| &v[*k]).clone();
+        assert!(!at(&here).is_null(), "{dir}/{name}: no {path:?}");
+        assert_eq!(at(&here), at(&there), "{dir}/{name} {path:?}");
+    }
+    let jokes_losses = raw(r, ft, "jokes-candle-f16.json")["losses"].clone();
+    let loss = |i: usize| jokes_losses[i].as_f64().unwrap();
+    let train_loss = |dir: &str| {
+        gpu_number(
+            r,
+            dir,
+            "imdb-candle.json",
+            &["train_output", "metrics", "train_loss"],
+        )
+    };
+    let losses = format!(
+        "the jokes loop in f16 {:.4} -> {:.4}, the Trainer's train loss {:.4} at max_length 512 and {:.4} padded per batch",
+        loss(0),
+        loss(1),
+        train_loss(ft),
+        train_loss(longest)
+    );
+
+    // Correctness: the logits check's own figures, and the long run.
+    let checks: Vec<String> = ["f32", "f16", "bf16"]
+        .iter()
+        .map(|dt| line_with(&logits, &format!("dtype={dt} ")).to_string())
+        .collect();
+    let field = |key: &str| -> Vec<String> {
+        checks
+            .iter()
+            .map(|c| {
+                c.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (diffs, tols) = (field("max_abs_diff"), field("tol"));
+    let correct = format!(
+        "(largest differences {}, {} and {}, tolerances {}, {} and {})",
+        diffs[0], diffs[1], diffs[2], tols[0], tols[1], tols[2]
+    );
+    let long = raw(r, log, "bench-long.json")["train"].clone();
+    let long_losses = format!(
+        "from {:.4} to {:.4}",
+        long["loss_first"].as_f64().unwrap(),
+        long["loss_last"].as_f64().unwrap()
+    );
+
+    // Decoding: 03_greedy's 20 tokens against transformers', and bench's 64.
+    let greedy = |record: &str, dir: &str| -> Vec<f64> {
+        let hf = raw(record, dir, "transformers.json");
+        ["f32", "f16", "bf16"]
+            .iter()
+            .map(|dt| {
+                let ours = gpu_number(
+                    record,
+                    dir,
+                    &format!("greedy-cuda-{dt}.json"),
+                    &["seconds_cached"],
+                );
+                20.0 / ours / hf[*dt]["tokens_per_s"].as_f64().unwrap()
+            })
+            .collect()
+    };
+    let (g3, g1) = (greedy(r, log), greedy(GPU_RECORD, "run1-log"));
+    let precisions = ["f32", "mixed-bf16", "mixed-f16", "bf16"];
+    let bench_ratios = |record: &str, dir: &str, what: &str| -> Vec<f64> {
+        precisions
+            .iter()
+            .map(|prec| {
+                let rate = |side: &str| {
+                    gpu_number(
+                        record,
+                        dir,
+                        &format!("bench-{side}-{prec}.json"),
+                        &[what, "tokens_per_s"],
+                    )
+                };
+                rate("candle") / rate("torch")
+            })
+            .collect()
+    };
+    let (d3, d1) = (
+        range(&bench_ratios(r, log, "decode")),
+        range(&bench_ratios(GPU_RECORD, "run1-log", "decode")),
+    );
+    let (g3r, s3, s1) = (
+        range(&g3),
+        bench_ratios(r, log, "train"),
+        range(&bench_ratios(GPU_RECORD, "run1-log", "train")),
+    );
+    let s3r = range(&s3);
+
+    // The f32 training step: rates, phases; the H100's for comparison; the long run's times.
+    let step = |record: &str, dir: &str, side: &str, what: &str| {
+        gpu_number(
+            record,
+            dir,
+            &format!("bench-{side}-f32.json"),
+            &["train", what],
+        )
+    };
+    let ms = |record: &str, dir: &str, what: &str| step(record, dir, "candle", what) * 1e3;
+    let (c32, t32) = (
+        step(r, log, "candle", "tokens_per_s"),
+        step(r, log, "torch", "tokens_per_s"),
+    );
+    let h100_step = |dir: &str| {
+        step(GPU_RECORD_2, dir, "candle", "tokens_per_s")
+            / step(GPU_RECORD_2, dir, "torch", "tokens_per_s")
+    };
+    let phases = |record: &str, dir: &str| {
+        (
+            ms(record, dir, "seconds"),
+            ms(record, dir, "forward_s"),
+            ms(record, dir, "backward_s"),
+            ms(record, dir, "optimizer_s"),
+        )
+    };
+    let (total, fwd, bwd, adam) = phases(r, log);
+    let (h_total, h_fwd, h_bwd, h_adam) = phases(GPU_RECORD_2, "run1-log");
+    let times: Vec<f64> = long["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap() * 1e3)
+        .collect();
+    let slow = times.iter().take_while(|&&t| t > 100.0).count();
+    let (slow_lo, slow_hi) = range(&times[..slow]);
+    let rest = &times[slow..];
+    let fast = rest.iter().filter(|&&t| t < 90.0).count();
+    let five = raw(r, log, "bench-candle-mixed-bf16.json")["train"].clone();
+    let five_ms: Vec<f64> = five["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap() * 1e3)
+        .collect();
+    assert_eq!(five_ms.len(), 5, "the README says five timed steps");
+    let (five_lo, five_hi) = range(&five_ms);
+    let long_run = format!(
+        "The 200-step run read {:.0} tokens/s against {:.0} for the five timed steps of the same precision: its first {slow} steps took {slow_lo:.0}-{slow_hi:.0} ms, like those five ({five_lo:.0}-{five_hi:.0} ms), and {fast} of the other {} took under 90 ms.",
+        long["tokens_per_s"].as_f64().unwrap(),
+        five["tokens_per_s"].as_f64().unwrap(),
+        rest.len()
+    );
+    assert_eq!(times.len(), 200);
+
+    // The loops: the jokes loop in both calls, the Trainer in both paddings.
+    let jokes = |record: &str, dir: &str, side: &str, dt: &str| {
+        gpu_number(
+            record,
+            dir,
+            &format!("jokes-{side}-{dt}.json"),
+            &["jokes_per_second"],
+        )
+    };
+    let runs3 = [(ft, "f16"), (ft, "bf16"), (longest, "f16")];
+    let ours3: Vec<f64> = runs3
+        .iter()
+        .map(|(d, dt)| jokes(r, d, "candle", dt))
+        .collect();
+    let theirs3: Vec<f64> = runs3
+        .iter()
+        .map(|(d, dt)| jokes(r, d, "torch", dt))
+        .collect();
+    let ratios3: Vec<f64> = ours3.iter().zip(&theirs3).map(|(c, t)| c / t).collect();
+    let h100_runs = [
+        ("run1-finetune", "f16"),
+        ("run1-finetune", "bf16"),
+        ("run2-finetune", "f16"),
+        ("run2-finetune", "bf16"),
+        ("run4-finetune", "f16"),
+    ];
+    let h100_ours: Vec<f64> = h100_runs
+        .iter()
+        .map(|(d, dt)| jokes(GPU_RECORD_2, d, "candle", dt))
+        .collect();
+    let h100_theirs: Vec<f64> = h100_runs
+        .iter()
+        .map(|(d, dt)| jokes(GPU_RECORD_2, d, "torch", dt))
+        .collect();
+    let h100_ratios: Vec<f64> = h100_ours
+        .iter()
+        .zip(&h100_theirs)
+        .map(|(c, t)| c / t)
+        .collect();
+    let ((ol, oh), (tl, th)) = (range(&h100_ours), range(&h100_theirs));
+    let (hrl, hrh) = range(&h100_ratios);
+    let h100_last = h100_ratios[4];
+    let first_torch = [
+        jokes(GPU_RECORD, "run1-finetune", "torch", "bf16"),
+        jokes(GPU_RECORD, "run1-finetune", "torch", "f16"),
+    ];
+    let ((o3l, o3h), (t3l, t3h), (r3l, r3h)) = (range(&ours3), range(&theirs3), range(&ratios3));
+    let train = ["train_output", "metrics", "train_samples_per_second"];
+    let eval = ["eval", "eval_samples_per_second"];
+    let imdb = |record: &str, dir: &str| {
+        (
+            gpu_number(record, dir, "imdb-candle.json", &train),
+            gpu_number(
+                record,
+                dir,
+                "imdb-torch.json",
+                &["train_samples_per_second"],
+            ),
+            gpu_number(record, dir, "imdb-candle.json", &eval),
+            gpu_number(record, dir, "imdb-torch.json", &["eval_samples_per_second"]),
+        )
+    };
+    let (c512, t512, ce512, te512) = imdb(r, ft);
+    let (cl, tl_, cel, tel) = imdb(r, longest);
+    let (h512, ht512, _, _) = imdb(GPU_RECORD_2, "run4-finetune");
+    let mib = |record: &str, dir: &str, name: &str| {
+        group_digits(gpu_peak_mib(record, dir, name) as usize)
+    };
+    let trainer = format!(
+        "**The Trainer at max_length 512 at {:.2}x**: {c512:.2} samples/s against {t512:.2}, and evaluation at {:.2}x ({ce512:.2} against {te512:.2}). The crate's rate is about the H100's ({h512:.2}); transformers' is higher ({ht512:.2} there). Padded per batch (call 2) it trained {cl:.2} samples/s against {tl_:.2} ({:.2}x) and evaluated at {:.2}x ({cel:.2} against {tel:.2}).",
+        c512 / t512,
+        ce512 / te512,
+        cl / tl_,
+        cel / tel
+    );
+    let memory = format!(
+        "the jokes loop on gpt2-xl peaked at {} MiB against {} (bf16: {}; call 2: {}), the Trainer at 16 x 512 tokens at {} MiB against {}, padded per batch at {} against {} (the H100: {} and {}).",
+        mib(r, ft, "jokes-candle-f16.json"),
+        mib(r, ft, "jokes-torch-f16.json"),
+        mib(r, ft, "jokes-candle-bf16.json"),
+        mib(r, longest, "jokes-candle-f16.json"),
+        mib(r, ft, "imdb-candle.json"),
+        mib(r, ft, "imdb-torch.json"),
+        mib(r, longest, "imdb-candle.json"),
+        mib(r, longest, "imdb-torch.json"),
+        mib(GPU_RECORD_2, "run4-finetune", "imdb-candle.json"),
+        mib(GPU_RECORD_2, "run2-longest-1024", "imdb-candle.json"),
+    );
+
+    let quotes: [(&str, Vec<String>); 5] = [
+        (
+            "benchmarks/gpu-2026-11-27-h200/README.md",
+            vec![
+                format!("one NVIDIA H200 ({gpu_mib} MiB, driver {driver})"),
+                losses,
+                correct,
+                format!("that keep {} of the elements", kept[0]),
+                format!("take the loss {long_losses}."),
+                format!(
+                    "`03_greedy` at {:.2}x, {:.2}x and {:.2}x in f32, f16 and bf16 (one 20-token run with its prefill; the first H200 run read {:.2}x, {:.2}x and {:.2}x)",
+                    g3[0], g3[1], g3[2], g1[0], g1[1], g1[2]
+                ),
+                format!(
+                    "64-token decode at {:.2}x to {:.2}x ({:.2}x to {:.2}x there)",
+                    d3.0, d3.1, d1.0, d1.1
+                ),
+                format!(
+                    "f32 reads {c32:.0} tokens/s against {t32:.0} ({:.2}x), mixed-bf16 {:.2}x, mixed-f16 {:.2}x and pure bf16 {:.2}x (the first H200 run: {:.2}x to {:.2}x; the H100: {:.2}x and {:.2}x in f32)",
+                    s3[0], s3[1], s3[2], s3[3], s1.0, s1.1, h100_step("run1-log"), h100_step("run2-log")
+                ),
+                format!(
+                    "Of the f32 step's {total:.0} ms, the forward pass takes {fwd:.0}, the backward pass {bwd:.0} and AdamW {adam:.0} (`raw/log/bench-candle-f32.json`; {h_fwd:.0}, {h_bwd:.0} and {h_adam:.0} of {h_total:.0} on the H100)"
+                ),
+                long_run,
+                format!("**The jokes loop at {r3l:.2}x to {r3h:.2}x.**"),
+                format!(
+                    "in pure f16 it read {:.2} jokes/s against {:.2} ({:.2}x), in bf16 {:.2} against {:.2} ({:.2}x), and in f16 again in call 2 {:.2} against {:.2} ({:.2}x).",
+                    ours3[0], theirs3[0], ratios3[0], ours3[1], theirs3[1], ratios3[1], ours3[2], theirs3[2], ratios3[2]
+                ),
+                format!(
+                    "a little above its {ol:.2}-{oh:.2} on the H100; PyTorch's is higher on this H200 than it was on the H100 ({tl:.2}-{th:.2}) or in the first H200 run ({:.2} and {:.2})",
+                    first_torch[0], first_torch[1]
+                ),
+                format!("So the H100's {h100_last:.2}x ({hrl:.2}x to {hrh:.2}x) does not hold here"),
+                trainer,
+                memory,
+                format!("**The first-use run took {warmup} s** in both calls"),
+                format!("where it took {h100_warmup} s on the H100"),
+                format!("the first of them, finished in {logits_s} s,"),
+            ],
+        ),
+        (
+            "chapters/performance.md",
+            vec![
+                format!("200 mixed-bf16 steps take the loss {long_losses}"),
+                format!(
+                    "(`03_greedy` at {:.2} to {:.2} times their rate, `bench` at {:.2} to {:.2} times PyTorch's)",
+                    g3r.0, g3r.1, d3.0, d3.1
+                ),
+                format!(
+                    "the training step runs at {:.2} to {:.2} of PyTorch's speed; of the f32 step's {total:.0} ms the forward pass takes {fwd:.0}, the backward pass {bwd:.0} and AdamW {adam:.0}",
+                    s3r.0, s3r.1
+                ),
+                format!(
+                    "The jokes loop ran at {:.2}x in f16 and {:.2}x in bf16, and at {:.2}x in the second call: the crate read {o3l:.2}-{o3h:.2} jokes/s, a little above its {ol:.2}-{oh:.2} on the H100 below, while the tutorial's loop read {t3l:.2}-{t3h:.2} on this machine.",
+                    ratios3[0], ratios3[1], ratios3[2]
+                ),
+                format!(
+                    "The Trainer trained at {:.2}x at max_length 512 (evaluation {:.2}x) and at {:.2}x padded per batch (evaluation {:.2}x).",
+                    c512 / t512,
+                    ce512 / te512,
+                    cl / tl_,
+                    cel / tel
+                ),
+                format!(
+                    "the jokes loop on gpt2-xl peaked at {} MiB against {}, the Trainer at max_length 512 at {} MiB against {}, padded per batch at {} against {}.",
+                    mib(r, ft, "jokes-candle-f16.json"),
+                    mib(r, ft, "jokes-torch-f16.json"),
+                    mib(r, ft, "imdb-candle.json"),
+                    mib(r, ft, "imdb-torch.json"),
+                    mib(r, longest, "imdb-candle.json"),
+                    mib(r, longest, "imdb-torch.json"),
+                ),
+                format!(
+                    "({:.2} and {c512:.2} against {:.2} and {h512:.2})",
+                    ours3[0], h100_ours[4]
+                ),
+                format!(
+                    "The crate's f32 training step was slower there, {c32:.0} tokens/s against {:.0} and {:.0} here.",
+                    step(GPU_RECORD_2, "run1-log", "candle", "tokens_per_s"),
+                    step(GPU_RECORD_2, "run2-log", "candle", "tokens_per_s")
+                ),
+                format!("That run's first-use run took {warmup} s"),
+                format!(
+                    "to {h100_last:.2}x on an H100 ({:.2}x on the latest H200, where PyTorch's loop ran faster)",
+                    ratios3[0]
+                ),
+                format!("(AdamW, a dozen candle operations per parameter tensor, takes {adam:.0} of the f32 step's {total:.0} ms on the H200;"),
+                format!("to {:.2}x on the H100 ({:.2}x on the H200)", h512 / ht512, c512 / t512),
+            ],
+        ),
+        (
+            "README.md",
+            vec![
+                format!(
+                    "at {:.2}x the tutorial's own loop ({:.2}x in a second call;",
+                    ratios3[0], ratios3[2]
+                ),
+                format!(
+                    "the Trainer at {:.2}x at max_length 512 and {:.2}x padded per batch, and a 500-token training step at {:.2} to {:.2} of PyTorch's speed",
+                    c512 / t512,
+                    cl / tl_,
+                    s3r.0,
+                    s3r.1
+                ),
+                format!("takes {adam:.0} of the f32 step's {total:.0} ms."),
+                format!(
+                    "at max_length 512 it peaks at {} MiB against {}:",
+                    mib(r, ft, "imdb-candle.json"),
+                    mib(r, ft, "imdb-torch.json")
+                ),
+            ],
+        ),
+        (
+            "chapters/06_jokes_finetune.md",
+            vec![format!(
+                "in the latest run, on one H200, {:.2} against {:.2} ({:.2}x)",
+                ours3[0], theirs3[0], ratios3[0]
+            )],
+        ),
+        (
+            "chapters/07_imdb_finetune.md",
+            vec![format!(
+                "it trained {c512:.2} against {t512:.2} ({:.2}x) and needed {} MiB against {}, and padded per batch {cl:.2} against {tl_:.2} ({:.2}x)",
+                c512 / t512,
+                mib(r, ft, "imdb-candle.json"),
+                mib(r, ft, "imdb-torch.json"),
+                cl / tl_
             )],
         ),
     ];
