@@ -216,11 +216,25 @@ fn replay(recipe: &str) {
         0.0,
     );
     if run.get("grad_norms").is_some() {
-        check(
-            &format!("{recipe} grad norms"),
+        // The exact norm of PyTorch's gradients (summed in f64) closely: the crate sums the
+        // squares in f32 lanes chunk by chunk and the chunks in f64. clip_grad_norm_'s own
+        // value, which sums in f32 lanes over whole tensors, reads a few parts in a million low
+        // (2.8e-5 relative at the worst step here): within that of it.
+        check_close(
+            &format!("{recipe} grad norms, exact"),
+            &norms,
+            &floats(&run["grad_norms_exact"]),
+            0.0,
+            1e-6,
+            REGENERATE_JOKES,
+        );
+        check_close(
+            &format!("{recipe} grad norms, clip_grad_norm_'s"),
             &norms,
             &floats(&run["grad_norms"]),
-            LOSS_ABS,
+            0.0,
+            5e-5,
+            REGENERATE_JOKES,
         );
     }
 }

@@ -230,6 +230,7 @@ def run_recipe(root, sequences, recipe):
                                             num_training_steps=recipe["num_training_steps"])
     opt.zero_grad()
     seq_losses, step_lrs, losses, grad_norms, probes = [], [], [], [], {"initial": probe(model)}
+    grad_norms_exact = []
     for i in range(ACC * STEPS):
         ids = torch.tensor(sequences[i], dtype=torch.long).unsqueeze(0)
         loss = model(ids, labels=ids).loss
@@ -238,6 +239,10 @@ def run_recipe(root, sequences, recipe):
         if (i + 1) % ACC == 0:
             step = (i + 1) // ACC
             if recipe["clip_grad_norm"] is not None:
+                # The exact norm of these gradients too (summed in f64): clip_grad_norm_ sums the
+                # squares in f32 lanes, which drifts low by a few parts in a million here.
+                exact = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None))
+                grad_norms_exact.append(float(exact))
                 norm = torch.nn.utils.clip_grad_norm_(params, recipe["clip_grad_norm"])
                 grad_norms.append(float(norm))
             step_lrs.append(opt.param_groups[0]["lr"])
@@ -256,6 +261,7 @@ def run_recipe(root, sequences, recipe):
     }
     if grad_norms:
         out["grad_norms"] = grad_norms
+        out["grad_norms_exact"] = grad_norms_exact
     out["probes"] = probes
     return out
 
@@ -302,7 +308,7 @@ def training_section(root, all_ids):
         "(1, T) batch: loss = model(ids, labels=ids).loss (mean over the T-1 shifted targets). Every "
         "sequence does one backward (the tutorial's: the loss itself, gradients summed; the fixed: loss / "
         "accumulate); after every `accumulate` sequences: [fixed: clip_grad_norm_(all parameters, 1.0), "
-        "grad_norms is the total norm before clipping], optimizer.step(), scheduler.step(), zero_grad(). "
+        "grad_norms is the total norm before clipping, grad_norms_exact the same summed in f64], optimizer.step(), scheduler.step(), zero_grad(). "
         "step_lrs[s] is the lr optimizer step s+1 used (the schedule's factor at scheduler step s); losses[s] "
         "is the loss of that step's last sequence (the tutorial's losses.append(loss.item())). Probes are "
         "taken initially, after step 1 and after step 3: `first` = the first 8 values of the flattened "

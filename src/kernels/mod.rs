@@ -42,6 +42,7 @@
 //!   pure bf16 ([`bf16_products_available`] says whether the CPU has them);
 //! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
 //!   [`update_in_place`] (`adamw_in_place.rs`): the chapters' AdamW in one pass, in place;
+//!   [`sum_of_squares`] and [`scale_in_place`] (`norm.rs`): gradient clipping's two passes;
 //! - [`Mask`] (`dropout.rs`): the dropout mask, made again from its seed when needed;
 //! - `simd.rs`: the exponential and the reductions the element-wise loops share;
 //! - `op.rs`: how a kernel of one to three inputs becomes a candle custom operation.
@@ -67,6 +68,7 @@ mod layer_norm;
 mod linear;
 mod lm_pass;
 mod lm_step;
+mod norm;
 mod op;
 mod softmax;
 
@@ -81,6 +83,7 @@ pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
 pub use linear::{linear, tied_head};
 pub use lm_step::{classifier_micro_step, lm_micro_step, GradSums, LabelledBatch};
+pub use norm::{scale_in_place, sum_of_squares};
 pub use softmax::scaled_masked_softmax;
 
 /// Whether this CPU multiplies bf16 in AMX tiles (and Linux lets this process use them): where

@@ -9,7 +9,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Var};
 
-use crate::Result;
+use crate::{kernels, Result};
 
 // ANCHOR: grad_norm
 /// The L2 norm of all gradients of `vars` together, in f32 as PyTorch computes it: the norm of
@@ -18,12 +18,16 @@ pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut sum = 0f32;
     for var in vars {
         let Some(g) = grads.get(var) else { continue };
-        let norm = g
-            .to_dtype(DType::F32)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f32>()?
-            .sqrt();
+        // One pass over the gradient on the CPU; the same sum by tensor operations elsewhere.
+        let squares = match kernels::sum_of_squares(g)? {
+            Some(squares) => squares,
+            None => g
+                .to_dtype(DType::F32)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f32>()?,
+        };
+        let norm = squares.sqrt();
         sum += norm * norm;
     }
     Ok(f64::from(sum.sqrt()))
@@ -42,8 +46,11 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     if coef < 1.0 {
         for var in vars {
             let Some(g) = grads.get(var) else { continue };
-            let clipped = (g.to_dtype(DType::F32)? * f64::from(coef))?.to_dtype(g.dtype())?;
-            grads.insert(var, clipped);
+            // In the gradient's own buffer on the CPU; a new tensor elsewhere.
+            if !kernels::scale_in_place(g, coef)? {
+                let clipped = (g.to_dtype(DType::F32)? * f64::from(coef))?.to_dtype(g.dtype())?;
+                grads.insert(var, clipped);
+            }
         }
     }
     Ok(total)
