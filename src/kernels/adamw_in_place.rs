@@ -65,6 +65,11 @@ unsafe impl Sync for Buffer {}
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;
 
+thread_local! {
+    /// A chunk of each buffer widened to f32, where one of them is half.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Buffer {
     fn len(&self) -> usize {
         match *self {
@@ -271,19 +276,30 @@ impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Up
                 if let (Some(w), Some(g), Some(m), Some(v)) = all_f32 {
                     return update(w, g, m, v);
                 }
-                // A half buffer among them: the chunk in f32 and back.
-                let mut scratch = vec![0f32; 4 * len];
-                let (ws, rest) = scratch.split_at_mut(len);
-                let (gs, rest) = rest.split_at_mut(len);
-                let (ms, vs) = rest.split_at_mut(len);
-                w.view(start, len).load(0, ws);
-                g.load(start, gs);
-                m.view(start, len).load(0, ms);
-                v.view(start, len).load(0, vs);
-                update(ws, gs, ms, vs);
-                w.store(start, ws);
-                m.store(start, ms);
-                v.store(start, vs);
+                // A half buffer among them: the chunk in f32 and back, through this thread's
+                // scratch (a fresh zeroed buffer per chunk cost as much as the update itself).
+                SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.resize(4 * CHUNK, 0.0);
+                    let (ws, rest) = scratch.split_at_mut(CHUNK);
+                    let (ms, rest) = rest.split_at_mut(CHUNK);
+                    let (vs, gs) = rest.split_at_mut(CHUNK);
+                    let (ws, ms, vs) = (&mut ws[..len], &mut ms[..len], &mut vs[..len]);
+                    w.view(start, len).load(0, ws);
+                    m.view(start, len).load(0, ms);
+                    v.view(start, len).load(0, vs);
+                    // An f32 gradient (a half model's, summed in f32) is read where it is.
+                    let gs: &[f32] = match g.f32_range(start, len) {
+                        Some(g) => g,
+                        None => {
+                            g.load(start, &mut gs[..len]);
+                            &gs[..len]
+                        }
+                    };
+                    update(ws, gs, ms, vs);
+                    w.store(start, ws);
+                    m.store(start, ms);
+                    v.store(start, vs);
+                });
             }
         });
         Ok(())
