@@ -43,7 +43,9 @@ impl TrainStep {
             self.precision,
             TrainPrecision::F32 | TrainPrecision::Pure(DType::BF16)
         );
-        if !self.written_out || !task_fits || !precision_fits {
+        // On a GPU nothing here applies: return before the batch is read back to the host.
+        let on_cpu = self.vars.first().is_some_and(|v| v.device().is_cpu());
+        if !self.written_out || !task_fits || !precision_fits || !on_cpu {
             return Ok(None);
         }
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
