@@ -1,7 +1,8 @@
 //! Dropout with a seeded random generator.
 //!
 //! candle's CPU device cannot be seeded, so dropout masks come from our own ChaCha generator,
-//! shared by every dropout layer of a model: the same seed gives the same masks, run after run.
+//! shared by every dropout layer of a model, which draws each mask's seed (the mask's elements
+//! are then made from it, `kernels::Mask`): the same seed gives the same masks, run after run.
 //! On a GPU the masks are drawn there, by the device's own generator, which the first mask after
 //! seeding (or restoring) the stream seeds from it: the same seed gives the same masks run after
 //! run there too, but a resumed run draws other masks than an uninterrupted one would (the
