@@ -109,7 +109,8 @@ pub(super) unsafe fn matmul_bf16(
                         let cols = GROUP_COLUMNS.min(n - j0);
                         let panel_len = 2 * chunks * TILE; // in bf16
                         panels.resize(cols.div_ceil(32) * panel_len / 2, 0);
-                        // SAFETY: the K block's rows of rhs, these columns, are in its bounds.
+                        // SAFETY: the K block's rows of rhs, these columns, are in its bounds;
+                        // a CPU with AMX has AVX-512.
                         unsafe { pack_rhs(panels, rhs.get(), (k0, kb), (j0, cols)) };
                         tiles::configure();
                         for (p, panel) in as_bf16_bits(panels).chunks_exact(panel_len).enumerate() {
@@ -121,8 +122,9 @@ pub(super) unsafe fn matmul_bf16(
                                 cols: 32.min(n - j0),
                                 add,
                             };
-                            // SAFETY: the panel's columns of dst are this task's alone, and
-                            // the block is inside dst (the caller's guarantee).
+                            // SAFETY: the panel's columns of dst are this task's alone, the
+                            // block is inside dst (the caller's guarantee), and a CPU with AMX
+                            // has AVX-512.
                             unsafe { multiply_panel(dst.get(), packed_lhs, panel, chunks, block) };
                         }
                         tiles::release();
@@ -163,7 +165,9 @@ struct Block {
 ///
 /// # Safety
 /// The block must be inside `dst`, nothing else may touch it, the tiles must be configured on
-/// this thread, and `a` must hold the row group's pairs of 16-row blocks of `chunks` tiles each.
+/// this thread, `a` must hold the row group's pairs of 16-row blocks of `chunks` tiles each, and
+/// the CPU must have AVX-512 (every CPU with AMX has).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw"))]
 unsafe fn multiply_panel(
     dst: Strided<*mut f32>,
     a: &[u16],
@@ -291,47 +295,64 @@ unsafe fn pack_lhs(
     out.par_chunks_mut(chunks * TILE)
         .enumerate()
         .for_each(|(block, tiles)| {
-            let lhs = lhs.get();
-            let r_n = 16.min(rows.saturating_sub(block * 16));
-            match lhs.run() {
-                Run::Row => {
-                    for (chunk, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
-                        let len = 32.min(kb - chunk * 32);
-                        for (r, row) in tile.chunks_exact_mut(32).enumerate() {
-                            row[len..].fill(0);
-                            if r < r_n {
-                                let at = (i0 + block * 16 + r, k0 + chunk * 32);
-                                // SAFETY: inside the block, which the caller guarantees.
-                                unsafe { lhs.read(at, Run::Row, &mut row[..len]) };
-                            } else {
-                                row.fill(0);
-                            }
-                        }
-                    }
-                }
-                Run::Column => {
-                    // A tile at a time: its 32 columns read 16 rows down each, then written
-                    // out row by row (a transpose within the L1 cache).
-                    let mut block_t = [[0u16; 16]; 32];
-                    for (chunk, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
-                        for (e, column) in block_t.iter_mut().enumerate() {
-                            column.fill(0);
-                            let kk = chunk * 32 + e;
-                            if kk < kb {
-                                let at = (i0 + block * 16, k0 + kk);
-                                // SAFETY: inside the block, which the caller guarantees.
-                                unsafe { lhs.read(at, Run::Column, &mut column[..r_n]) };
-                            }
-                        }
-                        for (r, row) in tile.chunks_exact_mut(32).enumerate() {
-                            for (x, column) in row.iter_mut().zip(&block_t) {
-                                *x = column[r];
-                            }
-                        }
+            // SAFETY: the block is inside lhs (the caller's guarantee); a CPU with AMX has
+            // AVX-512.
+            unsafe { pack_lhs_block(tiles, lhs.get(), block, (i0, rows), (k0, kb)) }
+        });
+}
+
+/// The 16-row block `block` of [`pack_lhs`]'s row group into `tiles`, built for AVX-512 (the
+/// conversions to bf16 and the copies then take 32 elements an instruction).
+///
+/// # Safety
+/// As [`pack_lhs`], and the CPU must have AVX-512 (every CPU with AMX has).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw"))]
+unsafe fn pack_lhs_block(
+    tiles: &mut [u16],
+    lhs: Operand,
+    block: usize,
+    (i0, rows): (usize, usize),
+    (k0, kb): (usize, usize),
+) {
+    let r_n = 16.min(rows.saturating_sub(block * 16));
+    match lhs.run() {
+        Run::Row => {
+            for (chunk, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
+                let len = 32.min(kb - chunk * 32);
+                for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+                    row[len..].fill(0);
+                    if r < r_n {
+                        let at = (i0 + block * 16 + r, k0 + chunk * 32);
+                        // SAFETY: inside the block, which the caller guarantees.
+                        unsafe { lhs.read(at, Run::Row, &mut row[..len]) };
+                    } else {
+                        row.fill(0);
                     }
                 }
             }
-        });
+        }
+        Run::Column => {
+            // A tile at a time: its 32 columns read 16 rows down each, then written
+            // out row by row (a transpose within the L1 cache).
+            let mut block_t = [[0u16; 16]; 32];
+            for (chunk, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
+                for (e, column) in block_t.iter_mut().enumerate() {
+                    column.fill(0);
+                    let kk = chunk * 32 + e;
+                    if kk < kb {
+                        let at = (i0 + block * 16, k0 + kk);
+                        // SAFETY: inside the block, which the caller guarantees.
+                        unsafe { lhs.read(at, Run::Column, &mut column[..r_n]) };
+                    }
+                }
+                for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+                    for (x, column) in row.iter_mut().zip(&block_t) {
+                        *x = column[r];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Rows `k0..k0 + kb` × columns `j0..j0 + cols` of `rhs` as panels of 32 columns, one after
@@ -340,7 +361,9 @@ unsafe fn pack_lhs(
 /// 16 + k % 32 / 2) * 32 + j % 16 * 2 + k % 2`.
 ///
 /// # Safety
-/// The block must be inside `rhs`'s bounds.
+/// The block must be inside `rhs`'s bounds, and the CPU must have AVX-512 (every CPU with AMX
+/// has): the conversions and the pairing take 32 elements an instruction.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw"))]
 unsafe fn pack_rhs(
     out: &mut [u32],
     rhs: Operand,
