@@ -121,23 +121,23 @@ fn goal_mark(ratio: f64) -> String {
     format!("≥ 1.2 {}", if ratio >= 1.2 { "met" } else { "NOT met" })
 }
 
-/// The fine-tune table rows `scripts/bench_finetune.py` prints (`tables`), from the raw runs.
-fn finetune_rows(results: &Value) -> Vec<String> {
+/// Each timed fine-tune figure of a record, in the order its table prints them: its name
+/// ("jokes f32", "max_length train"), this crate's median rate and PyTorch's, as
+/// `scripts/bench_finetune.py` computes them (for the jokes loop PyTorch's faster attention per
+/// round, then the median over rounds).
+fn finetune_rates(results: &Value) -> Vec<(String, f64, f64)> {
     let f = &results["finetune"];
-    let num = |v: &Value| v.as_f64().expect("a number");
     let field = |runs: &Value, key: &str| -> Vec<f64> {
         runs.as_array()
             .unwrap()
             .iter()
-            .map(|r| num(&r[key]))
+            .map(|r| r[key].as_f64().expect("a number"))
             .collect()
     };
     let mut out = Vec::new();
     if let Some(jokes) = f["jokes"].as_object() {
         for (dtype, e) in jokes {
-            let s = &f["settings"]["jokes"][dtype];
             let c = median_of(field(&e["candle"], "jokes_per_second"));
-            // Per round PyTorch's faster attention, then the median over rounds.
             let t = median_of(
                 e["pytorch"]
                     .as_array()
@@ -150,29 +150,67 @@ fn finetune_rows(results: &Value) -> Vec<String> {
                     })
                     .collect(),
             );
-            out.push(format!(
-                "| jokes loop, tutorial recipe, {dtype}, {} sequences x {} steps (jokes/s) | {c:.2} | {t:.2} | {:.2}x | {} |",
-                s["accumulate"],
-                s["steps"],
-                c / t,
-                goal_mark(c / t)
-            ));
+            out.push((format!("jokes {dtype}"), c, t));
         }
     }
     if let Some(imdb) = f["imdb"].as_object() {
-        let max_length = &f["settings"]["imdb"]["max_length"];
         for (padding, e) in imdb {
             for what in ["train", "eval"] {
                 let key = format!("{what}_samples_per_second");
                 let c = median_of(field(&e["candle"], &key));
                 let t = median_of(field(&e["transformers"], &key));
-                out.push(format!(
-                    "| IMDB Trainer, padding {padding} (max_length {max_length}), {what} (samples/s) | {c:.2} | {t:.2} | {:.2}x | {} |",
-                    c / t,
-                    goal_mark(c / t)
-                ));
+                out.push((format!("{padding} {what}"), c, t));
             }
         }
+    }
+    out
+}
+
+/// A fine-tune record of `benchmarks/` by file name.
+fn record(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(benchmarks_dir().join(name)).unwrap()).unwrap()
+}
+
+/// One timed figure of a fine-tune record: (this crate's rate, PyTorch's).
+fn finetune_rate(name: &str, figure: &str) -> (f64, f64) {
+    finetune_rates(&record(name))
+        .into_iter()
+        .find(|(n, _, _)| n == figure)
+        .map(|(_, c, t)| (c, t))
+        .unwrap_or_else(|| panic!("{name} has no figure {figure:?}"))
+}
+
+/// A figure's ratio as the tables print it ("1.30x").
+fn finetune_ratio(name: &str, figure: &str) -> String {
+    let (c, t) = finetune_rate(name, figure);
+    format!("{:.2}x", c / t)
+}
+
+/// The fine-tune table rows `scripts/bench_finetune.py` prints (`tables`), from the raw runs.
+fn finetune_rows(results: &Value) -> Vec<String> {
+    let f = &results["finetune"];
+    let num = |v: &Value| v.as_f64().expect("a number");
+    let mut out = Vec::new();
+    let max_length = &f["settings"]["imdb"]["max_length"];
+    for (name, c, t) in finetune_rates(results) {
+        let label = match name.split_once(' ') {
+            Some(("jokes", dtype)) => {
+                let s = &f["settings"]["jokes"][dtype];
+                format!(
+                    "jokes loop, tutorial recipe, {dtype}, {} sequences x {} steps (jokes/s)",
+                    s["accumulate"], s["steps"]
+                )
+            }
+            Some((padding, what)) => format!(
+                "IMDB Trainer, padding {padding} (max_length {max_length}), {what} (samples/s)"
+            ),
+            None => unreachable!("{name}"),
+        };
+        out.push(format!(
+            "| {label} | {c:.2} | {t:.2} | {:.2}x | {} |",
+            c / t,
+            goal_mark(c / t)
+        ));
     }
     let mib = (1u64 << 20) as f64;
     if let Some(memory) = f["memory"].as_object() {
@@ -395,8 +433,13 @@ fn readme_quotes_the_recorded_figures() {
     }
 }
 
-/// The fine-tune run the chapters quote (default malloc).
-const FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-amx.json";
+/// The fine-tune run the docs quote as the current one (default malloc).
+const FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-splitmix.json";
+/// The same loops with glibc's malloc tuned on both sides, recorded after it.
+const TUNED_MALLOC_RECORD: &str = "cpu-2026-11-27-finetune-splitmix-tuned-malloc.json";
+/// The run before the current one (bf16 jokes at one sequence per step), which the prose
+/// compares with.
+const PREVIOUS_FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-amx.json";
 /// The last run on candle's graph, after the kernels learnt f16 and bf16: the memory history
 /// the prose tells starts there.
 const HALF_KERNELS_RECORD: &str = "cpu-2026-11-26-finetune-half-kernels.json";
@@ -406,38 +449,11 @@ const HALF_KERNELS_RECORD: &str = "cpu-2026-11-26-finetune-half-kernels.json";
 /// follows from the quoted rate.
 #[test]
 fn chapters_quote_the_loops_recorded_figures() {
-    let path = benchmarks_dir().join(FINETUNE_RECORD);
-    let results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let f = &results["finetune"];
-    let rate = |runs: &Value, key: &str| {
-        median_of(
-            runs.as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r[key].as_f64().unwrap())
-                .collect(),
-        )
-    };
     let chapter =
         |name: &str| std::fs::read_to_string(common::root().join("chapters").join(name)).unwrap();
 
     let six = chapter("06_jokes_finetune.md");
-    let jokes = &f["jokes"]["f32"];
-    let ours = rate(&jokes["candle"], "jokes_per_second");
-    let torch = median_of(
-        jokes["pytorch"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| {
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r["jokes_per_second"].as_f64().unwrap())
-                    .fold(f64::MIN, f64::max)
-            })
-            .collect(),
-    );
+    let (ours, torch) = finetune_rate(FINETUNE_RECORD, "jokes f32");
     for quoted in [
         format!("{ours:.2} jokes a second"),
         format!("{torch:.2}"),
@@ -453,9 +469,7 @@ fn chapters_quote_the_loops_recorded_figures() {
     );
 
     let seven = chapter("07_imdb_finetune.md");
-    let imdb = &f["imdb"]["max_length"];
-    let ours = rate(&imdb["candle"], "train_samples_per_second");
-    let theirs = rate(&imdb["transformers"], "train_samples_per_second");
+    let (ours, theirs) = finetune_rate(FINETUNE_RECORD, "max_length train");
     for quoted in [
         format!("{ours:.2} samples a second"),
         format!("{theirs:.2}"),
@@ -465,15 +479,285 @@ fn chapters_quote_the_loops_recorded_figures() {
     }
 }
 
+/// The fine-tune figures the README and the performance page quote as the current ones are the
+/// current records' (default and tuned malloc), compared with the run before; what the prose
+/// calls met, short, level or behind is what the ratios are; the bf16 row's change of measure
+/// (one sequence per step, then four) is the records' settings; and the page includes both
+/// current tables.
+#[test]
+fn the_fine_tune_prose_quotes_the_current_records() {
+    let (now, tuned, before) = (
+        FINETUNE_RECORD,
+        TUNED_MALLOC_RECORD,
+        PREVIOUS_FINETUNE_RECORD,
+    );
+    let tuned_before = "cpu-2026-11-27-finetune-tuned-malloc.json";
+    let r = finetune_ratio;
+    let ratio = |name: &str, figure: &str| {
+        let (c, t) = finetune_rate(name, figure);
+        c / t
+    };
+    let md = |name: &str| name.replace(".json", ".md");
+    // The prose's words for the ratios.
+    for figure in ["jokes f32", "jokes bf16", "max_length train"] {
+        assert!(ratio(now, figure) >= 1.2, "{figure} is said to meet 1.2x");
+    }
+    for figure in ["longest train", "max_length eval", "longest eval"] {
+        assert!(ratio(now, figure) < 1.2, "{figure} is said to miss 1.2x");
+    }
+    assert!(
+        (ratio(now, "max_length eval") - 1.0).abs() < 0.05,
+        "evaluation at max_length is said to be level"
+    );
+    assert!(ratio(now, "longest eval") < 1.0, "said to be behind");
+    assert!(ratio(tuned, "jokes bf16") >= 1.2, "said to meet 1.2x");
+    for figure in [
+        "jokes f32",
+        "max_length train",
+        "longest train",
+        "max_length eval",
+        "longest eval",
+    ] {
+        assert!(
+            ratio(tuned, figure) < 1.2,
+            "tuned {figure} is said to miss 1.2x"
+        );
+    }
+    for figure in ["max_length eval", "longest eval"] {
+        assert!(
+            ratio(tuned, figure) < 1.0,
+            "tuned {figure}: said to be behind"
+        );
+    }
+    // The bf16 row: one sequence per step before, four (as f32) now, in both current runs.
+    let accumulate = |name: &str, dtype: &str| {
+        record(name)["finetune"]["settings"]["jokes"][dtype]["accumulate"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(accumulate(before, "bf16"), 1);
+    for name in [now, tuned] {
+        assert_eq!(accumulate(name, "bf16"), 4);
+        assert_eq!(accumulate(name, "f32"), 4);
+    }
+    let torch_bf16 = |name: &str| finetune_rate(name, "jokes bf16").1;
+    let torch_went = format!(
+        "PyTorch's loop went from {:.2} to {:.2} jokes a second",
+        torch_bf16(before),
+        torch_bf16(now)
+    );
+    let tuned_figures = format!(
+        "the f32 jokes loop is at {}, the Trainer at {} ({} padded per batch), evaluation at {} and {}",
+        r(tuned, "jokes f32"),
+        r(tuned, "max_length train"),
+        r(tuned, "longest train"),
+        r(tuned, "max_length eval"),
+        r(tuned, "longest eval"),
+    );
+
+    let readme = words("README.md");
+    for quoted in [
+        format!(
+            "In this run the f32 jokes loop is at {} and the Trainer at {} padded to max_length; the run before (`benchmarks/{}`) had {} and {} ({} padded per batch)",
+            r(now, "jokes f32"),
+            r(now, "max_length train"),
+            md(before),
+            r(before, "jokes f32"),
+            r(before, "max_length train"),
+            r(before, "longest train"),
+        ),
+        format!(
+            "It took the bf16 jokes loop from 0.23x to {}, at one sequence per optimizer step",
+            r(before, "jokes bf16")
+        ),
+        format!(
+            "there the loop is at {}. That is not the same measure as the {}",
+            r(now, "jokes bf16"),
+            r(before, "jokes bf16")
+        ),
+        torch_went.clone(),
+        format!(
+            "the Trainer's training at max_length ({}). It is not met by the Trainer padded per batch ({}), nor by evaluation, still the model's graph: level at max_length ({}), behind padded per batch ({})",
+            r(now, "max_length train"),
+            r(now, "longest train"),
+            r(now, "max_length eval"),
+            r(now, "longest eval"),
+        ),
+        format!("`benchmarks/{}`", md(now)),
+        format!(
+            "`benchmarks/{}`), which helps PyTorch more than this crate, only the bf16 jokes loop reaches it ({}): {tuned_figures}",
+            md(tuned),
+            r(tuned, "jokes bf16"),
+        ),
+        format!(
+            "(`benchmarks/{}`) had the jokes loop at {} and the Trainer at {}",
+            md(tuned_before),
+            r(tuned_before, "jokes f32"),
+            r(tuned_before, "max_length train"),
+        ),
+    ] {
+        assert!(readme.contains(&quoted), "README should say {quoted:?}");
+    }
+    // The README's table is the current run's, row for row.
+    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    for row in finetune_rows(&record(now)) {
+        assert!(table.contains(&row), "README's table should have\n{row}");
+    }
+
+    let page = words("chapters/performance.md");
+    for quoted in [
+        format!("{{{{#include ../benchmarks/{}}}}}", md(now)),
+        format!("{{{{#include ../benchmarks/{}}}}}", md(tuned)),
+        format!(
+            "the jokes loop is past it in f32 ({}) and in bf16 ({}, a new measure, below), the Trainer's training padded to max_length too ({}); the Trainer padded per batch is short of it ({}), and evaluation is level padded to max_length ({}) and behind padded per batch ({})",
+            r(now, "jokes f32"),
+            r(now, "jokes bf16"),
+            r(now, "max_length train"),
+            r(now, "longest train"),
+            r(now, "max_length eval"),
+            r(now, "longest eval"),
+        ),
+        format!(
+            "(`benchmarks/{}`, at 87319b5) that took the bf16 jokes loop from 0.23x to {}",
+            md(before),
+            r(before, "jokes bf16")
+        ),
+        format!(
+            "That run had the f32 jokes loop at {} and the Trainer at {} ({} padded per batch",
+            r(before, "jokes f32"),
+            r(before, "max_length train"),
+            r(before, "longest train"),
+        ),
+        format!(
+            "So its {} is not the same measure as the {} before",
+            r(now, "jokes bf16"),
+            r(before, "jokes bf16")
+        ),
+        torch_went,
+        format!(
+            "The f32 figures went from {} to {} (jokes) and from {} to {} (Trainer, max_length) and {} to {} (padded per batch)",
+            r(before, "jokes f32"),
+            r(now, "jokes f32"),
+            r(before, "max_length train"),
+            r(now, "max_length train"),
+            r(before, "longest train"),
+            r(now, "longest train"),
+        ),
+        format!(
+            "Here only the bf16 jokes loop reaches 1.2x ({}); {tuned_figures}. The tuned-malloc run before AMX (`benchmarks/{}`) had the jokes loop at {} and the Trainer at {} ({} padded per batch)",
+            r(tuned, "jokes bf16"),
+            md(tuned_before),
+            r(tuned_before, "jokes f32"),
+            r(tuned_before, "max_length train"),
+            r(tuned_before, "longest train"),
+        ),
+        format!(
+            "With the default malloc the jokes loop ({}) and the Trainer's training at max_length 128 ({}) are past 1.2x; the Trainer padded per batch, where the batches are short, is not ({}), and evaluation, on the model's graph, is level at max_length and behind padded per batch ({} and {}). With the tuned malloc none of them is: the jokes loop {}, the Trainer {} and {}, evaluation {} and {}",
+            r(now, "jokes f32"),
+            r(now, "max_length train"),
+            r(now, "longest train"),
+            r(now, "max_length eval"),
+            r(now, "longest eval"),
+            r(tuned, "jokes f32"),
+            r(tuned, "max_length train"),
+            r(tuned, "longest train"),
+            r(tuned, "max_length eval"),
+            r(tuned, "longest eval"),
+        ),
+        format!(
+            "The jokes loop at 4 sequences per step is at {} with the default malloc and {} with the tuned one; at one sequence per step, in the run before, it was {}",
+            r(now, "jokes bf16"),
+            r(tuned, "jokes bf16"),
+            r(before, "jokes bf16"),
+        ),
+        format!(
+            "with the default malloc the jokes loop is at {} in f32 and {} in pure bf16 on AMX, the Trainer at {} (max_length) and {} (padded per batch); with the tuned malloc at {}, {}, {} and {}",
+            r(now, "jokes f32"),
+            r(now, "jokes bf16"),
+            r(now, "max_length train"),
+            r(now, "longest train"),
+            r(tuned, "jokes f32"),
+            r(tuned, "jokes bf16"),
+            r(tuned, "max_length train"),
+            r(tuned, "longest train"),
+        ),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
+
+    let seven = words("chapters/07_imdb_finetune.md");
+    let quoted = "is level with transformers' at max_length and behind it padded per batch";
+    assert!(seven.contains(quoted), "chapter 7 should say {quoted:?}");
+}
+
+/// The `gpt2-medium` training step the README and the performance page quote: the run with the
+/// written-out micro-step and the one after the clipping and dropout changes, each side's rate
+/// in both (both slower in the second), the ratios, and the second run's table row.
+#[test]
+fn docs_quote_the_gpt2_medium_training_steps() {
+    let (before, now) = (
+        "cpu-2026-11-27-gpt2-medium-train.json",
+        "cpu-2026-11-27-gpt2-medium-train-splitmix.json",
+    );
+    // (this crate's seconds, transformers') of the 500-token step.
+    let secs = |name: &str| {
+        let size = &record(name)["sizes"]["gpt2-medium"];
+        (
+            median(&size["candle"], "train").unwrap(),
+            median(&size["transformers"], "train").unwrap(),
+        )
+    };
+    let ((c0, t0), (c1, t1)) = (secs(before), secs(now));
+    assert!(t1 / c1 >= 1.0, "the step is said to be ahead");
+    assert!(c1 > c0 && t1 > t0, "both sides are said to be slower");
+    let (was, is) = (format!("{:.2}x", t0 / c0), format!("{:.2}x", t1 / c1));
+    let slower = format!(
+        "(this crate {:.1} tokens a second against {:.1}, transformers {:.1} against {:.1})",
+        500.0 / c1,
+        500.0 / c0,
+        500.0 / t1,
+        500.0 / t0
+    );
+    let md = |name: &str| name.replace(".json", ".md");
+    let readme = words("README.md");
+    for quoted in [
+        format!(
+            "the step was at {was} there (`--sizes gpt2-medium --figures train`, 2026-11-27; `benchmarks/{}`)",
+            md(before)
+        ),
+        format!("`benchmarks/{}`) it is at {is}, ahead", md(now)),
+        slower.clone(),
+    ] {
+        assert!(readme.contains(&quoted), "README should say {quoted:?}");
+    }
+    let row = rows(&record(now)["sizes"]["gpt2-medium"])
+        .into_iter()
+        .find(|r| r.starts_with("| training step"))
+        .unwrap();
+    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    assert!(table.contains(&row), "README's table should have\n{row}");
+    let page = words("chapters/performance.md");
+    for quoted in [
+        format!("with the written-out micro-step it was at {was}"),
+        format!("(2 rounds, one run), it is at {is}, ahead"),
+        slower,
+        format!("{{{{#include ../benchmarks/{}}}}}", md(now)),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
+}
+
 /// The peak memory figures the prose quotes (MiB, as the tables print them) are the records':
 /// bf16 on gpt2 before and after the half kernels and with the written-out pass, f32 with it,
 /// and the one step of gpt2-xl in bf16.
 #[test]
 fn docs_quote_the_recorded_memory_figures() {
-    let record = |name: &str| -> Value {
-        serde_json::from_str(&std::fs::read_to_string(benchmarks_dir().join(name)).unwrap())
-            .unwrap()
-    };
     let mib =
         |v: &Value| group_digits((v.as_f64().unwrap() / (1u64 << 20) as f64).round() as usize);
     let before = record("cpu-2026-11-26-finetune.json");
