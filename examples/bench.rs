@@ -203,11 +203,7 @@ fn train_figure(
         fig["loss_last"] = json!(losses.last());
         return Ok(fig);
     }
-    let written_out = matches!(
-        precision,
-        TrainPrecision::F32 | TrainPrecision::Pure(candle_core::DType::BF16)
-    );
-    if device.is_cpu() && written_out {
+    if train.takes_written_out_pass() {
         return written_out_train_figure(&mut train, long, reps);
     }
     let mut phases = [Vec::new(), Vec::new(), Vec::new()];

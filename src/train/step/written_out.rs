@@ -25,6 +25,18 @@ impl TrainStep {
         self.written_out = on;
     }
 
+    /// Whether this step's micro-steps take the written-out pass: where it is on (the default),
+    /// for weights on the CPU in f32, or in pure bf16 on a CPU with AMX products.
+    pub fn takes_written_out_pass(&self) -> bool {
+        let precision_fits = match self.precision {
+            TrainPrecision::F32 => true,
+            TrainPrecision::Pure(DType::BF16) => kernels::bf16_products_available(),
+            _ => false,
+        };
+        let on_cpu = self.vars.first().is_some_and(|v| v.device().is_cpu());
+        self.written_out && precision_fits && on_cpu
+    }
+
     /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
     /// they apply: f32 weights on the CPU (or pure bf16 ones on a CPU with AMX), the batch of
     /// the step's task. `None` where they do
@@ -39,13 +51,8 @@ impl TrainStep {
             (TaskHead::LanguageModel, Batch::Lm(_))
                 | (TaskHead::SequenceClassification { .. }, Batch::Labelled(_))
         );
-        let precision_fits = matches!(
-            self.precision,
-            TrainPrecision::F32 | TrainPrecision::Pure(DType::BF16)
-        );
-        // On a GPU nothing here applies: return before the batch is read back to the host.
-        let on_cpu = self.vars.first().is_some_and(|v| v.device().is_cpu());
-        if !self.written_out || !task_fits || !precision_fits || !on_cpu {
+        // Checked before the batch is read back to the host, which a GPU step would not need.
+        if !task_fits || !self.takes_written_out_pass() {
             return Ok(None);
         }
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
