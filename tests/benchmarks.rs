@@ -753,33 +753,47 @@ fn docs_quote_the_gpt2_medium_training_steps() {
     }
 }
 
+/// The memory run the docs quote as the current one (at 72b515f, after the clipping in place,
+/// the bf16 AdamW's reused scratch and the SplitMix64 dropout masks).
+const MEMORY_RECORD: &str = "cpu-2026-11-27-memory-splitmix.json";
+/// The memory run before those changes (at 87319b5), which the prose compares with.
+const PREVIOUS_MEMORY_RECORD: &str = "cpu-2026-11-27-memory-amx.json";
+
+/// A recorded peak in MiB, rounded as the tables print it.
+fn peak_mib(v: &Value) -> usize {
+    (v.as_f64().expect("a peak in bytes") / (1u64 << 20) as f64).round() as usize
+}
+
 /// The peak memory figures the prose quotes (MiB, as the tables print them) are the records':
-/// bf16 on gpt2 before and after the half kernels and with the written-out pass, f32 with it,
-/// and the one step of gpt2-xl in bf16.
+/// bf16 on gpt2 before and after the half kernels and with the written-out pass, f32 with it
+/// (the current run, and the run before the clipping and AdamW changes), and the one step of
+/// gpt2-xl in bf16.
 #[test]
 fn docs_quote_the_recorded_memory_figures() {
-    let mib =
-        |v: &Value| group_digits((v.as_f64().unwrap() / (1u64 << 20) as f64).round() as usize);
+    let mib = |v: &Value| group_digits(peak_mib(v));
     let before = record("cpu-2026-11-26-finetune.json");
     let after = record(HALF_KERNELS_RECORD);
     let xl = record("cpu-2026-11-26-memory-xl-check.json");
     let bf16 =
         |r: &Value, side: &str| mib(&r["finetune"]["memory"]["gpt2 bf16"][side]["peak_rss_bytes"]);
     let xl_step = mib(&xl["finetune"]["fit_checks"]["gpt2-xl bf16"]["peak_rss_bytes"]);
-    let written_out = record("cpu-2026-11-27-memory-amx.json");
+    let written_out = record(MEMORY_RECORD);
+    let written_out_before = record(PREVIOUS_MEMORY_RECORD);
     let f32_peak =
         |r: &Value| mib(&r["finetune"]["memory"]["gpt2 f32"]["candle"]["peak_rss_bytes"]);
     let page = words("chapters/performance.md");
     for quoted in [
         format!(
-            "its peak on gpt2 is {} MiB against {} on the graph",
+            "its peak on gpt2 is {} MiB against {} on the graph ({} before the four changes above)",
             f32_peak(&written_out),
-            f32_peak(&after)
+            f32_peak(&after),
+            f32_peak(&written_out_before)
         ),
         format!(
-            "still peaks below PyTorch's ({} MiB against {} on gpt2)",
+            "still peaks below PyTorch's ({} MiB against {} on gpt2; {} before)",
             bf16(&written_out, "candle"),
-            bf16(&written_out, "pytorch")
+            bf16(&written_out, "pytorch"),
+            bf16(&written_out_before, "candle")
         ),
         format!(
             "a peak of {} MiB against PyTorch's {} on gpt2",
@@ -801,6 +815,178 @@ fn docs_quote_the_recorded_memory_figures() {
     let readme = words("README.md");
     let quoted = format!("gpt2-xl in bf16 peaked at {xl_step} MiB");
     assert!(readme.contains(&quoted), "README should say {quoted:?}");
+}
+
+/// The current memory run against the one before the clipping and AdamW changes, as the README
+/// and the performance page tell it: the README's memory rows are the current run's, the
+/// ratios of both runs, how far this crate's peaks fell (every row) and PyTorch's rose, the
+/// gpt2-large step, the size of the squared copy of the token embedding's gradient the norm
+/// no longer makes (near the bf16 peaks' fall, above the f32 ones'), and that both runs measure
+/// one sequence and one update.
+#[test]
+fn docs_quote_the_current_memory_record() {
+    let (now, was) = (record(MEMORY_RECORD), record(PREVIOUS_MEMORY_RECORD));
+    let md = |name: &str| name.replace(".json", ".md");
+    let peak = |r: &Value, key: &str, side: &str| {
+        peak_mib(&r["finetune"]["memory"][key][side]["peak_rss_bytes"])
+    };
+    // PyTorch's peak over this crate's, as the table prints it.
+    let ratio = |r: &Value, key: &str| {
+        let bytes = |side: &str| {
+            r["finetune"]["memory"][key][side]["peak_rss_bytes"]
+                .as_f64()
+                .unwrap()
+        };
+        format!("{:.2}x", bytes("pytorch") / bytes("candle"))
+    };
+    let large_step = |r: &Value| {
+        group_digits(peak_mib(
+            &r["finetune"]["fit_checks"]["gpt2-large f32"]["peak_rss_bytes"],
+        ))
+    };
+    let keys = [
+        "gpt2 f32",
+        "gpt2-medium f32",
+        "gpt2 bf16",
+        "gpt2-medium bf16",
+    ];
+    // Both runs: one sequence and one update on each side, whatever the jokes rows' settings.
+    for r in [&now, &was] {
+        for key in keys {
+            for side in ["candle", "pytorch"] {
+                let e = &r["finetune"]["memory"][key][side];
+                assert_eq!(e["sequences"].as_u64(), Some(1), "{key} {side}");
+                assert_eq!(e["optimizer_steps"].as_u64(), Some(1), "{key} {side}");
+            }
+        }
+    }
+    // How far this crate's peaks fell (all of them) and PyTorch's moved (all up).
+    let fell = |key: &str| peak(&was, key, "candle") as i64 - peak(&now, key, "candle") as i64;
+    let rose = |key: &str| peak(&now, key, "pytorch") as i64 - peak(&was, key, "pytorch") as i64;
+    for key in keys {
+        assert!(fell(key) > 0, "{key}: this crate's peak is said to fall");
+        assert!(rose(key) > 0, "{key}: PyTorch's peak is said to rise");
+    }
+    let large = |r: &Value| {
+        peak_mib(&r["finetune"]["fit_checks"]["gpt2-large f32"]["peak_rss_bytes"]) as i64
+    };
+    let large_fell = large(&was) - large(&now);
+    assert!(large_fell > 0, "the gpt2-large step is said to fall");
+    let falls: Vec<i64> = keys.iter().map(|k| fell(k)).collect();
+    let rises: Vec<i64> = keys.iter().map(|k| rose(k)).collect();
+    let (fall_min, fall_max) = (*falls.iter().min().unwrap(), *falls.iter().max().unwrap());
+    let (rise_min, rise_max) = (*rises.iter().min().unwrap(), *rises.iter().max().unwrap());
+    // The squared f32 copy of the token embedding's gradient (50,257 rows) the norm made.
+    let embedding =
+        |width: usize| (50_257.0 * width as f64 * 4.0 / (1u64 << 20) as f64).round() as i64;
+    let (small, medium) = (embedding(768), embedding(1024));
+    for (key, copy) in [("gpt2 bf16", small), ("gpt2-medium bf16", medium)] {
+        assert!(
+            (fell(key) - copy).abs() <= 10,
+            "{key}: the fall is said to be close to the copy's {copy} MiB"
+        );
+    }
+    for (key, copy) in [("gpt2 f32", small), ("gpt2-medium f32", medium)] {
+        assert!(fell(key) < copy, "{key}: the fall is said to be less");
+    }
+    // The computed largest sizes, the same in both runs.
+    for (dtype, largest) in [("f32", "gpt2-large"), ("bf16", "gpt2-xl")] {
+        for side in ["candle", "pytorch"] {
+            for r in [&now, &was] {
+                assert_eq!(
+                    r["finetune"]["fits"][dtype][side]["largest"].as_str(),
+                    Some(largest),
+                    "{dtype} {side}: {largest} is said to fit"
+                );
+            }
+        }
+    }
+
+    let readme = words("README.md");
+    for quoted in [
+        format!(
+            "the memory rows from `--figures memory --rounds 1` at {}, after the changes below, `benchmarks/{}`",
+            now["commit"].as_str().unwrap(),
+            md(MEMORY_RECORD)
+        ),
+        format!(
+            "Measured again at {}, after the changes above (`benchmarks/{}`), PyTorch's peak is {} this crate's on gpt2 in f32 and {} in bf16 ({} on gpt2-medium",
+            now["commit"].as_str().unwrap(),
+            md(MEMORY_RECORD),
+            ratio(&now, "gpt2 f32"),
+            ratio(&now, "gpt2 bf16"),
+            ratio(&now, "gpt2-medium bf16"),
+        ),
+        format!(
+            "at 87319b5, before them (`benchmarks/{}`), it was {} and {} ({})",
+            md(PREVIOUS_MEMORY_RECORD),
+            ratio(&was, "gpt2 f32"),
+            ratio(&was, "gpt2 bf16"),
+            ratio(&was, "gpt2-medium bf16"),
+        ),
+        format!(
+            "This crate's peaks fell by {fall_min} to {fall_max} MiB (on gpt2 from {} to {} MiB in f32 and from {} to {} in bf16)",
+            group_digits(peak(&was, "gpt2 f32", "candle")),
+            group_digits(peak(&now, "gpt2 f32", "candle")),
+            group_digits(peak(&was, "gpt2 bf16", "candle")),
+            group_digits(peak(&now, "gpt2 bf16", "candle")),
+        ),
+        format!("(the token embedding's is {small} MiB on gpt2)"),
+        format!(
+            "one step of this crate's loop checked gpt2-large in f32 here ({} MiB)",
+            large_step(&now)
+        ),
+    ] {
+        assert!(readme.contains(&quoted), "README should say {quoted:?}");
+    }
+    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let memory_rows: Vec<String> = finetune_rows(&now)
+        .into_iter()
+        .filter(|r| r.starts_with("| peak RSS") || r.starts_with("| largest"))
+        .collect();
+    assert_eq!(memory_rows.len(), 6, "four peaks and two computed sizes");
+    for row in memory_rows {
+        assert!(table.contains(&row), "README's table should have\n{row}");
+    }
+
+    let page = words("chapters/performance.md");
+    for quoted in [
+        format!("{{{{#include ../benchmarks/{}}}}}", md(MEMORY_RECORD)),
+        format!(
+            "(`--figures memory --rounds 1`, at {}, after the four changes above)",
+            now["commit"].as_str().unwrap()
+        ),
+        format!(
+            "{} less on gpt2 in f32 (it was {} on the graph) and {} in bf16 ({} on gpt2-medium,",
+            ratio(&now, "gpt2 f32"),
+            ratio(&record(HALF_KERNELS_RECORD), "gpt2 f32"),
+            ratio(&now, "gpt2 bf16"),
+            ratio(&now, "gpt2-medium bf16"),
+        ),
+        format!("(one step checked it, at {} MiB)", large_step(&now)),
+        format!(
+            "(`benchmarks/{}`), had {} and {} ({} on gpt2-medium in bf16) and the gpt2-large step at {} MiB",
+            md(PREVIOUS_MEMORY_RECORD),
+            ratio(&was, "gpt2 f32"),
+            ratio(&was, "gpt2 bf16"),
+            ratio(&was, "gpt2-medium bf16"),
+            large_step(&was),
+        ),
+        format!(
+            "by {} and {} MiB in f32 (gpt2, gpt2-medium), by {} and {} MiB in bf16, and by {large_fell} MiB in the gpt2-large step",
+            fell("gpt2 f32"),
+            fell("gpt2-medium f32"),
+            fell("gpt2 bf16"),
+            fell("gpt2-medium bf16"),
+        ),
+        format!("PyTorch's moved by {rise_min} to {rise_max} MiB, upwards"),
+        format!("{small} MiB on gpt2 and {medium} MiB on gpt2-medium, close to what the bf16 peaks lost; the f32 peaks lost less"),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
 }
 
 /// The `x86-v4` A/B (scripts/bench_gemm_v4.sh keeps only its table): every ratio is its row's
