@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use gpt2_tutorial::data::{Jokes, JokesSource};
@@ -21,10 +21,8 @@ fn tokenized() -> Vec<Vec<u32>> {
         .unwrap()
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gpt2-jokes-{tag}-{}", std::process::id()));
-    std::fs::remove_dir_all(&dir).ok();
-    dir
+fn temp_dir(tag: &str) -> common::Scratch {
+    common::Scratch::new(&format!("gpt2-jokes-{tag}"))
 }
 
 /// Small sequences and steps, so a test trains many steps in seconds; dropout stays on (the

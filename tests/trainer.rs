@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -46,14 +46,8 @@ fn check(name: &str, got: &[f64], want: &[f64], abs: f64) {
     check_close(name, got, want, abs, REL, REGENERATE_TRAINER);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gpt2-tutorial-trainer-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("gpt2-tutorial-trainer-{name}"))
 }
 
 fn tokenizer() -> Gpt2Tokenizer {
@@ -389,10 +383,11 @@ fn default_run_total_flos_for_both_paddings() {
         max_length: 1024,
         pad_token_id: EOS_TOKEN_ID,
     };
+    let out = temp_dir("flos");
     let args = TrainingArguments {
         eval_strategy: Interval::No,
         save_strategy: Interval::No,
-        ..TrainingArguments::tutorial(temp_dir("flos"))
+        ..TrainingArguments::tutorial(out.to_path_buf())
     };
     let tok_json = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
     let mut trainer =
@@ -623,7 +618,7 @@ fn dataset(
     let dir = temp_dir(name);
     write_parquet(&dir.join("train-00000-of-00001.parquet"), train.0, train.1);
     write_parquet(&dir.join("test-00000-of-00001.parquet"), test.0, test.1);
-    Imdb::load(&ImdbSource::Local(dir))
+    Imdb::load(&ImdbSource::Local(dir.to_path_buf()))
 }
 
 const TEXTS: [&str; 3] = ["Great film.", "Awful film.", "Lovely acting."];
@@ -745,7 +740,7 @@ fn an_empty_split_is_an_error() {
     // A directory without a test file.
     let dir = temp_dir("no-test");
     write_parquet(&dir.join("train.parquet"), Some(&TEXTS), Some(&[1, 0, 1]));
-    let err = Imdb::load(&ImdbSource::Local(dir)).unwrap_err();
+    let err = Imdb::load(&ImdbSource::Local(dir.to_path_buf())).unwrap_err();
     assert!(err.to_string().contains("no test-*.parquet file"), "{err}");
     // And no rows handed to the Trainer.
     let m = bundled();

@@ -251,3 +251,35 @@ pub fn check_close(name: &str, got: &[f64], want: &[f64], abs: f64, rel: f64, re
         "{name}: beyond {abs:e} + {rel:e}·|want| (regenerate with `{regenerate}` if the reference changed)"
     );
 }
+
+/// A scratch folder of the system's temp dir, made empty, and removed with what the test wrote
+/// into it when the test is done (the trainer's checkpoints are hundreds of MB a run).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
