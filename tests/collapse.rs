@@ -93,6 +93,37 @@ fn the_collapse_measurements() {
         assert!(a.residual_max_f32.iter().all(|x| *x < 10.0), "{}", a.model);
     }
 
+    // The figures chapter 6's collapse page quotes from those tables.
+    let page = std::fs::read_to_string(common::root().join("chapters/06_collapse.md")).unwrap();
+    let page = page.split_whitespace().collect::<Vec<_>>().join(" ");
+    let groups = &r.real.groups;
+    let params: usize = groups.iter().map(|g| g.params).sum();
+    let share = |f: &dyn Fn(&f16_collapse::GroupRow) -> f64| {
+        100.0 * groups.iter().map(|g| f(g) * g.params as f64).sum::<f64>() / params as f64
+    };
+    let band = share(&|g| g.grad_v_underflows);
+    // The second probe learning rate is the tutorial's last, 1.16e-6.
+    let changed = share(&|g| g.changed[1]);
+    for quoted in [
+        format!(
+            "{band:.1}% of all gradient elements ({:.1}% of `wte`'s)",
+            100.0 * wte.grad_v_underflows
+        ),
+        format!("({band:.1}% of the tiny model's)"),
+        format!("only {changed:.1}% of all weights change at lr 1.16e-6"),
+        format!("(3.1, not {:.2})", r.real.losses_f16[0]),
+        format!(
+            "in f16, {:.1}% do too, small (at most {:.2e})",
+            100.0 * u.unseen_v_underflows_f16,
+            u.unseen_max_f16
+        ),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "06_collapse.md should say {quoted:?}"
+        );
+    }
+
     let text = f16_collapse::render(&r);
     common::with_snapshots(|| insta::assert_snapshot!("06_f16_collapse", text));
 }

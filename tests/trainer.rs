@@ -930,6 +930,42 @@ fn the_books_run_learns_sentiment() {
         "{} is not what the book's run records now; regenerate it with `scripts/book_figures.sh`",
         committed.display()
     );
+    // Chapter 7 tells the accuracy after the first epoch, the fourth and the last (15 steps an
+    // epoch), of the 80 test sentences; and what 10 epochs give instead.
+    let chapter = std::fs::read_to_string(root().join("chapters/07_imdb_finetune.md")).unwrap();
+    let chapter = chapter.split_whitespace().collect::<Vec<_>>().join(" ");
+    let at = |step: usize| history.1.iter().find(|(s, _)| *s == step).unwrap().1;
+    let of_80 = |a: f64| (a * 80.0).round() as usize;
+    let (first, fourth, last) = (at(15), at(60), at(90));
+    let ten = out.join("ten-epochs");
+    let mut flags: Vec<&str> = BOOK_RUN.to_vec();
+    flags[3] = "10";
+    flags.extend(["--quiet", "--json", "--out", ten.to_str().unwrap()]);
+    let longer: Value = serde_json::from_str(&run_example("07_imdb_finetune", &flags)).unwrap();
+    let longer_accuracy = longer["eval"]["eval_accuracy"].as_f64().unwrap();
+    let sentiments: Vec<&str> = longer["sentiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sentiment"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sentiments,
+        ["positive", "positive"],
+        "chapter 7: 10 epochs call both positive"
+    );
+    for quoted in [
+        format!("chance ({first:.3} after the first epoch)"),
+        format!("to {fourth:.3} ({} of 80) after four", of_80(fourth)),
+        format!("ends at {last:.4} ({} of 80)", of_80(last)),
+        format!(
+            "with 10 epochs the same run ends at {longer_accuracy:.4} ({} of 80) but calls both sentences positive",
+            of_80(longer_accuracy)
+        ),
+    ] {
+        assert!(chapter.contains(&quoted), "chapter 7 should say {quoted:?}");
+    }
+
     let svg =
         loss_accuracy_chart("Training loss and eval accuracy", &history.0, &history.1).unwrap();
     let figure = root().join("chapters/figures/07_imdb_loss_accuracy.svg");
