@@ -2,7 +2,8 @@
 //! candle's backward pass, which the other tests check against PyTorch: the same loss (to the
 //! bit for the LM loss) and the same gradients to float rounding, with dropout on, over two
 //! micro-steps and an update, for one sequence and a batch of two; and chapter 7's classifier
-//! on a right-padded batch with its attention mask. In pure bf16, where the CPU has AMX, the
+//! on a right-padded batch with its attention mask, and its forward pass alone, for an
+//! evaluation, against the model's logits. In pure bf16, where the CPU has AMX, the
 //! written-out step's gradients are compared with the f32 ones: closer to them than the bf16
 //! graph's.
 
@@ -181,6 +182,49 @@ fn written_out_classifier_micro_steps_match_the_graph() {
         .accumulate_labelled(&x, Some(&mask), &bad, 1.0)
         .unwrap_err();
     assert!(e.to_string().contains("[0, 5)"), "{e}");
+}
+
+#[test]
+fn written_out_classifier_logits_match_the_model() {
+    let (b, t) = (4, 23);
+    // No padding; right padding; left padding; and right padding under a mask that hides
+    // every key, where the row's last token averages every value, the padding's too.
+    let pads = [23..23, 15..23, 0..9, 15..23];
+    let x = ids(b, t, 5);
+    let mut rows = x.to_vec2::<u32>().unwrap();
+    let mut mask = vec![vec![1u32; t]; b];
+    for (r, pad) in pads.into_iter().enumerate() {
+        for j in pad {
+            rows[r][j] = 50256;
+            mask[r][j] = 0;
+        }
+    }
+    mask[3] = vec![0; t];
+    let x = Tensor::new(rows, &Device::Cpu).unwrap();
+    let mask = Tensor::new(mask, &Device::Cpu).unwrap();
+    let step = classifier_step(true);
+    let fast = step.classify_written_out(&x, Some(&mask)).unwrap();
+    let fast = fast.expect("f32 on the CPU takes the written-out pass");
+    let mut model = step.classifier().unwrap();
+    model.set_training(false);
+    let want = model.forward(&x, Some(&mask)).unwrap();
+    assert_eq!(fast.dims(), [b, 5]);
+    let (fast, want) = (
+        fast.to_vec2::<f32>().unwrap(),
+        want.to_vec2::<f32>().unwrap(),
+    );
+    for (f, w) in fast.iter().flatten().zip(want.iter().flatten()) {
+        assert!(
+            (f - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{fast:?} against {want:?}"
+        );
+    }
+    // The graph's step evaluates through the model instead.
+    let graph = classifier_step(false);
+    assert!(graph
+        .classify_written_out(&x, Some(&mask))
+        .unwrap()
+        .is_none());
 }
 
 /// `|a - b| / |b|` over every gradient of the two steps together.

@@ -20,6 +20,9 @@ pub(super) struct AttentionGeometry<'a> {
     pub(super) hs: usize,
     /// The u8 mask and where score row `r` finds its row in it; `None`: every key visible.
     mask: Option<(&'a [u8], MaskIndex)>,
+    /// Where each sequence's rows start in `qkv` and the output, and how many of its first
+    /// rows are there (see [`AttentionGeometry::packed`]); `None`: all `T`, `T` apart.
+    packed: Option<Vec<(usize, usize)>>,
 }
 
 impl<'a> AttentionGeometry<'a> {
@@ -39,6 +42,7 @@ impl<'a> AttentionGeometry<'a> {
             nh: n_head,
             hs: c3 / 3 / n_head,
             mask,
+            packed: None,
         })
     }
 
@@ -53,7 +57,36 @@ impl<'a> AttentionGeometry<'a> {
             nh,
             hs,
             mask: Some((mask, MaskIndex::new((nh, t), mb, t))),
+            packed: None,
         }
+    }
+
+    /// Only the first `len` rows of each sequence, packed one sequence after another
+    /// (`(start row, len)` each): what a causal model computes when nothing reads a sequence's
+    /// later rows, such as the padding after a classifier's last real token. Queries see keys
+    /// up to their own sequence's `len` only; the mask and the dropout keep the `(B, T)`
+    /// numbering, so each kept row is computed exactly as in the full layout.
+    pub(super) fn packed(mut self, runs: Vec<(usize, usize)>) -> Self {
+        assert!(runs.len() == self.b && runs.iter().all(|&(_, len)| len <= self.t));
+        self.packed = Some(runs);
+        self
+    }
+
+    /// The row sequence `bi` starts at in `qkv` and the output.
+    pub(super) fn start(&self, bi: usize) -> usize {
+        self.packed.as_ref().map_or(bi * self.t, |p| p[bi].0)
+    }
+
+    /// How many rows sequence `bi` has.
+    fn len(&self, bi: usize) -> usize {
+        self.packed.as_ref().map_or(self.t, |p| p[bi].1)
+    }
+
+    /// All sequences' rows: the output's and `qkv`'s.
+    pub(super) fn rows(&self) -> usize {
+        self.packed
+            .as_ref()
+            .map_or(self.b * self.t, |p| p.iter().map(|r| r.1).sum())
     }
 
     pub(super) fn c(&self) -> usize {
@@ -73,20 +106,24 @@ impl<'a> AttentionGeometry<'a> {
     }
 
     /// How many keys the rows `i0..i1` need: up to the last one any of them may see, or all of
-    /// them when a row may see none (its softmax is uniform, as on the plain path).
+    /// them when a row may see none (its softmax is uniform, as on the plain path; packed, over
+    /// the sequence's rows - such a row is padding, which nothing kept reads).
     fn width(&self, bi: usize, h: usize, rows: Range<usize>) -> usize {
+        let all = self.len(bi);
         rows.map(|i| match self.mask_row(bi, h, i) {
-            None => self.t,
-            Some(m) => m.iter().rposition(|&a| a != 0).map_or(self.t, |j| j + 1),
+            None => all,
+            Some(m) => m.iter().rposition(|&a| a != 0).map_or(all, |j| j + 1),
         })
         .max()
-        .unwrap_or(self.t)
+        .unwrap_or(all)
+        .min(all)
     }
 
     /// The blocks of query rows of head `h` of batch row `bi`, each with the keys it needs.
     pub(super) fn row_blocks(&self, bi: usize, h: usize) -> impl Iterator<Item = RowBlock> + '_ {
-        (0..self.t).step_by(ATTENTION_ROW_BLOCK).map(move |i0| {
-            let i1 = (i0 + ATTENTION_ROW_BLOCK).min(self.t);
+        let len = self.len(bi);
+        (0..len).step_by(ATTENTION_ROW_BLOCK).map(move |i0| {
+            let i1 = (i0 + ATTENTION_ROW_BLOCK).min(len);
             let width = self.width(bi, h, i0..i1);
             RowBlock {
                 bi,
@@ -110,7 +147,7 @@ impl<'a> AttentionGeometry<'a> {
         (probs, stride): (&mut [f32], usize),
     ) {
         let (rows, width) = (blk.rows(), blk.width);
-        assert!(qkv.len() == self.b * self.t * self.c3() && scores.len() >= rows * width);
+        assert!(qkv.len() == self.rows() * self.c3() && scores.len() >= rows * width);
         // SAFETY: q rows i0..i1 and k rows 0..width of this head lie within `qkv` (checked
         // above, with `scores`' size).
         unsafe {
@@ -131,7 +168,7 @@ impl<'a> AttentionGeometry<'a> {
 
     /// Head `h` of batch row `bi`.
     pub(super) fn head(&self, bi: usize, h: usize) -> Head {
-        let base = bi * self.t * self.c3();
+        let base = self.start(bi) * self.c3();
         Head {
             q: base + h * self.hs,
             k: base + self.c() + h * self.hs,

@@ -58,7 +58,7 @@ impl AttentionWithGrad {
     /// `y` `(B, T, C)`.
     pub(super) fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, c) = (g.t, g.nh, g.c());
-        let mut y = zeros_on_huge_pages(g.b * t * c);
+        let mut y = zeros_on_huge_pages(g.rows() * c);
         let out = SharedOut(y.as_mut_ptr());
         (0..g.b * nh).into_par_iter().for_each(|task| {
             let (bi, h) = (task / nh, task % nh);
@@ -84,7 +84,7 @@ impl AttentionWithGrad {
                         qkv,
                         (blk.rows(), blk.width),
                         probs,
-                        Strided::rows(out.at(bi * t * c + blk.i0 * c + h * g.hs), c),
+                        Strided::rows(out.at((g.start(bi) + blk.i0) * c + h * g.hs), c),
                     )
                 }
             }
@@ -124,7 +124,7 @@ impl AttentionWithGrad {
     /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
     pub(super) fn backward(&self, qkv: &[f32], dy: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, hs, c3, c) = (g.t, g.nh, g.hs, g.c3(), g.c());
-        let mut dqkv = zeros_on_huge_pages(g.b * t * c3);
+        let mut dqkv = zeros_on_huge_pages(g.rows() * c3);
         let out = SharedOut(dqkv.as_mut_ptr());
         (0..g.b * nh).into_par_iter().for_each(|task| {
             let (bi, h) = (task / nh, task % nh);
@@ -135,7 +135,7 @@ impl AttentionWithGrad {
             let mut dp = vec![0f32; ATTENTION_ROW_BLOCK * t];
             for blk in g.row_blocks(bi, h) {
                 let (i0, rows, width) = (blk.i0, blk.rows(), blk.width);
-                let dy_rows = Strided::rows(dy[bi * t * c + i0 * c + h * hs..].as_ptr(), c);
+                let dy_rows = Strided::rows(dy[(g.start(bi) + i0) * c + h * hs..].as_ptr(), c);
                 // The forward pass's probabilities, made again the same way (`dropped` is
                 // scratch here, overwritten next).
                 g.block_probs(qkv, &blk, self.scale, &mut dropped, (&mut p[i0 * t..], t));

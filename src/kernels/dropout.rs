@@ -96,6 +96,12 @@ impl Mask {
             .for_each(|(i, block)| self.each_fast(i * MASK_BLOCK, block, |x, m| x * m));
     }
 
+    /// `x *= mask` for `x` holding elements `start..start + x.len()` of the mask, on this
+    /// thread.
+    pub(crate) fn apply_at(&self, start: usize, x: &mut [f32]) {
+        self.each_fast(start, x, |x, m| x * m);
+    }
+
     /// Elements `start..start + out.len()` of the mask, on this thread.
     pub(crate) fn fill(&self, start: usize, out: &mut [f32]) {
         self.each_fast(start, out, |_, m| m);

@@ -7,11 +7,15 @@ use super::attention_geometry::AttentionGeometry;
 use super::attention_train::AttentionWithGrad;
 use super::cross_entropy::{classify_cross_entropy, cross_entropy_row};
 use super::dropout::Mask;
-use super::gelu::{gelu_grad_into, gelu_into, ELEMENTWISE_CHUNK};
+use super::gelu::{gelu_grad_into, gelu_into};
 use super::gemm::{Matrix, Products};
 use super::layer_norm::{layer_norm_backward, layer_norm_into};
 use super::linear::{linear_backward, linear_into, tied_head_backward, tied_head_into};
 use super::lm_step::*;
+use super::rows::{
+    classifier_rows, dropped_grad, gather, masked, origins, pair, residual_add, scatter, two_mut,
+    Run,
+};
 use crate::{Gpt2Config, Result};
 
 /// What the hidden states are scored by.
@@ -112,12 +116,19 @@ pub(super) struct Pass<'a> {
     t: usize,
     geometry: AttentionGeometry<'a>,
     head: Head,
-    /// The rows the loss reads from the last block's output (`None`: all). A classifier reads
-    /// one row per sequence, so after the last block's attention - which needs every row's
-    /// keys and values - only those rows go on, through the projection, the MLP and `ln_f`,
-    /// forward and backward: the other rows' results there are never used, and their
-    /// gradients are zero.
-    kept: Option<Vec<usize>>,
+    /// The rows of the `(B, T)` layout the pass computes, packed in order (see [`Run`]): all
+    /// of them for the LM head, which reads every position; for a classifier, each sequence's
+    /// rows up to its last real token. Attention is causal, so nothing the loss reads depends
+    /// on the rows after it - the padding - and their gradients are zero: computing them, as
+    /// transformers does, changes nothing but the time taken.
+    live: Vec<Run>,
+    /// The rows the loss reads from the last block's output (`None`: all live rows), as
+    /// indices into the live rows and as runs of one row each. A classifier reads one row per
+    /// sequence, so after the last block's attention - which needs every row's keys and
+    /// values - only those rows go on, through the projection, the MLP and `ln_f`, forward
+    /// and backward: the other rows' results there are never used, and their gradients are
+    /// zero.
+    kept: Option<(Vec<usize>, Vec<Run>)>,
 }
 
 impl<'a> Pass<'a> {
@@ -131,15 +142,20 @@ impl<'a> Pass<'a> {
         head: Head,
     ) -> Self {
         let geometry = AttentionGeometry::masked(b, t, cfg.n_head, cfg.head_dim(), mask);
-        let kept = match &head {
-            Head::NextToken => None,
-            Head::Classify { positions, .. } => Some(
-                positions
-                    .iter()
-                    .enumerate()
-                    .map(|(row, pos)| row * t + pos)
-                    .collect(),
-            ),
+        let (live, geometry, kept) = match &head {
+            Head::NextToken => {
+                let all = Run {
+                    at: 0,
+                    origin: 0,
+                    len: b * t,
+                };
+                (vec![all], geometry, None)
+            }
+            Head::Classify { positions, .. } => {
+                let (live, kept) = classifier_rows(positions, mask, t);
+                let geometry = geometry.packed(live.iter().map(|r| (r.at, r.len)).collect());
+                (live, geometry, Some(kept))
+            }
         };
         let bf16 = p.iter().any(|m| matches!(m, Matrix::Bf16(_)));
         let products = if bf16 { Products::Bf16 } else { Products::F32 };
@@ -153,13 +169,23 @@ impl<'a> Pass<'a> {
             t,
             geometry,
             head,
+            live,
             kept,
         }
     }
 
-    /// The rows block `l` computes after its attention, if not all.
+    /// The live rows block `l` computes after its attention, if not all.
     fn kept_in(&self, l: usize) -> Option<&[usize]> {
-        self.kept.as_deref().filter(|_| l + 1 == self.cfg.n_layer)
+        let last = l + 1 == self.cfg.n_layer;
+        self.kept.as_ref().filter(|_| last).map(|k| &k.0[..])
+    }
+
+    /// The rows block `l` computes after its attention, as runs for its dropout masks.
+    fn runs_after(&self, l: usize) -> &[Run] {
+        match &self.kept {
+            Some((_, runs)) if l + 1 == self.cfg.n_layer => runs,
+            _ => &self.live,
+        }
     }
 
     /// A parameter the pass reads element by element: f32 always (the caller widens a bf16
@@ -184,23 +210,37 @@ impl<'a> Pass<'a> {
         self.p[p]
     }
 
+    /// The attention of a block whose probabilities drop `mask`.
+    fn attention(&self, mask: Option<Mask>) -> AttentionWithGrad {
+        let scale = if self.cfg.scale_attn_weights {
+            1.0 / (self.cfg.head_dim() as f64).sqrt()
+        } else {
+            1.0
+        };
+        AttentionWithGrad {
+            n_head: self.cfg.n_head,
+            scale: scale as f32,
+            dropout: mask,
+        }
+    }
+
+    /// A classifier's logits `(B, classes)`, dropout off, and nothing kept for a backward pass
+    /// (one block's activations at a time): an evaluation's forward pass.
+    pub(super) fn class_logits(&self) -> Vec<f32> {
+        let masks = Masks::draw(&|_| None, self.cfg);
+        let mut buf = Buffers::default();
+        self.forward(&mut buf, &masks, &|m| self.attention(m), false);
+        buf.logits
+    }
+
     pub(super) fn run(
         &self,
         sums: &mut GradSums,
         micro: MicroStep<impl FnOnce(f32) -> Result<bool>>,
     ) -> Result<f32> {
         let masks = Masks::draw(micro.draw, self.cfg);
-        let scale = if self.cfg.scale_attn_weights {
-            1.0 / (self.cfg.head_dim() as f64).sqrt()
-        } else {
-            1.0
-        };
-        let attention = |mask: Option<Mask>| AttentionWithGrad {
-            n_head: self.cfg.n_head,
-            scale: scale as f32,
-            dropout: mask,
-        };
-        let loss = self.forward(&mut sums.buffers, &masks, &attention);
+        let attention = |mask: Option<Mask>| self.attention(mask);
+        let loss = self.forward(&mut sums.buffers, &masks, &attention, true);
         if !(micro.proceed)(loss)? {
             return Ok(loss);
         }
@@ -218,33 +258,41 @@ impl<'a> Pass<'a> {
         Ok(loss)
     }
 
-    /// `(C, layers, V, N = B * T, inner C, layer-norm eps)`.
+    /// `(C, layers, V, N = the live rows, inner C, layer-norm eps)`.
     fn dims(&self) -> (usize, usize, usize, usize, usize, f32) {
         let cfg = self.cfg;
         let eps = cfg.layer_norm_epsilon as f32;
         let (c, l_n, v) = (cfg.n_embd, cfg.n_layer, cfg.vocab_size);
-        (c, l_n, v, self.b * self.t, cfg.inner_dim(), eps)
+        let n = self.live.iter().map(|r| r.len).sum();
+        (c, l_n, v, n, cfg.inner_dim(), eps)
     }
 
-    /// The forward pass into `buf`; returns the loss.
+    /// The forward pass into `buf`; returns the loss. With `keep`, every block's activations
+    /// stay for the backward pass; without, the blocks take turns in one set of buffers, and
+    /// a classifier's logits are left in `buf.logits`, no loss taken (0 returned).
     fn forward(
         &self,
         buf: &mut Buffers,
         masks: &Masks,
         attention: &dyn Fn(Option<Mask>) -> AttentionWithGrad,
+        keep: bool,
     ) -> f32 {
         let (c, l_n, v, n, c4, eps) = self.dims();
-        sized_all(&mut buf.xs, l_n + 1, n * c);
+        // Block l's buffers, and the residual stream's into and out of it.
+        let slot = |l: usize| if keep { l } else { 0 };
+        let stream = |l: usize| if keep { l } else { l % 2 };
+        let blocks = slot(l_n - 1) + 1;
+        sized_all(&mut buf.xs, stream(l_n).max(blocks) + 1, n * c);
         for vs in [&mut buf.ln_1, &mut buf.att, &mut buf.mid, &mut buf.ln_2] {
-            sized_all(vs, l_n, n * c);
+            sized_all(vs, blocks, n * c);
         }
-        sized_all(&mut buf.qkv, l_n, n * 3 * c);
-        sized_all(&mut buf.fc, l_n, n * c4);
-        sized_all(&mut buf.gelu, l_n, n * c4);
+        sized_all(&mut buf.qkv, blocks, n * 3 * c);
+        sized_all(&mut buf.fc, blocks, n * c4);
+        sized_all(&mut buf.gelu, blocks, n * c4);
 
         // Token and position embeddings, then the embedding dropout.
         let (wte, wpe) = (self.matrix(self.index.outer(WTE)), self.outer(WPE));
-        for (r, x) in buf.xs[0].chunks_exact_mut(c).enumerate() {
+        for (x, r) in buf.xs[0].chunks_exact_mut(c).zip(origins(&self.live)) {
             let (tok, pos) = (self.ids[r] as usize, r % self.t);
             x.fill(0.0);
             wte.add_row(x, tok);
@@ -253,65 +301,65 @@ impl<'a> Pass<'a> {
             }
         }
         if let Some(m) = masks.embd {
-            m.apply_in_place(&mut buf.xs[0]);
+            masked(&mut buf.xs[0], m, &self.live);
         }
 
         for l in 0..l_n {
             let w = |i| self.layer(l, i);
             let m_w = |i| self.matrix(self.index.layer(l, i));
             let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
-            let (before, after) = buf.xs.split_at_mut(l + 1);
-            let (x, out) = (&before[l], &mut after[0]);
-            layer_norm_into(&mut buf.ln_1[l], x, w(LN_1_W), w(LN_1_B), eps);
+            let (x, out) = pair(&mut buf.xs, stream(l), stream(l + 1));
+            let s = slot(l);
+            layer_norm_into(&mut buf.ln_1[s], x, w(LN_1_W), w(LN_1_B), eps);
             linear_into(
-                &mut buf.qkv[l],
-                &buf.ln_1[l],
+                &mut buf.qkv[s],
+                &buf.ln_1[s],
                 m_w(C_ATTN_W),
                 w(C_ATTN_B),
                 (n, c, 3 * c),
                 self.products,
             );
-            buf.att[l] = attention(attn_drop).forward(&buf.qkv[l], &self.geometry);
-            let kept = self.kept_in(l);
+            buf.att[s] = attention(attn_drop).forward(&buf.qkv[s], &self.geometry);
+            let (kept, runs) = (self.kept_in(l), self.runs_after(l));
             let (att, x, m) = match kept {
-                None => (&buf.att[l], x, n),
+                None => (&buf.att[s], x, n),
                 Some(rows) => {
-                    gather(&mut buf.att_kept, &buf.att[l], rows, c);
+                    gather(&mut buf.att_kept, &buf.att[s], rows, c);
                     gather(&mut buf.x_kept, x, rows, c);
-                    for v in [&mut buf.mid[l], &mut buf.ln_2[l], &mut *out] {
+                    for v in [&mut buf.mid[s], &mut buf.ln_2[s], &mut *out] {
                         sized(v, rows.len() * c);
                     }
-                    for v in [&mut buf.fc[l], &mut buf.gelu[l]] {
+                    for v in [&mut buf.fc[s], &mut buf.gelu[s]] {
                         sized(v, rows.len() * c4);
                     }
                     (&buf.att_kept, &buf.x_kept, rows.len())
                 }
             };
             // mid = x + dropout(att @ W + b), the projection made in `mid` first.
-            let mid = &mut buf.mid[l];
+            let mid = &mut buf.mid[s];
             let proj = m_w(ATTN_PROJ_W);
             linear_into(mid, att, proj, w(ATTN_PROJ_B), (m, c, c), self.products);
-            residual_add(mid, x, attn_resid, kept);
-            layer_norm_into(&mut buf.ln_2[l], mid, w(LN_2_W), w(LN_2_B), eps);
+            residual_add(mid, x, attn_resid, runs);
+            layer_norm_into(&mut buf.ln_2[s], mid, w(LN_2_W), w(LN_2_B), eps);
             linear_into(
-                &mut buf.fc[l],
-                &buf.ln_2[l],
+                &mut buf.fc[s],
+                &buf.ln_2[s],
                 m_w(C_FC_W),
                 w(C_FC_B),
                 (m, c, c4),
                 self.products,
             );
-            gelu_into(&mut buf.gelu[l], &buf.fc[l]);
-            let (proj, gelu) = (m_w(MLP_PROJ_W), &buf.gelu[l]);
+            gelu_into(&mut buf.gelu[s], &buf.fc[s]);
+            let (proj, gelu) = (m_w(MLP_PROJ_W), &buf.gelu[s]);
             linear_into(out, gelu, proj, w(MLP_PROJ_B), (m, c4, c), self.products);
-            residual_add(out, mid, mlp_resid, kept);
+            residual_add(out, mid, mlp_resid, runs);
         }
-        let n = self.kept.as_ref().map_or(n, Vec::len); // the rows ln_f and the head read
+        let n = self.kept.as_ref().map_or(n, |k| k.0.len()); // the rows ln_f and the head read
 
         let ln_f = sized(&mut buf.ln_f, n * c);
         layer_norm_into(
             ln_f,
-            &buf.xs[l_n],
+            &buf.xs[stream(l_n)],
             self.outer(LN_F_W),
             self.outer(LN_F_B),
             eps,
@@ -332,6 +380,9 @@ impl<'a> Pass<'a> {
                     for (z, w) in z.iter_mut().zip(score.chunks_exact(c)) {
                         *z = h.iter().zip(w).map(|(h, w)| h * w).sum();
                     }
+                }
+                if !keep {
+                    return 0.0; // an evaluation: the logits themselves are wanted
                 }
                 classify_cross_entropy(logits, labels, *classes)
             }
@@ -400,7 +451,7 @@ impl<'a> Pass<'a> {
             dlogits.par_iter_mut().for_each(|d| *d *= loss_weight);
         }
         // Rows after the last block: all, or the kept ones.
-        let top = self.kept.as_ref().map_or(n, Vec::len);
+        let top = self.kept.as_ref().map_or(n, |k| k.0.len());
         let (wte_i, wpe_i) = (self.index.outer(WTE), self.index.outer(WPE));
         match &self.head {
             Head::NextToken => tied_head_backward(
@@ -441,11 +492,11 @@ impl<'a> Pass<'a> {
             let s = |i| self.index.layer(l, i);
             let products = self.products;
             let [attn_drop, attn_resid, mlp_resid] = masks.blocks[l];
-            let kept = self.kept_in(l);
+            let (kept, runs) = (self.kept_in(l), self.runs_after(l));
             let m = kept.map_or(n, <[usize]>::len); // the rows after the attention
             let (mc, mc4) = (m * c, m * c4);
             // out = mid + dropout(gelu @ W + b)
-            dropped_grad(&mut dout[..mc], &dres[..mc], mlp_resid, kept);
+            dropped_grad(&mut dout[..mc], &dres[..mc], mlp_resid, runs);
             let (dw, db) = two_mut(sums, s(MLP_PROJ_W), s(MLP_PROJ_B));
             let dg = &mut dgelu[..mc4];
             linear_backward(
@@ -472,7 +523,7 @@ impl<'a> Pass<'a> {
             let (dr, g) = (&mut dres[..mc], &din[..mc]);
             layer_norm_backward((dr, dw, db), &mid[l], g, w(LN_2_W), eps);
             // mid = x + dropout(att @ W + b)
-            dropped_grad(&mut dout[..mc], &dres[..mc], attn_resid, kept);
+            dropped_grad(&mut dout[..mc], &dres[..mc], attn_resid, runs);
             let (dw, db) = two_mut(sums, s(ATTN_PROJ_W), s(ATTN_PROJ_B));
             if let Some(rows) = kept {
                 // The projection's input gradient at the kept rows, then every row of it
@@ -510,10 +561,10 @@ impl<'a> Pass<'a> {
 
         // Through the embedding dropout into the rows of wte and wpe that were looked up.
         if let Some(m) = masks.embd {
-            m.apply_in_place(dres);
+            masked(dres, m, &self.live);
         }
         let (dwte, dwpe) = two_mut(sums, wte_i, wpe_i);
-        for (r, d) in dres.chunks_exact(c).enumerate() {
+        for (d, r) in dres.chunks_exact(c).zip(origins(&self.live)) {
             let (tok, pos) = (self.ids[r] as usize, r % self.t);
             for (s, d) in dwte[tok * c..][..c].iter_mut().zip(d) {
                 *s += d;
@@ -522,67 +573,5 @@ impl<'a> Pass<'a> {
                 *s += d;
             }
         }
-    }
-}
-
-/// `y = x + dropout(y)`: a branch's output `y` put through its dropout and added to the
-/// residual stream `x`, in place.
-fn residual_add(y: &mut [f32], x: &[f32], mask: Option<Mask>, kept: Option<&[usize]>) {
-    if let Some(m) = mask {
-        masked(y, m, kept);
-    }
-    y.par_chunks_mut(ELEMENTWISE_CHUNK)
-        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y += x));
-}
-
-/// The gradient of a branch's output before its dropout, from the residual stream's gradient.
-fn dropped_grad(dout: &mut [f32], dres: &[f32], mask: Option<Mask>, kept: Option<&[usize]>) {
-    dout.copy_from_slice(dres);
-    if let Some(m) = mask {
-        masked(dout, m, kept);
-    }
-}
-
-/// `y *= mask` for `y` the whole tensor, or its rows `kept` (each `y.len() / kept.len()`
-/// wide, in order): each row times the mask's elements of the row it is.
-fn masked(y: &mut [f32], mask: Mask, kept: Option<&[usize]>) {
-    let Some(rows) = kept else {
-        mask.apply_in_place(y);
-        return;
-    };
-    let c = y.len() / rows.len();
-    let mut m = vec![0f32; c];
-    for (y, &r) in y.chunks_exact_mut(c).zip(rows) {
-        mask.fill(r * c, &mut m);
-        y.iter_mut().zip(&m).for_each(|(y, m)| *y *= m);
-    }
-}
-
-/// `dst` = rows `rows` of `src` (rows `c` wide), in order.
-fn gather(dst: &mut Vec<f32>, src: &[f32], rows: &[usize], c: usize) {
-    dst.clear();
-    for &r in rows {
-        dst.extend_from_slice(&src[r * c..(r + 1) * c]);
-    }
-}
-
-/// `dst` `(N, C)` = zeros except rows `rows`, which are `src`'s rows in order.
-fn scatter(dst: &mut [f32], src: &[f32], rows: &[usize], c: usize) {
-    dst.fill(0.0);
-    for (s, &r) in src.chunks_exact(c).zip(rows) {
-        dst[r * c..(r + 1) * c].copy_from_slice(s);
-    }
-}
-
-/// Two different elements of `v`, both mutable.
-fn two_mut(v: &mut [Vec<f32>], i: usize, j: usize) -> (&mut [f32], &mut [f32]) {
-    assert_ne!(i, j);
-    if i < j {
-        let (a, b) = v.split_at_mut(j);
-        (&mut a[i], &mut b[0])
-    } else {
-        let (a, b) = v.split_at_mut(i);
-        (&mut b[0], &mut a[j])
     }
 }

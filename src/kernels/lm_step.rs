@@ -243,18 +243,15 @@ pub fn classifier_micro_step(
         positions,
         labels,
     } = batch;
-    let Some(index) = applies(cfg, names, params, ids, &["score.weight"]) else {
+    let Some(input) = ClassifierInput::read(cfg, names, params, ids, attention_mask, &positions)?
+    else {
         return Ok(None);
     };
-    let (b, t) = ids.dims2()?;
-    let (classes, c) = params[index.head(cfg.n_layer)].dims2()?;
-    if c != cfg.n_embd || classes < 2 {
-        return Ok(None); // no classes, or regression: the graph's errors say which
-    }
-    let ids_v = checked_ids(cfg, ids)?;
-    if labels.len() != b || positions.len() != b || positions.iter().any(|&p| p >= t) {
+    let (b, classes) = (input.b, input.classes);
+    if labels.len() != b {
         return Err(Error::InvalidArgument(format!(
-            "a batch of {b} rows of {t} tokens needs {b} labels and {b} positions below {t}"
+            "a batch of {b} rows needs {b} labels, found {}",
+            labels.len()
         )));
     }
     if labels.iter().all(Option::is_none) {
@@ -267,25 +264,6 @@ pub fn classifier_micro_step(
             "labels must be in [0, {classes}) or -100, found {bad}"
         )));
     }
-    // The model's mask: causal, and no query sees a padding key.
-    let mask: Vec<u8> = match attention_mask {
-        None => causal_mask(t),
-        Some(am) => {
-            if am.dims() != [b, t] {
-                return Err(Error::InvalidArgument(format!(
-                    "attention_mask has shape {:?} but the input needs [{b}, {t}] (batch, tokens)",
-                    am.dims()
-                )));
-            }
-            let am: Vec<u32> = am.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
-            (0..b * t * t)
-                .map(|e| {
-                    let (row, i, j) = (e / (t * t), e / t % t, e % t);
-                    u8::from(j <= i && am[row * t + j] != 0)
-                })
-                .collect()
-        }
-    };
     let head = Head::Classify {
         positions,
         labels,
@@ -296,10 +274,103 @@ pub fn classifier_micro_step(
         draw,
         proceed,
     };
-    with_params(params, &index, cfg.n_layer, |p| {
-        Pass::new(cfg, p, &index, &ids_v, (b, t), &mask, head).run(sums, micro)
+    let index = &input.index;
+    with_params(params, index, cfg.n_layer, |p| {
+        Pass::new(cfg, p, index, &input.ids, (b, input.t), &input.mask, head).run(sums, micro)
     })
     .transpose()
+}
+
+/// A classifier's logits `(B, classes)` at each row's position (its last real token), dropout
+/// off, by the written-out forward pass: only each row's tokens up to that position are
+/// computed, which under causal attention are all the logits depend on (transformers
+/// computes the padding after them too). `None` where the pass does not apply.
+pub fn classifier_logits(
+    cfg: &Gpt2Config,
+    names: &[&str],
+    params: &[Tensor],
+    ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    positions: Vec<usize>,
+) -> Result<Option<Vec<f32>>> {
+    let Some(input) = ClassifierInput::read(cfg, names, params, ids, attention_mask, &positions)?
+    else {
+        return Ok(None);
+    };
+    let head = Head::Classify {
+        positions,
+        labels: vec![None; input.b],
+        classes: input.classes,
+    };
+    let index = &input.index;
+    Ok(with_params(params, index, cfg.n_layer, |p| {
+        let (b, t) = (input.b, input.t);
+        Pass::new(cfg, p, index, &input.ids, (b, t), &input.mask, head).class_logits()
+    }))
+}
+
+/// A classifier's batch read and checked for the written-out pass.
+struct ClassifierInput {
+    index: ParamIndex,
+    ids: Vec<u32>,
+    b: usize,
+    t: usize,
+    classes: usize,
+    /// The model's mask `(B or 1, T, T)`: causal, and no query sees a padding key.
+    mask: Vec<u8>,
+}
+
+impl ClassifierInput {
+    /// `None` where the pass does not apply.
+    fn read(
+        cfg: &Gpt2Config,
+        names: &[&str],
+        params: &[Tensor],
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        positions: &[usize],
+    ) -> Result<Option<Self>> {
+        let Some(index) = applies(cfg, names, params, ids, &["score.weight"]) else {
+            return Ok(None);
+        };
+        let (b, t) = ids.dims2()?;
+        let (classes, c) = params[index.head(cfg.n_layer)].dims2()?;
+        if c != cfg.n_embd || classes < 2 {
+            return Ok(None); // no classes, or regression: the graph's errors say which
+        }
+        let ids_v = checked_ids(cfg, ids)?;
+        if positions.len() != b || positions.iter().any(|&p| p >= t) {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {b} rows of {t} tokens needs {b} positions below {t}"
+            )));
+        }
+        let mask: Vec<u8> = match attention_mask {
+            None => causal_mask(t),
+            Some(am) => {
+                if am.dims() != [b, t] {
+                    return Err(Error::InvalidArgument(format!(
+                        "attention_mask has shape {:?} but the input needs [{b}, {t}] (batch, tokens)",
+                        am.dims()
+                    )));
+                }
+                let am: Vec<u32> = am.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+                (0..b * t * t)
+                    .map(|e| {
+                        let (row, i, j) = (e / (t * t), e / t % t, e % t);
+                        u8::from(j <= i && am[row * t + j] != 0)
+                    })
+                    .collect()
+            }
+        };
+        Ok(Some(Self {
+            index,
+            ids: ids_v,
+            b,
+            t,
+            classes,
+            mask,
+        }))
+    }
 }
 
 /// The parameters' index, where the written-out pass applies to this model and input.

@@ -37,7 +37,9 @@
 //! - [`cross_entropy`] (`cross_entropy.rs`) and [`FusedAdamW`] (`adamw.rs`);
 //! - [`lm_micro_step`] and [`classifier_micro_step`] (`lm_step.rs`, `lm_pass.rs`): the training
 //!   micro-step of chapters 6 and 7 written out, forward and backward over the kernels above
-//!   without candle's graph;
+//!   without candle's graph, and [`classifier_logits`], its forward pass alone for an
+//!   evaluation; `rows.rs`: the rows they compute (a classifier's, not the padding after each
+//!   row's last real token);
 //! - `amx.rs`: bf16 matrix products in Intel's AMX tiles, for the written-out micro-step in
 //!   pure bf16 ([`bf16_products_available`] says whether the CPU has them);
 //! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
@@ -70,6 +72,7 @@ mod lm_pass;
 mod lm_step;
 mod norm;
 mod op;
+mod rows;
 mod softmax;
 
 pub use accumulate::add_in_place;
@@ -82,7 +85,9 @@ pub use dropout::{DrawMask, Mask};
 pub use gelu::gelu_tanh;
 pub use layer_norm::layer_norm;
 pub use linear::{linear, tied_head};
-pub use lm_step::{classifier_micro_step, lm_micro_step, GradSums, LabelledBatch};
+pub use lm_step::{
+    classifier_logits, classifier_micro_step, lm_micro_step, GradSums, LabelledBatch,
+};
 pub use norm::{scale_in_place, sum_of_squares};
 pub use softmax::scaled_masked_softmax;
 

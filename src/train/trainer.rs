@@ -23,6 +23,7 @@ use super::metrics::{
 use super::progress::EpochBar;
 use super::schedule::LinearSchedule;
 use super::step::{TaskHead, TrainStep};
+use super::TrainPrecision;
 use crate::data::{collate, epoch_order, Batch, Padding};
 use crate::dropout::Dropout;
 use crate::heads::Gpt2ForSequenceClassification;
@@ -451,15 +452,32 @@ impl<'a> Trainer<'a> {
     /// Every row's logits and the mean loss over the rows, in batches of
     /// `per_device_eval_batch_size`, dropout off, in file order (transformers' `predict`).
     pub fn predict(&self, data: &LabelledRows) -> Result<(EvalPrediction, f64)> {
-        let model = self.model()?;
+        // f32 on the CPU: the written-out forward pass, which skips the padding; elsewhere
+        // the model's own.
+        let written_out = self.train_step.takes_written_out_pass()
+            && self.train_step.precision() == TrainPrecision::F32;
+        let mut model = None;
         let bs = self.state.args.per_device_eval_batch_size;
         let (mut logits, mut loss_sum) = (Vec::with_capacity(data.len()), 0.0);
         let all: Vec<usize> = (0..data.len()).collect();
         for picked in all.chunks(bs) {
             let batch = self.state.collator.batch(data, picked, &self.device)?;
-            let out = model
-                .forward(&batch.input_ids, Some(&batch.attention_mask))? // (B, num_labels)
-                .to_dtype(DType::F32)?;
+            let (ids, mask) = (&batch.input_ids, Some(&batch.attention_mask));
+            let fast = match written_out {
+                true => self.train_step.classify_written_out(ids, mask)?,
+                false => None,
+            };
+            let out = match fast {
+                Some(out) => out,
+                None => {
+                    let m = match model.take() {
+                        Some(m) => m,
+                        None => self.model()?,
+                    };
+                    model.insert(m).forward(ids, mask)?
+                }
+            }; // (B, num_labels)
+            let out = out.to_dtype(DType::F32)?;
             let loss = sequence_classification_loss(&out, &batch.labels)?;
             // The batch's mean, weighted by its rows: a mean over all rows in the end.
             loss_sum += f64::from(loss.to_scalar::<f32>()?) * picked.len() as f64;

@@ -37,6 +37,34 @@ impl TrainStep {
         self.written_out && precision_fits && on_cpu
     }
 
+    /// A classifier's logits `(B, num_labels)` for an evaluation, by the written-out forward
+    /// pass (`kernels::classifier_logits`, which skips the padding after each row's last real
+    /// token) where it applies: a classification step taking that pass in f32. `None`
+    /// elsewhere - in bf16, where the model's own bf16 forward pass is the one evaluated.
+    pub fn classify_written_out(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
+        let classifies = matches!(self.task, TaskHead::SequenceClassification { .. });
+        let f32_pass = self.precision == TrainPrecision::F32 && self.takes_written_out_pass();
+        if !classifies || !f32_pass || !ids.device().is_cpu() {
+            return Ok(None);
+        }
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let positions = heads::last_non_pad_positions(ids, self.cfg.pad_token_id)?;
+        let b = positions.len();
+        let logits =
+            kernels::classifier_logits(&self.cfg, &names, &params, ids, attention_mask, positions)?;
+        Ok(logits
+            .map(|z| {
+                let classes = z.len() / b.max(1);
+                Tensor::from_vec(z, (b, classes), ids.device())
+            })
+            .transpose()?)
+    }
+
     /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
     /// they apply: f32 weights on the CPU (or pure bf16 ones on a CPU with AMX), the batch of
     /// the step's task. `None` where they do
