@@ -241,10 +241,8 @@ fn relative_error(a: &mut TrainStep, b: &mut TrainStep) -> f64 {
 
 #[test]
 fn written_out_bf16_micro_steps_are_closer_to_f32_than_the_graph() {
-    if !gpt2_tutorial::kernels::bf16_products_available() {
-        eprintln!("this CPU has no AMX: bf16 micro-steps take the graph, nothing to compare");
-        return;
-    }
+    // In AMX tiles where the CPU has them, else gemm's f32 products on the bf16 values.
+    eprintln!("AMX: {}", gpt2_tutorial::kernels::amx_products_available());
     let bf16 = TrainPrecision::Pure(candle_core::DType::BF16);
     let (mut fast, mut graph) = (train_step_in(bf16, true), train_step_in(bf16, false));
     let mut exact = train_step(false);

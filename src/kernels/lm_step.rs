@@ -13,8 +13,9 @@
 //! the weights' gradients go into the sums by gemm's own accumulation.
 //!
 //! It applies to an f32 GPT-2 on the CPU with the tanh GELU (every GPT-2 checkpoint) - and to a
-//! pure-bf16 one where the CPU multiplies bf16 in AMX tiles (`amx.rs`): its products then run
-//! there on the bf16 weights, everything between them in f32 - for the
+//! pure-bf16 one: its products then multiply the bf16 weights and the activations rounded to
+//! bf16 with f32 sums (in AMX tiles where the CPU has them, `amx.rs`; elsewhere gemm's f32
+//! products on those values widened, `gemm.rs`), everything between them in f32 - for the
 //! language-modelling loss ([`lm_micro_step`], chapter 6) and the sequence classifier's
 //! ([`classifier_micro_step`], chapter 7's `Trainer`); they say `None` to anything else, and the
 //! step takes the graph. This file holds the entry points and their checks; `lm_pass.rs` the
@@ -23,7 +24,7 @@
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 
 use super::dropout::Mask;
-use super::gemm::{Matrix, Products};
+use super::gemm::Matrix;
 use super::lm_pass::{Buffers, Head, MicroStep, Pass};
 use crate::{Error, Gpt2Config, Result};
 
@@ -382,14 +383,9 @@ fn applies(
     head: &[&str],
 ) -> Option<ParamIndex> {
     let tanh_gelu = !matches!(cfg.activation_function.as_str(), "gelu" | "relu");
-    // f32, or bf16 where the CPU multiplies bf16 in AMX tiles (elsewhere the pass has no bf16
-    // products to run, and the graph's bf16 kernels take the step).
+    // f32, or bf16 (its products in AMX tiles where the CPU has them, or widened to f32).
     let dtype = params.first().map(Tensor::dtype);
-    let fits = match dtype {
-        Some(DType::F32) => true,
-        Some(DType::BF16) => Products::bf16_available(),
-        _ => false,
-    };
+    let fits = matches!(dtype, Some(DType::F32 | DType::BF16));
     let same = params
         .iter()
         .all(|p| p.device().is_cpu() && Some(p.dtype()) == dtype);

@@ -41,7 +41,8 @@
 //!   evaluation; `rows.rs`: the rows they compute (a classifier's, not the padding after each
 //!   row's last real token);
 //! - `amx.rs`: bf16 matrix products in Intel's AMX tiles, for the written-out micro-step in
-//!   pure bf16 ([`bf16_products_available`] says whether the CPU has them);
+//!   pure bf16 ([`amx_products_available`] says whether the CPU has them; elsewhere
+//!   `gemm.rs` widens the bf16 operands to f32 for gemm's products);
 //! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
 //!   [`update_in_place`] (`adamw_in_place.rs`): the chapters' AdamW in one pass, in place;
 //!   [`sum_of_squares`] and [`scale_in_place`] (`norm.rs`): gradient clipping's two passes;
@@ -92,9 +93,10 @@ pub use norm::{scale_in_place, sum_of_squares};
 pub use softmax::scaled_masked_softmax;
 
 /// Whether this CPU multiplies bf16 in AMX tiles (and Linux lets this process use them): where
-/// it does, a pure-bf16 training micro-step is written out too, its products in the tiles.
-pub fn bf16_products_available() -> bool {
-    gemm::Products::bf16_available()
+/// it does, the written-out pure-bf16 micro-step's products run in the tiles; elsewhere gemm's
+/// f32 products multiply the same bf16 values widened to f32.
+pub fn amx_products_available() -> bool {
+    gemm::Products::amx()
 }
 
 /// `x` rounded to the nearest bf16, ties to even (a NaN stays a quiet NaN): the bits

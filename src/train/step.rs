@@ -448,7 +448,7 @@ impl TrainStep {
     /// now and then: the coming update is skipped instead.
     pub fn accumulate(&mut self, ids: &Tensor, loss_weight: f64) -> Result<f32> {
         if let Some(loss) = self.accumulate_written_out(Batch::Lm(ids), loss_weight)? {
-            return Ok(loss); // f32 (or bf16 on AMX) on the CPU: the same, written out (kernels)
+            return Ok(loss); // f32 or pure bf16 on the CPU: the same, written out (kernels)
         }
         let loss = self.forward(ids)?;
         self.accumulate_loss(loss, loss_weight)
@@ -466,7 +466,7 @@ impl TrainStep {
     ) -> Result<f32> {
         let batch = (ids, attention_mask, labels);
         if let Some(loss) = self.accumulate_written_out(Batch::Labelled(batch), loss_weight)? {
-            return Ok(loss); // f32 (or bf16 on AMX) on the CPU: the same, written out (kernels)
+            return Ok(loss); // f32 or pure bf16 on the CPU: the same, written out (kernels)
         }
         let loss = self.forward_labelled(ids, attention_mask, labels)?;
         self.accumulate_loss(loss, loss_weight)

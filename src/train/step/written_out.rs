@@ -18,21 +18,21 @@ pub(super) enum Batch<'a> {
 }
 
 impl TrainStep {
-    /// Whether a micro-step may take the written-out pass where it applies (f32 on the CPU, and
-    /// pure bf16 on a CPU with AMX; on by default). Off, every micro-step goes through the model's graph and candle's backward
-    /// pass - what the tests compare the written-out pass with.
+    /// Whether a micro-step may take the written-out pass where it applies (f32 and pure bf16
+    /// on the CPU; on by default). Off, every micro-step goes through the model's graph and
+    /// candle's backward pass - what the tests compare the written-out pass with.
     pub fn set_written_out(&mut self, on: bool) {
         self.written_out = on;
     }
 
     /// Whether this step's micro-steps take the written-out pass: where it is on (the default),
-    /// for weights on the CPU in f32, or in pure bf16 on a CPU with AMX products.
+    /// for weights on the CPU in f32 or in pure bf16 (its products in AMX tiles where the CPU
+    /// has them, elsewhere gemm's f32 products on the bf16 values).
     pub fn takes_written_out_pass(&self) -> bool {
-        let precision_fits = match self.precision {
-            TrainPrecision::F32 => true,
-            TrainPrecision::Pure(DType::BF16) => kernels::bf16_products_available(),
-            _ => false,
-        };
+        let precision_fits = matches!(
+            self.precision,
+            TrainPrecision::F32 | TrainPrecision::Pure(DType::BF16)
+        );
         let on_cpu = self.vars.first().is_some_and(|v| v.device().is_cpu());
         self.written_out && precision_fits && on_cpu
     }
@@ -66,7 +66,7 @@ impl TrainStep {
     }
 
     /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
-    /// they apply: f32 weights on the CPU (or pure bf16 ones on a CPU with AMX), the batch of
+    /// they apply: f32 or pure bf16 weights on the CPU, the batch of
     /// the step's task. `None` where they do
     /// not, with nothing done.
     pub(super) fn accumulate_written_out(
