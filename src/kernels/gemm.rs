@@ -2,12 +2,10 @@
 //! strided views of its three matrices, the one-row product on a chunk of columns, and the
 //! choice between it and bf16 products in AMX tiles (`amx.rs`) for the written-out pass.
 
-use std::cell::RefCell;
-
 use half::bf16;
-use rayon::prelude::*;
 
-use super::{amx, round_bf16};
+use super::amx;
+use super::widened::matmul_widened;
 
 /// Where a matrix's elements are: element `(i, j)` lives at `ptr + i * row_stride + j * col_stride`.
 #[derive(Clone, Copy)]
@@ -123,84 +121,6 @@ pub(super) unsafe fn matmul(
         },
         // SAFETY: the caller's guarantees.
         (Products::Bf16, ..) => unsafe { matmul_widened(dims, dst, lhs, rhs, accumulate) },
-    }
-}
-
-thread_local! {
-    /// The two operands of [`matmul_widened`], kept from call to call: a fresh buffer would be
-    /// mapped and zeroed page by page each time (the tied head's is 150 MB on gpt2).
-    static WIDENED: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
-}
-
-/// [`matmul`]'s bf16 products on a CPU without AMX: each operand rounded to bf16 and widened to
-/// f32 (a bf16 weight only widened) into a buffer laid out as the operand is, then gemm's f32
-/// product of the two - the values the tiles multiply, summed in f32 in another order.
-///
-/// # Safety
-/// As for [`matmul_f32`].
-unsafe fn matmul_widened(
-    (m, k, n): (usize, usize, usize),
-    dst: Strided<*mut f32>,
-    lhs: Operand,
-    rhs: Operand,
-    accumulate: bool,
-) {
-    WIDENED.with_borrow_mut(|(l, r)| {
-        // SAFETY: the caller's bounds for both operands.
-        let (l, r) = unsafe { (widened(l, lhs, (m, k)), widened(r, rhs, (k, n))) };
-        // SAFETY: the views keep the operands' strides over buffers that span them.
-        unsafe { matmul_f32((m, k, n), dst, l, r, accumulate, pool_parallelism()) }
-    })
-}
-
-/// The `(rows, cols)` operand's elements as bf16 values in f32, in `buf`, which gets every
-/// element from the operand's first to its last in memory order (the gaps between its rows
-/// too, if any), so that the view keeps its strides; an empty operand gives an empty view.
-///
-/// # Safety
-/// Every element the view addresses for `(rows, cols)` must be in bounds.
-unsafe fn widened(
-    buf: &mut Vec<f32>,
-    op: Operand,
-    (rows, cols): (usize, usize),
-) -> Strided<*const f32> {
-    let (rs, cs) = match op {
-        Operand::F32(s) => (s.row_stride, s.col_stride),
-        Operand::Bf16(s) => (s.row_stride, s.col_stride),
-    };
-    let span = if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    };
-    if buf.len() < span {
-        buf.resize(span, 0.0); // grown once to the largest operand, then reused
-    }
-    let buf = &mut buf[..span];
-    const CHUNK: usize = 1 << 16;
-    match op {
-        Operand::F32(s) => {
-            // SAFETY: the caller's bounds: the operand's span is readable.
-            let src = unsafe { std::slice::from_raw_parts(s.ptr, span) };
-            buf.par_chunks_mut(CHUNK)
-                .zip(src.par_chunks(CHUNK))
-                .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d = round_bf16(*s)));
-        }
-        Operand::Bf16(s) => {
-            // SAFETY: as above.
-            let src = unsafe { std::slice::from_raw_parts(s.ptr, span) };
-            buf.par_chunks_mut(CHUNK)
-                .zip(src.par_chunks(CHUNK))
-                .for_each(|(d, s)| {
-                    let bits = |x: &bf16| f32::from_bits(u32::from(x.to_bits()) << 16);
-                    d.iter_mut().zip(s).for_each(|(d, s)| *d = bits(s));
-                });
-        }
-    }
-    Strided {
-        ptr: buf.as_ptr(),
-        row_stride: rs,
-        col_stride: cs,
     }
 }
 

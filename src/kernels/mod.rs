@@ -42,7 +42,7 @@
 //!   row's last real token);
 //! - `amx.rs`: bf16 matrix products in Intel's AMX tiles, for the written-out micro-step in
 //!   pure bf16 ([`amx_products_available`] says whether the CPU has them; elsewhere
-//!   `gemm.rs` widens the bf16 operands to f32 for gemm's products);
+//!   `widened.rs` widens the bf16 operands to f32, a block at a time, for gemm's products);
 //! - [`add_in_place`] (`accumulate.rs`): gradients summed over micro-steps without a new buffer;
 //!   [`update_in_place`] (`adamw_in_place.rs`): the chapters' AdamW in one pass, in place;
 //!   [`sum_of_squares`] and [`scale_in_place`] (`norm.rs`): gradient clipping's two passes;
@@ -75,6 +75,7 @@ mod norm;
 mod op;
 mod rows;
 mod softmax;
+mod widened;
 
 pub use accumulate::add_in_place;
 pub use adamw::FusedAdamW;
