@@ -433,12 +433,18 @@ fn readme_quotes_the_recorded_figures() {
     }
 }
 
-/// The fine-tune run the docs quote as the current one (default malloc).
-const FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-splitmix.json";
+/// The fine-tune run the docs quote as the current one (default malloc), on a machine without
+/// AMX: the classifier skipping the padding, evaluation written out, bf16 widened for gemm.
+const FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-packed.json";
 /// The same loops with glibc's malloc tuned on both sides, recorded after it.
-const TUNED_MALLOC_RECORD: &str = "cpu-2026-11-27-finetune-splitmix-tuned-malloc.json";
-/// The run before the current one (bf16 jokes at one sequence per step), which the prose
-/// compares with.
+const TUNED_MALLOC_RECORD: &str = "cpu-2026-11-27-finetune-packed-tuned-malloc.json";
+/// The run at 2d24b8b on the same machine, whose bf16 step still took the graph there.
+const GRAPH_BF16_RECORD: &str = "cpu-2026-11-27-finetune-packed-graph-bf16.json";
+/// The last run on the machine with AMX (default malloc), and its tuned-malloc run.
+const AMX_FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-splitmix.json";
+const AMX_TUNED_MALLOC_RECORD: &str = "cpu-2026-11-27-finetune-splitmix-tuned-malloc.json";
+/// The run before that one (bf16 jokes at one sequence per step), which the prose compares
+/// with.
 const PREVIOUS_FINETUNE_RECORD: &str = "cpu-2026-11-27-finetune-amx.json";
 /// The last run on candle's graph, after the kernels learnt f16 and bf16: the memory history
 /// the prose tells starts there.
@@ -479,16 +485,16 @@ fn chapters_quote_the_loops_recorded_figures() {
     }
 }
 
-/// The fine-tune figures the README and the performance page quote as the current ones are the
-/// current records' (default and tuned malloc), compared with the run before; what the prose
-/// calls met, short, level or behind is what the ratios are; the bf16 row's change of measure
-/// (one sequence per step, then four) is the records' settings; and the page includes both
-/// current tables.
+/// The fine-tune figures the README and the performance page quote for the last runs on the
+/// machine with AMX are those records' (default and tuned malloc), compared with the run
+/// before; what the prose calls met, short, level or behind is what the ratios are; the bf16
+/// row's change of measure (one sequence per step, then four) is the records' settings; and
+/// the page includes both tables.
 #[test]
-fn the_fine_tune_prose_quotes_the_current_records() {
+fn the_fine_tune_prose_quotes_the_amx_machines_records() {
     let (now, tuned, before) = (
-        FINETUNE_RECORD,
-        TUNED_MALLOC_RECORD,
+        AMX_FINETUNE_RECORD,
+        AMX_TUNED_MALLOC_RECORD,
         PREVIOUS_FINETUNE_RECORD,
     );
     let tuned_before = "cpu-2026-11-27-finetune-tuned-malloc.json";
@@ -558,7 +564,8 @@ fn the_fine_tune_prose_quotes_the_current_records() {
     let readme = words("README.md");
     for quoted in [
         format!(
-            "In this run the f32 jokes loop is at {} and the Trainer at {} padded to max_length; the run before (`benchmarks/{}`) had {} and {} ({} padded per batch)",
+            "In that run (`benchmarks/{}`, at 851cb25, default malloc) the f32 jokes loop was at {} and the Trainer at {} padded to max_length; the run before (`benchmarks/{}`) had {} and {} ({} padded per batch)",
+            md(now),
             r(now, "jokes f32"),
             r(now, "max_length train"),
             md(before),
@@ -577,7 +584,7 @@ fn the_fine_tune_prose_quotes_the_current_records() {
         ),
         torch_went.clone(),
         format!(
-            "the Trainer's training at max_length ({}). It is not met by the Trainer padded per batch ({}), nor by evaluation, still the model's graph: level at max_length ({}), behind padded per batch ({})",
+            "the Trainer's training at max_length ({}). It was not met by the Trainer padded per batch ({}), nor by evaluation, then the model's graph: level at max_length ({}), behind padded per batch ({})",
             r(now, "max_length train"),
             r(now, "longest train"),
             r(now, "max_length eval"),
@@ -597,11 +604,6 @@ fn the_fine_tune_prose_quotes_the_current_records() {
         ),
     ] {
         assert!(readme.contains(&quoted), "README should say {quoted:?}");
-    }
-    // The README's table is the current run's, row for row.
-    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
-    for row in finetune_rows(&record(now)) {
-        assert!(table.contains(&row), "README's table should have\n{row}");
     }
 
     let page = words("chapters/performance.md");
@@ -670,16 +672,100 @@ fn the_fine_tune_prose_quotes_the_current_records() {
             r(tuned, "jokes bf16"),
             r(before, "jokes bf16"),
         ),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
+}
+
+/// The latest fine-tune runs (default and tuned malloc, the machine without AMX): every figure
+/// past 1.2x as the prose says, the ratios it quotes, the commit it names, the graph's bf16 run
+/// before, the README's table row for row, and the page's includes.
+#[test]
+fn the_fine_tune_prose_quotes_the_current_records() {
+    let (now, tuned, graph) = (FINETUNE_RECORD, TUNED_MALLOC_RECORD, GRAPH_BF16_RECORD);
+    let r = finetune_ratio;
+    let md = |name: &str| name.replace(".json", ".md");
+    let figures = [
+        "jokes f32",
+        "jokes bf16",
+        "max_length train",
+        "longest train",
+        "max_length eval",
+        "longest eval",
+    ];
+    for name in [now, tuned] {
+        for figure in figures {
+            let (c, t) = finetune_rate(name, figure);
+            assert!(c / t >= 1.2, "{name}: {figure} is said to be past 1.2x");
+        }
+    }
+    let (c, t) = finetune_rate(graph, "jokes bf16");
+    assert!(c / t < 1.0, "the graph's bf16 loop is said to be behind");
+    // The code both runs measured: bf1e3d8, then a commit adding the first record only.
+    let commit = |name: &str| record(name)["commit"].as_str().unwrap().to_string();
+    assert_eq!(commit(now), "bf1e3d8-dirty");
+    assert_eq!(commit(tuned), "56d3e1e-dirty");
+    assert_eq!(commit(graph), "2d24b8b");
+    let all = |name: &str| {
+        let rs: Vec<String> = figures.iter().map(|f| r(name, f)).collect();
+        rs
+    };
+    let (d, t) = (all(now), all(tuned));
+
+    let readme = words("README.md");
+    for quoted in [
+        "at commit bf1e3d8 (the tree differed only in chapter 7's prose)".to_string(),
+        format!("`benchmarks/{}`", md(now)),
         format!(
-            "with the default malloc the jokes loop is at {} in f32 and {} in pure bf16 on AMX, the Trainer at {} (max_length) and {} (padded per batch); with the tuned malloc at {}, {}, {} and {}",
-            r(now, "jokes f32"),
-            r(now, "jokes bf16"),
-            r(now, "max_length train"),
-            r(now, "longest train"),
-            r(tuned, "jokes f32"),
-            r(tuned, "jokes bf16"),
-            r(tuned, "max_length train"),
-            r(tuned, "longest train"),
+            "`benchmarks/{}`): the jokes loop at {} in f32 and {} in bf16, the Trainer at {} padded to max_length and {} padded per batch, evaluation at {} and {}",
+            md(tuned), t[0], t[1], t[2], t[3], t[4], t[5]
+        ),
+        format!(
+            "Padded to max_length 128 the Trainer now trains at {} transformers' speed, as fast as padded per batch ({},",
+            d[2], d[3]
+        ),
+        format!("{} at max_length and {} per batch, where the runs below had it level and behind", d[4], d[5]),
+        format!(
+            "a run at 2d24b8b had the bf16 jokes loop at {} (`benchmarks/{}`)",
+            r(graph, "jokes bf16"),
+            md(graph)
+        ),
+        format!("(the values the tiles multiply, summed in another order): {}", d[1]),
+        format!(
+            "it is at {} here against {} there",
+            d[0],
+            r(AMX_FINETUNE_RECORD, "jokes f32")
+        ),
+    ] {
+        assert!(readme.contains(&quoted), "README should say {quoted:?}");
+    }
+    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    for row in finetune_rows(&record(now)) {
+        assert!(table.contains(&row), "README's table should have\n{row}");
+    }
+
+    let page = words("chapters/performance.md");
+    let (gc, gt) = finetune_rate(graph, "jokes bf16");
+    for quoted in [
+        format!("{{{{#include ../benchmarks/{}}}}}", md(now)),
+        format!("{{{{#include ../benchmarks/{}}}}}", md(tuned)),
+        format!("{{{{#include ../benchmarks/{}:5:8}}}}", md(graph)),
+        "at commit bf1e3d8 (the tree differed only in chapter 7's prose), default malloc".to_string(),
+        format!(
+            "with the default malloc the jokes loop at {} in f32 and {} in bf16, the Trainer at {} padded to max_length and {} padded per batch, evaluation at {} and {}; with the tuned malloc {}, {}, {}, {}, {} and {}",
+            d[0], d[1], d[2], d[3], d[4], d[5], t[0], t[1], t[2], t[3], t[4], t[5]
+        ),
+        format!(
+            "a run at 2d24b8b had the bf16 jokes loop at {gc:.2} jokes a second against PyTorch's {gt:.2} ({})",
+            r(graph, "jokes bf16")
+        ),
+        format!(
+            "it is at {} here against {} on the machine below",
+            d[0],
+            r(AMX_FINETUNE_RECORD, "jokes f32")
         ),
     ] {
         assert!(
@@ -689,8 +775,15 @@ fn the_fine_tune_prose_quotes_the_current_records() {
     }
 
     let seven = words("chapters/07_imdb_finetune.md");
-    let quoted = "is level with transformers' at max_length and behind it padded per batch";
-    assert!(seven.contains(quoted), "chapter 7 should say {quoted:?}");
+    for quoted in [
+        format!("and is ahead padded per batch too ({})", d[3]),
+        format!(
+            "is {} as fast as transformers' at max_length and {} padded per batch",
+            d[4], d[5]
+        ),
+    ] {
+        assert!(seven.contains(&quoted), "chapter 7 should say {quoted:?}");
+    }
 }
 
 /// The `gpt2-medium` training step the README and the performance page quote: the run with the
@@ -739,8 +832,27 @@ fn docs_quote_the_gpt2_medium_training_steps() {
         .unwrap();
     let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
     assert!(table.contains(&row), "README's table should have\n{row}");
+    // The machine without AMX: its own run, ahead too.
+    let noamx = "cpu-2026-11-27-gpt2-medium-train-noamx.json";
+    let (c2, t2) = secs(noamx);
+    assert!(t2 / c2 >= 1.0, "the step is said to be ahead there too");
+    assert_eq!(record(noamx)["commit"].as_str(), Some("9cfcb97-dirty"));
+    let there = format!("{:.2}x", t2 / c2);
+    let row = rows(&record(noamx)["sizes"]["gpt2-medium"])
+        .into_iter()
+        .find(|r| r.starts_with("| training step"))
+        .unwrap();
+    assert!(table.contains(&row), "README's table should have\n{row}");
+    let quoted = format!("at 9cfcb97 it is at {there} (`benchmarks/{}`)", md(noamx));
+    assert!(readme.contains(&quoted), "README should say {quoted:?}");
     let page = words("chapters/performance.md");
     for quoted in [
+        format!(
+            "at 9cfcb97, it is at {there} (this crate {:.1} tokens a second, transformers {:.1}; 2 rounds, one run)",
+            500.0 / c2,
+            500.0 / t2
+        ),
+        format!("{{{{#include ../benchmarks/{}}}}}", md(noamx)),
         format!("with the written-out micro-step it was at {was}"),
         format!("(2 rounds, one run), it is at {is}, ahead"),
         slower,
@@ -753,9 +865,62 @@ fn docs_quote_the_gpt2_medium_training_steps() {
     }
 }
 
-/// The memory run the docs quote as the current one (at 72b515f, after the clipping in place,
-/// the bf16 AdamW's reused scratch and the SplitMix64 dropout masks).
+/// The last memory run on the machine with AMX (at 72b515f, after the clipping in place, the
+/// bf16 AdamW's reused scratch and the SplitMix64 dropout masks).
 const MEMORY_RECORD: &str = "cpu-2026-11-27-memory-splitmix.json";
+/// The memory run on the machine without AMX, after the widened bf16 products were blocked.
+const NO_AMX_MEMORY_RECORD: &str = "cpu-2026-11-27-memory-packed.json";
+
+/// The current memory run: every peak below PyTorch's, the README's table row for row, and the
+/// commit and the includes the prose gives.
+#[test]
+fn docs_quote_the_memory_record_without_amx() {
+    let name = NO_AMX_MEMORY_RECORD;
+    let r = record(name);
+    let md = name.replace(".json", ".md");
+    assert_eq!(r["commit"].as_str(), Some("9cfcb97-dirty"));
+    let memory = r["finetune"]["memory"].as_object().unwrap();
+    assert_eq!(memory.len(), 4, "f32 and bf16 on gpt2 and gpt2-medium");
+    for (key, sides) in memory {
+        let peak = |side: &str| sides[side]["peak_rss_bytes"].as_f64().unwrap();
+        assert!(
+            peak("candle") <= peak("pytorch"),
+            "{key} is said to peak lower"
+        );
+    }
+    let bytes = |side: &str| {
+        memory["gpt2-medium bf16"][side]["peak_rss_bytes"]
+            .as_f64()
+            .unwrap()
+    };
+    let medium_bf16 = format!("{:.2}x", bytes("pytorch") / bytes("candle"));
+    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let rows: Vec<String> = finetune_rows(&r)
+        .into_iter()
+        .filter(|r| r.starts_with("| peak RSS") || r.starts_with("| largest"))
+        .collect();
+    assert_eq!(rows.len(), 6, "four peaks and two computed sizes");
+    for row in rows {
+        assert!(table.contains(&row), "README's table should have\n{row}");
+    }
+    let readme = words("README.md");
+    for quoted in [
+        format!("the memory rows from `--figures memory --rounds 1` on the same machine at 9cfcb97, after the changes below, `benchmarks/{md}`"),
+        format!("after the change (9cfcb97) PyTorch's is {medium_bf16} this crate's"),
+    ] {
+        assert!(readme.contains(&quoted), "README should say {quoted:?}");
+    }
+    let page = words("chapters/performance.md");
+    for quoted in [
+        "Memory on this machine, after one more change (at 9cfcb97)".to_string(),
+        format!("{{{{#include ../benchmarks/{md}}}}}"),
+    ] {
+        assert!(
+            page.contains(&quoted),
+            "the performance page should say {quoted:?}"
+        );
+    }
+}
 /// The memory run before those changes (at 87319b5), which the prose compares with.
 const PREVIOUS_MEMORY_RECORD: &str = "cpu-2026-11-27-memory-amx.json";
 
@@ -905,11 +1070,6 @@ fn docs_quote_the_current_memory_record() {
     let readme = words("README.md");
     for quoted in [
         format!(
-            "the memory rows from `--figures memory --rounds 1` at {}, after the changes below, `benchmarks/{}`",
-            now["commit"].as_str().unwrap(),
-            md(MEMORY_RECORD)
-        ),
-        format!(
             "Measured again at {}, after the changes above (`benchmarks/{}`), PyTorch's peak is {} this crate's on gpt2 in f32 and {} in bf16 ({} on gpt2-medium",
             now["commit"].as_str().unwrap(),
             md(MEMORY_RECORD),
@@ -938,15 +1098,6 @@ fn docs_quote_the_current_memory_record() {
         ),
     ] {
         assert!(readme.contains(&quoted), "README should say {quoted:?}");
-    }
-    let table = std::fs::read_to_string(common::root().join("README.md")).unwrap();
-    let memory_rows: Vec<String> = finetune_rows(&now)
-        .into_iter()
-        .filter(|r| r.starts_with("| peak RSS") || r.starts_with("| largest"))
-        .collect();
-    assert_eq!(memory_rows.len(), 6, "four peaks and two computed sizes");
-    for row in memory_rows {
-        assert!(table.contains(&row), "README's table should have\n{row}");
     }
 
     let page = words("chapters/performance.md");
