@@ -138,15 +138,10 @@ fn classifier_step(written_out: bool) -> TrainStep {
     step
 }
 
-#[test]
-fn written_out_classifier_micro_steps_match_the_graph() {
-    let (b, t) = (3, 23);
-    // Right padding with eos, as chapter 7's collator pads, and one row padded on the left,
-    // where the mask is what keeps the real tokens from reading the padding.
-    let pads = [23..23, 15..23, 0..9];
-    let x = ids(b, t, 2);
+/// `x` with row `r`'s positions `pads[r]` made padding (eos), and its attention mask.
+fn padded<const B: usize>(x: Tensor, pads: [std::ops::Range<usize>; B]) -> (Tensor, Tensor) {
     let mut rows = x.to_vec2::<u32>().unwrap();
-    let mut mask = vec![vec![1u32; t]; b];
+    let mut mask = vec![vec![1u32; rows[0].len()]; B];
     for (r, pad) in pads.into_iter().enumerate() {
         for j in pad {
             rows[r][j] = 50256;
@@ -154,7 +149,15 @@ fn written_out_classifier_micro_steps_match_the_graph() {
         }
     }
     let x = Tensor::new(rows, &Device::Cpu).unwrap();
-    let mask = Tensor::new(mask, &Device::Cpu).unwrap();
+    (x, Tensor::new(mask, &Device::Cpu).unwrap())
+}
+
+#[test]
+fn written_out_classifier_micro_steps_match_the_graph() {
+    let (b, t) = (3, 23);
+    // Right padding with eos, as chapter 7's collator pads, and one row padded on the left,
+    // where the mask is what keeps the real tokens from reading the padding.
+    let (x, mask) = padded(ids(b, t, 2), [23..23, 15..23, 0..9]);
     let labels = Tensor::new(&[4i64, 0, 2], &Device::Cpu).unwrap();
     let (mut fast, mut graph) = (classifier_step(true), classifier_step(false));
     for weight in [1.0, 0.25] {
@@ -189,19 +192,9 @@ fn written_out_classifier_logits_match_the_model() {
     let (b, t) = (4, 23);
     // No padding; right padding; left padding; and right padding under a mask that hides
     // every key, where the row's last token averages every value, the padding's too.
-    let pads = [23..23, 15..23, 0..9, 15..23];
-    let x = ids(b, t, 5);
-    let mut rows = x.to_vec2::<u32>().unwrap();
-    let mut mask = vec![vec![1u32; t]; b];
-    for (r, pad) in pads.into_iter().enumerate() {
-        for j in pad {
-            rows[r][j] = 50256;
-            mask[r][j] = 0;
-        }
-    }
-    mask[3] = vec![0; t];
-    let x = Tensor::new(rows, &Device::Cpu).unwrap();
-    let mask = Tensor::new(mask, &Device::Cpu).unwrap();
+    let (x, mask) = padded(ids(b, t, 5), [23..23, 15..23, 0..9, 15..23]);
+    let hidden = Tensor::zeros((1, t), candle_core::DType::U32, &Device::Cpu).unwrap();
+    let mask = Tensor::cat(&[mask.narrow(0, 0, 3).unwrap(), hidden], 0).unwrap();
     let step = classifier_step(true);
     let fast = step.classify_written_out(&x, Some(&mask)).unwrap();
     let fast = fast.expect("f32 on the CPU takes the written-out pass");
