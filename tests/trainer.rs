@@ -1025,7 +1025,7 @@ fn the_padding_figures_are_the_recorded_ones() {
     let speed = longest[0] / full[0];
     let work = full[2] / longest[2];
     assert!(
-        chapter.contains(&format!("trains {speed:.0} times as many")),
+        chapter.contains(&format!("trained {speed:.0} times as many")),
         "chapter 7 should say {speed:.0} times"
     );
     assert!(
