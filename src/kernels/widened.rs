@@ -118,25 +118,16 @@ unsafe fn widen(
     }
     let out = &mut buf[..nr * nc];
     let by_columns = rs == 1 && cs != 1;
-    // Lines of the block: (its length, where line `i` starts, the step along it).
-    let (len, start, step) = if by_columns {
-        let start = move |j: usize| rows.start * rs + (cols.start + j) * cs;
-        (
-            nr,
-            Box::new(start) as Box<dyn Fn(usize) -> usize + Sync>,
-            rs,
-        )
+    // Lines of the block: line `i` is `len` elements from `first + i * apart`, `step` apart.
+    let first = rows.start * rs + cols.start * cs;
+    let (len, apart, step) = if by_columns {
+        (nr, cs, rs)
     } else {
-        let start = move |i: usize| (rows.start + i) * rs + cols.start * cs;
-        (
-            nc,
-            Box::new(start) as Box<dyn Fn(usize) -> usize + Sync>,
-            cs,
-        )
+        (nc, rs, cs)
     };
     if len > 0 {
         out.par_chunks_mut(len).enumerate().for_each(|(line, d)| {
-            let at = start(line);
+            let at = first + line * apart;
             // SAFETY: the line's elements are in the operand's bounds (the caller's guarantee).
             unsafe { widen_line(d, ptr, at, step, bf16) }
         });
