@@ -142,6 +142,17 @@ def torch_imdb(padding, threads, env):
             "peak_rss_bytes": rss, "attention": r.get("attention")}
 
 
+def alternate(label, rounds, sides):
+    """Each side's results over `rounds` rounds, every round running each side once, in order, so
+    that a slow spell of the machine falls on both sides alike."""
+    entry = {name: [] for name in sides}
+    for r in range(rounds):
+        print(f"[{label}] round {r + 1}/{rounds}", file=sys.stderr)
+        for name, side in sides.items():
+            entry[name].append(side())
+    return entry
+
+
 def run(figures, rounds, threads, env, base, check_up_to):
     """Runs the fine-tune figures; returns the raw results (the "finetune" part of the record)."""
     subprocess.run(["cargo", "build", "--release", *FEATURES, "--example", "bench", "--example",
@@ -153,22 +164,17 @@ def run(figures, rounds, threads, env, base, check_up_to):
     if "jokes" in figures:
         res["jokes"] = {}
         for dtype in dtypes:
-            entry = {"candle": [], "pytorch": []}
-            for r in range(rounds):
-                print(f"[jokes {dtype}] round {r + 1}/{rounds}", file=sys.stderr)
-                entry["candle"].append(crate_jokes("gpt2", dtype, JOKES[dtype], env, out / "jokes"))
-                entry["pytorch"].append([torch_jokes("gpt2", dtype, JOKES[dtype], a, threads, base)
-                                         for a in ATTENTION])
-            res["jokes"][dtype] = entry
+            res["jokes"][dtype] = alternate(f"jokes {dtype}", rounds, {
+                "candle": lambda: crate_jokes("gpt2", dtype, JOKES[dtype], env, out / "jokes"),
+                "pytorch": lambda: [torch_jokes("gpt2", dtype, JOKES[dtype], a, threads, base) for a in ATTENTION],
+            })
     if "imdb" in figures:
         res["imdb"] = {}
         for padding in PADDINGS:
-            entry = {"candle": [], "transformers": []}
-            for r in range(rounds):
-                print(f"[imdb {padding}] round {r + 1}/{rounds}", file=sys.stderr)
-                entry["candle"].append(crate_imdb(padding, env, out / f"imdb-{padding}"))
-                entry["transformers"].append(torch_imdb(padding, threads, base))
-            res["imdb"][padding] = entry
+            res["imdb"][padding] = alternate(f"imdb {padding}", rounds, {
+                "candle": lambda: crate_imdb(padding, env, out / f"imdb-{padding}"),
+                "transformers": lambda: torch_imdb(padding, threads, base),
+            })
     if "memory" in figures:
         res["memory"] = {}
         one = {"accumulate": 1, "steps": 1}

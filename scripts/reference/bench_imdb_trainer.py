@@ -65,19 +65,19 @@ import resource
 import sys
 import tempfile
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 import transformers
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 from transformers import (
     DataCollatorWithPadding,
     GPT2ForSequenceClassification,
-    PreTrainedTokenizerFast,
     Trainer,
     TrainingArguments,
     default_data_collator,
 )
+
+from reference_common import ListDataset, compute_metrics, encode, pad_eos_tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EOS = 50256
@@ -207,35 +207,7 @@ def read_split(data_dir, name):
 
 def load_tokenizer(model_dir):
     own = model_dir / "tokenizer.json"
-    path = own if own.exists() else ROOT / "data/gpt2-tokenizer/tokenizer.json"
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(path))
-    tok.eos_token = "<|endoftext|>"
-    tok.pad_token = tok.eos_token
-    assert tok.pad_token_id == EOS and tok.eos_token_id == EOS
-    assert tok.padding_side == "right"
-    return tok
-
-
-def encode(tok, texts, labels, padding, max_length):
-    if padding == "max_length":
-        enc = tok(texts, truncation=True, padding="max_length", max_length=max_length)
-    else:
-        enc = tok(texts, truncation=True, max_length=max_length)
-    return [
-        {"input_ids": ids, "attention_mask": mask, "labels": label}
-        for ids, mask, label in zip(enc["input_ids"], enc["attention_mask"], labels)
-    ]
-
-
-class ListDataset(Dataset):
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
+    return pad_eos_tokenizer(own if own.exists() else ROOT / "data/gpt2-tokenizer/tokenizer.json")
 
 
 class CrateOrderSampler(Sampler):
@@ -262,12 +234,6 @@ class CrateOrderTrainer(Trainer):
         if train_dataset is None:
             train_dataset = self.train_dataset
         return CrateOrderSampler(len(train_dataset), self.args.seed)
-
-
-def compute_metrics(eval_pred):
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    preds = np.argmax(logits, axis=-1)
-    return {"accuracy": float((preds == labels).mean())}
 
 
 def run(args, tmp):

@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import GPT2LMHeadModel
+
+from reference_common import provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "checkpoint.json"
@@ -37,10 +38,7 @@ def main():
             out = model(ids, labels=ids)
     logits = out.logits[0]
     fixture = {
-        "format_version": 1,
-        "command": "python scripts/reference/make_checkpoint_fixture.py",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **provenance(1, "python scripts/reference/make_checkpoint_fixture.py"),
         "example_args": ARGS,
         "checkpoint": "checkpoint-2",
         "input_ids": PROMPT_IDS,

@@ -11,7 +11,6 @@ Loads the crate's bundled tiny GPT-2 (data/tiny-gpt2, written by the crate itsel
 Run from the repository root:  python scripts/reference/make_fixtures.py
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -19,8 +18,9 @@ import sys
 import numpy as np
 import safetensors.torch
 import torch
-import transformers
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+from reference_common import parse_root, provenance
 
 FORMAT_VERSION = 1
 COMMAND = "python scripts/reference/make_fixtures.py"
@@ -94,10 +94,7 @@ def hf_written(root: pathlib.Path, out_dir: pathlib.Path, tensors, meta):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."))
-    args = parser.parse_args()
-    root = args.root
+    root = parse_root(__doc__)
     fixtures = root / "tests/fixtures"
     fixtures.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -105,10 +102,7 @@ def main():
     model, info = load_model(root / "data/tiny-gpt2")
     tok = tokenizer(root)
     tensors, meta = {}, {
-        "format_version": FORMAT_VERSION,
-        "command": COMMAND,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **provenance(FORMAT_VERSION, COMMAND),
         "model": "data/tiny-gpt2",
         "loading_info": {k: sorted(v) if isinstance(v, (list, set)) else str(v) for k, v in info.items()},
     }

@@ -17,13 +17,12 @@ length explicitly.
 Run from the repository root:  python scripts/reference/make_generation_fixtures.py
 """
 
-import argparse
 import json
-import pathlib
 
 import torch
-import transformers
 from transformers import GPT2LMHeadModel, GPT2TokenizerFast
+
+from reference_common import parse_root, provenance
 
 FORMAT_VERSION = 1
 COMMAND = "python scripts/reference/make_generation_fixtures.py"
@@ -113,17 +112,11 @@ def naive_loop(model, tok, prompt=TUTORIAL_PROMPT, max_new_tokens=20):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."))
-    args = parser.parse_args()
-    root = args.root
+    root = parse_root(__doc__)
     model = GPT2LMHeadModel.from_pretrained(root / "data/tiny-gpt2", attn_implementation="eager").eval()
     tok = GPT2TokenizerFast(tokenizer_file=str(root / "data/gpt2-tokenizer/tokenizer.json"))
     meta = {
-        "format_version": FORMAT_VERSION,
-        "command": COMMAND,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **provenance(FORMAT_VERSION, COMMAND),
         "model": "data/tiny-gpt2",
         "greedy": greedy_cases(model, tok),
         "next_token": next_token(model, tok),

@@ -14,13 +14,11 @@ classes on the CPU in float32 (eval mode: dropout off) and writes:
 Run from the repository root:  python scripts/reference/make_heads_fixtures.py
 """
 
-import argparse
 import json
 import pathlib
 
 import safetensors.torch
 import torch
-import transformers
 from transformers import (
     GPT2Config,
     GPT2ForQuestionAnswering,
@@ -30,6 +28,8 @@ from transformers import (
     GPT2Model,
     GPT2TokenizerFast,
 )
+
+from reference_common import parse_root, provenance
 
 FORMAT_VERSION = 1
 COMMAND = "python scripts/reference/make_heads_fixtures.py"
@@ -137,20 +137,14 @@ def grads(model, names, prefix=""):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."))
-    args = parser.parse_args()
-    root = args.root
+    root = parse_root(__doc__)
     fixtures = root / "tests/fixtures"
     model_dir = root / "data/tiny-gpt2"
     tok = tokenizer(root)
     heads = head_weights()
     tensors = dict(heads)
     meta = {
-        "format_version": FORMAT_VERSION,
-        "command": COMMAND,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **provenance(FORMAT_VERSION, COMMAND),
         "model": "data/tiny-gpt2",
         "num_labels": NUM_LABELS,
         "prompt": {"text": PROMPT},

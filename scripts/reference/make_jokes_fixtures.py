@@ -24,11 +24,7 @@ tests/fixtures/jokes.json:
 Run from the repository root:  python scripts/reference/make_jokes_fixtures.py
 """
 
-import argparse
-import json
 import math
-import pathlib
-import re
 
 import pyarrow
 import pyarrow.parquet as pq
@@ -39,6 +35,8 @@ import transformers
 from safetensors import safe_open
 from torch.optim import Optimizer
 from transformers import GPT2LMHeadModel, get_linear_schedule_with_warmup
+
+from reference_common import dumps, parse_root, probe, provenance
 
 FORMAT_VERSION = 1
 COMMAND = "python scripts/reference/make_jokes_fixtures.py"
@@ -61,7 +59,6 @@ PROBES = [
     "transformer.h.1.mlp.c_proj.bias",
     "transformer.ln_f.bias",
 ]
-PROBE_COUNT = 8
 
 
 class TransformersAdamW(Optimizer):
@@ -200,23 +197,6 @@ def load_model(root):
     return model
 
 
-def probe(model):
-    params = dict(model.named_parameters())
-    out = {}
-    for name in PROBES:
-        flat = params[name].detach().reshape(-1)
-        stride = flat.numel() // PROBE_COUNT
-        idx = [i * stride for i in range(PROBE_COUNT)]
-        out[name] = {
-            "shape": list(params[name].shape),
-            "first": flat[:PROBE_COUNT].tolist(),
-            "stride": stride,
-            "strided": flat[idx].tolist(),
-            "sum_f64": float(flat.double().sum()),
-        }
-    return out
-
-
 def run_recipe(root, sequences, recipe):
     model = load_model(root)
     params = list(model.parameters())
@@ -229,7 +209,7 @@ def run_recipe(root, sequences, recipe):
     sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=recipe["warmup"],
                                             num_training_steps=recipe["num_training_steps"])
     opt.zero_grad()
-    seq_losses, step_lrs, losses, grad_norms, probes = [], [], [], [], {"initial": probe(model)}
+    seq_losses, step_lrs, losses, grad_norms, probes = [], [], [], [], {"initial": probe(model, PROBES)}
     grad_norms_exact = []
     for i in range(ACC * STEPS):
         ids = torch.tensor(sequences[i], dtype=torch.long).unsqueeze(0)
@@ -251,7 +231,7 @@ def run_recipe(root, sequences, recipe):
             sched.step()
             opt.zero_grad()
             if step in (1, STEPS):
-                probes[f"after_step_{step}"] = probe(model)
+                probes[f"after_step_{step}"] = probe(model, PROBES)
     out = {
         "settings": recipe,
         "sequence_lens": [len(s) for s in sequences[: ACC * STEPS]],
@@ -349,21 +329,8 @@ def schedule_section():
     }
 
 
-# ---------------------------------------------------------------------------------------------
-
-
-def dumps(obj):
-    """Indented JSON with every list of numbers on a single line (keeps the file small)."""
-    text = json.dumps(obj, indent=1, ensure_ascii=False)
-    scalar_list = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*|true|false|null)(?:,\s*(?:-?[0-9][0-9.eE+-]*|true|false|null))*)\s*\]")
-    return scalar_list.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."))
-    args = parser.parse_args()
-    root = args.root
+    root = parse_root(__doc__)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
@@ -377,10 +344,7 @@ def main():
     assert all(fast.encode(t) == ids for t, ids in zip(texts, all_ids))
 
     fixture = {
-        "format_version": FORMAT_VERSION,
-        "command": COMMAND,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **provenance(FORMAT_VERSION, COMMAND),
         "tokenizers": tokenizers.__version__,
         "pyarrow": pyarrow.__version__,
         "model": "data/tiny-gpt2",

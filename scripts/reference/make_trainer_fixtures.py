@@ -32,31 +32,36 @@ subclass below returns a SequentialSampler from `_get_train_sampler(self, train_
 Run from the repository root:  python scripts/reference/make_trainer_fixtures.py
 """
 
-import argparse
 import hashlib
-import json
 import math
-import pathlib
-import re
 import tempfile
 
 import accelerate
-import numpy as np
 import pyarrow
 import pyarrow.parquet as pq
 import tokenizers
 import torch
 import transformers
-from torch.utils.data import Dataset, SequentialSampler
+from torch.utils.data import SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
     GPT2Config,
     GPT2ForSequenceClassification,
-    PreTrainedTokenizerFast,
     Trainer,
     TrainerCallback,
     TrainingArguments,
     default_data_collator,
+)
+
+from reference_common import (
+    ListDataset,
+    compute_metrics,
+    dumps,
+    encode,
+    pad_eos_tokenizer,
+    parse_root,
+    probe,
+    provenance,
 )
 
 FORMAT_VERSION = 1
@@ -74,7 +79,6 @@ PROBES = [
     "transformer.h.1.ln_2.weight",
     "transformer.ln_f.bias",
 ]
-PROBE_COUNT = 8
 SENTENCES = ["I hate this movie!", "I love this movie!"]
 TRAINING_ARGS = {
     "learning_rate": 1e-3,  # the tutorial's is 2e-5; 1e-3 so that two steps visibly move the weights
@@ -95,17 +99,6 @@ TRAINING_ARGS = {
 }
 # The tutorial: 25,000 IMDB training rows, 3 epochs, every row padded to 1,024 tokens, batch 16.
 TUTORIAL = {"rows": 25000, "epochs": 3, "tokens_per_row": 1024, "batch_size": 16}
-
-
-class ListDataset(Dataset):
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
 
 
 class SequentialTrainer(Trainer):
@@ -139,37 +132,11 @@ class ProbeCallback(TrainerCallback):
         self.probes = {}
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.probes[f"after_step_{state.global_step}"] = probe(model)
-
-
-def probe(model):
-    params = dict(model.named_parameters())
-    out = {}
-    for name in PROBES:
-        flat = params[name].detach().reshape(-1)
-        stride = flat.numel() // PROBE_COUNT
-        idx = [i * stride for i in range(PROBE_COUNT)]
-        out[name] = {
-            "shape": list(params[name].shape),
-            "first": flat[:PROBE_COUNT].tolist(),
-            "stride": stride,
-            "strided": flat[idx].tolist(),
-            "sum_f64": float(flat.double().sum()),
-        }
-    return out
+        self.probes[f"after_step_{state.global_step}"] = probe(model, PROBES)
 
 
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load_tokenizer(root):
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(root / "data/gpt2-tokenizer/tokenizer.json"))
-    tok.eos_token = "<|endoftext|>"
-    tok.pad_token = tok.eos_token
-    assert tok.pad_token_id == EOS and tok.eos_token_id == EOS
-    assert tok.padding_side == "right"
-    return tok
 
 
 def load_model(root):
@@ -193,23 +160,6 @@ def load_model(root):
 def read_split(root, name, n):
     table = pq.read_table(root / f"data/imdb-sample/{name}.parquet")
     return table.column("text").to_pylist()[:n], table.column("label").to_pylist()[:n]
-
-
-def encode(tok, texts, labels, padding):
-    if padding == "max_length":
-        enc = tok(texts, truncation=True, padding="max_length", max_length=MAX_LENGTH)
-    else:
-        enc = tok(texts, truncation=True, max_length=MAX_LENGTH)
-    return [
-        {"input_ids": ids, "attention_mask": mask, "labels": label}
-        for ids, mask, label in zip(enc["input_ids"], enc["attention_mask"], labels)
-    ]
-
-
-def compute_metrics(eval_pred):
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    preds = np.argmax(logits, axis=-1)
-    return {"accuracy": float((preds == labels).mean())}
 
 
 def make_trainer(root, tok, padding, train_rows, optim=None, override_sampler=True, tmp=None, extra=None):
@@ -292,10 +242,10 @@ def sentiments(model, tok):
 
 
 def run(root, tok, padding, train, evals, tmp):
-    train_rows = encode(tok, *train, padding)
-    eval_rows = encode(tok, *evals, padding)
+    train_rows = encode(tok, *train, padding, MAX_LENGTH)
+    eval_rows = encode(tok, *evals, padding, MAX_LENGTH)
     trainer, model, report, probes = make_trainer(root, tok, padding, train_rows, tmp=tmp)
-    initial = probe(model)
+    initial = probe(model, PROBES)
     score_init = model.score.weight.detach().clone()
     nonemb = model.num_parameters(exclude_embeddings=True)
 
@@ -345,7 +295,7 @@ def run(root, tok, padding, train, evals, tmp):
     evaluation = {
         "rows": [0, EVAL_ROWS],
         "labels": evals[1],
-        "ids": [r["input_ids"] for r in encode(tok, *evals, "longest")],
+        "ids": [r["input_ids"] for r in encode(tok, *evals, "longest", MAX_LENGTH)],
         "metrics": {k: v for k, v in eval_metrics.items() if k not in eval_timing},
         "metrics_keys": sorted(eval_metrics),
         "logits": pred.predictions.tolist(),
@@ -361,7 +311,7 @@ def run(root, tok, padding, train, evals, tmp):
         "padding": padding,
         "collator": "default_data_collator (rows already padded to 64)" if padding == "max_length"
         else "DataCollatorWithPadding(tokenizer): right-padded with 50256 to the batch's longest row",
-        "train_ids": [r["input_ids"] for r in encode(tok, *train, "longest")],
+        "train_ids": [r["input_ids"] for r in encode(tok, *train, "longest", MAX_LENGTH)],
         "train_labels": train[1],
         "batches": batches,
         "initial_loss_first_batch": loss0,
@@ -433,23 +383,13 @@ def tutorial_flops():
     }
 
 
-def dumps(obj):
-    """Indented JSON with every list of numbers on a single line (keeps the file small)."""
-    text = json.dumps(obj, indent=1, ensure_ascii=False)
-    scalar_list = re.compile(r"\[\s*((?:-?[0-9][0-9.eE+-]*|true|false|null)(?:,\s*(?:-?[0-9][0-9.eE+-]*|true|false|null))*)\s*\]")
-    return scalar_list.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."))
-    args = parser.parse_args()
-    root = args.root
+    root = parse_root(__doc__)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
 
-    tok = load_tokenizer(root)
+    tok = pad_eos_tokenizer(root / "data/gpt2-tokenizer/tokenizer.json")
     train = read_split(root, "train", TRAIN_ROWS)
     evals = read_split(root, "test", EVAL_ROWS)
 
@@ -509,10 +449,7 @@ def main():
     }
 
     fixture = {
-        "format_version": FORMAT_VERSION,
-        "command": COMMAND,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **provenance(FORMAT_VERSION, COMMAND),
         "accelerate": accelerate.__version__,
         "tokenizers": tokenizers.__version__,
         "pyarrow": pyarrow.__version__,
@@ -596,10 +533,10 @@ def main():
 
 
 def run_check(root, tok, train, evals, tmp, optim=None, override_sampler=True, extra=None):
-    train_rows = encode(tok, *train, "max_length")
+    train_rows = encode(tok, *train, "max_length", MAX_LENGTH)
     trainer, model, _, probes = make_trainer(root, tok, "max_length", train_rows, optim=optim,
                                              override_sampler=override_sampler, tmp=tmp, extra=extra)
-    initial = probe(model)
+    initial = probe(model, PROBES)
     result = trainer.train()
     if not override_sampler:
         assert isinstance(trainer._get_train_sampler(), SequentialSampler)
