@@ -187,10 +187,6 @@ fn main() -> anyhow::Result<()> {
         generated.push(Generated { prompt, text });
     }
 
-    let too_long = tokenized
-        .iter()
-        .filter(|t| t.len() > settings.max_seq_len)
-        .count();
     if args.json {
         let report_json = Report {
             model: &model_name,
@@ -198,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             recipe: settings.recipe.to_string(),
             settings: &settings,
             jokes_read: jokes.len(),
-            jokes_skipped: jokes.skipped + too_long,
+            jokes_skipped: jokes.skipped + report.jokes_too_long,
             sequences: report.sequences,
             optimizer_steps: report.optimizer_steps,
             losses: history.steps.iter().map(|r| r.loss).collect(),
@@ -213,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report_json)?);
         return Ok(());
     }
-    print_summary(&report, too_long);
+    print_summary(&report);
     println!(
         "History: {}, figure: {}",
         args.out.join("history.csv").display(),
@@ -225,7 +221,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(report: &JokesReport, too_long: usize) {
+fn print_summary(report: &JokesReport) {
     for e in &report.history.epochs {
         println!(
             "epoch {}: {} sequences, {} optimizer steps, lr {:.3e}",
@@ -243,7 +239,8 @@ fn print_summary(report: &JokesReport, too_long: usize) {
         report.seconds,
         report.jokes_per_second
     );
-    if too_long > 0 {
+    if report.jokes_too_long > 0 {
+        let too_long = report.jokes_too_long;
         println!("Skipped {too_long} jokes longer than the longest sequence");
     }
     if report.untrained_sequences + report.untrained_jokes > 0 {

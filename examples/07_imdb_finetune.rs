@@ -159,11 +159,6 @@ fn main() -> anyhow::Result<()> {
         })
     };
     let (train_rows, test_rows) = (tokenize(&train_split)?, tokenize(&test_split)?);
-    let mut collator = Collator {
-        padding: args.padding,
-        max_length: args.max_length,
-        pad_token_id: EOS_TOKEN_ID,
-    };
     // ANCHOR_END: tokenize
 
     // ANCHOR: model
@@ -171,10 +166,15 @@ fn main() -> anyhow::Result<()> {
     // `score` unless the checkpoint has one; then `model.config.pad_token_id = eos`.
     let (weights, mut cfg, report) =
         for_sequence_classification(&loaded.weights, &loaded.config, imdb.num_labels, HEAD_SEED)?;
-    cfg.pad_token_id = cfg.pad_token_id.or(Some(EOS_TOKEN_ID));
+    let pad_token_id = *cfg.pad_token_id.get_or_insert(EOS_TOKEN_ID);
     // ANCHOR_END: model
-    // A classification checkpoint with a pad token of its own pads with it.
-    collator.pad_token_id = cfg.pad_token_id.unwrap_or(EOS_TOKEN_ID);
+    // DataCollatorWithPadding(tokenizer): batches padded with the model's pad token (eos, unless
+    // a classification checkpoint brings its own).
+    let collator = Collator {
+        padding: args.padding,
+        max_length: args.max_length,
+        pad_token_id,
+    };
 
     // ANCHOR: arguments
     let training_args = TrainingArguments {

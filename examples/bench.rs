@@ -1,6 +1,6 @@
 //! The benchmark against transformers: this crate's side.
 //!
-//! Times the workloads of `gpt2_tutorial::bench` on a random GPT-2 of a released size and
+//! Times the workloads of `gpt2_tutorial::workloads` on a random GPT-2 of a released size and
 //! prints one JSON object of figures. `scripts/bench.py` runs it beside
 //! `scripts/reference/bench_transformers.py` on the same weights and prints the ratios.
 //!
@@ -18,12 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
+use candle_nn::Optimizer;
 use clap::{Parser, Subcommand, ValueEnum};
-use gpt2_tutorial::bench::{self, DECODE_TOKENS, LONG_TOKENS, SEED};
 use gpt2_tutorial::device::{parse_device, Precision};
-use gpt2_tutorial::train::{AdamWKind, TrainPrecision, TrainStep};
+use gpt2_tutorial::train::{named_vars, AdamWConfig, TrainPrecision, TrainSettings, TrainStep};
 use gpt2_tutorial::tutorial::TUTORIAL_PROMPT;
+use gpt2_tutorial::workloads::{self, DECODE_TOKENS, LONG_TOKENS, SEED};
 use gpt2_tutorial::{kernels, loss, Gpt2Config, Gpt2LmHeadModel, LoadedModel, ModelSource};
 use serde_json::{json, Value};
 
@@ -176,22 +178,25 @@ fn figure(tokens: usize, times: &[f64]) -> Value {
     json!({ "seconds": s, "tokens_per_s": tokens as f64 / s, "tokens": tokens, "times": times })
 }
 
+/// The training step users get ([`TrainStep`] with the crate's [`AdamW`](gpt2_tutorial::train::AdamW)),
+/// at the Python side's settings: `torch.optim.AdamW(lr=1e-4, weight_decay=0.01)`.
+fn train_step(m: &LoadedModel, precision: TrainPrecision) -> anyhow::Result<TrainStep> {
+    let adamw = AdamWConfig {
+        weight_decay: 0.01,
+        ..AdamWConfig::torch(1e-4)
+    };
+    let settings = TrainSettings::new(precision, adamw).seed(SEED);
+    Ok(TrainStep::new(&m.weights, &m.config, settings)?)
+}
+
 /// Times training steps on `long`, each phase apart too, to say where a step's time goes
 /// (a whole step only when loss scaling joins the phases). The losses of the first and last
 /// step show that the steps learn: every one trains on the same input.
-fn train_figure(
-    m: &LoadedModel,
-    long: &Tensor,
-    reps: usize,
-    adamw: AdamWKind,
-    precision: TrainPrecision,
-) -> anyhow::Result<Value> {
-    let device = m.weights.device();
-    let mut train = TrainStep::new(&m.weights, &m.config, 1e-4, SEED, adamw, precision)?;
-    let mut losses = Vec::new();
+fn train_figure(mut train: TrainStep, long: &Tensor, reps: usize) -> anyhow::Result<Value> {
     if train.loss_scaler().is_some() {
+        let mut losses = Vec::new();
         let mut applied = 0;
-        let t = time_on(device, reps, || {
+        let t = time_on(long.device(), reps, || {
             let report = train.step(long)?;
             applied += usize::from(report.applied);
             losses.push(report.loss);
@@ -206,8 +211,42 @@ fn train_figure(
     if train.takes_written_out_pass() {
         return written_out_train_figure(&mut train, long, reps);
     }
+    graph_train_figure(&mut train, long, reps, |train, grads| {
+        Ok(train.update(grads)?)
+    })
+}
+
+/// [`train_figure`]'s graph step with `candle_nn::AdamW` (a dozen tensor operations per
+/// parameter) in place of the crate's, for comparison: the only place it is used.
+fn candle_adamw_train_figure(
+    mut train: TrainStep,
+    long: &Tensor,
+    reps: usize,
+) -> anyhow::Result<Value> {
+    let vars = named_vars(train.varmap())?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let params = candle_nn::ParamsAdamW {
+        lr: 1e-4,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut adamw = candle_nn::AdamW::new(vars, params)?;
+    graph_train_figure(&mut train, long, reps, |_, grads| Ok(adamw.step(grads)?))
+}
+
+/// Training steps through candle's graph - forward, backward, `update` - each phase timed.
+fn graph_train_figure(
+    train: &mut TrainStep,
+    long: &Tensor,
+    reps: usize,
+    mut update: impl FnMut(&mut TrainStep, &GradStore) -> anyhow::Result<()>,
+) -> anyhow::Result<Value> {
+    let device = long.device().clone();
+    let mut losses = Vec::new();
     let mut phases = [Vec::new(), Vec::new(), Vec::new()];
-    let t = time_on(device, reps, || {
+    let t = time_on(&device, reps, || {
         let start = Instant::now();
         let loss = train.forward(long)?;
         device.synchronize()?;
@@ -215,7 +254,7 @@ fn train_figure(
         let grads = loss.backward()?;
         device.synchronize()?;
         let backward = start.elapsed();
-        train.update(&grads)?;
+        update(train, &grads)?;
         device.synchronize()?;
         let update = start.elapsed();
         losses.push(loss.to_scalar::<f32>()?);
@@ -241,7 +280,7 @@ fn train_figure(
 }
 
 /// [`train_figure`] in f32 or bf16 on the CPU, where a micro-step is written out
-/// (`kernels::lm_micro_step`; bf16 products in AMX tiles or widened to f32): forward and
+/// (`written_out::lm_micro_step`; bf16 products in AMX tiles or widened to f32): forward and
 /// backward are one pass there, timed as one phase, and the update another.
 fn written_out_train_figure(
     train: &mut TrainStep,
@@ -348,7 +387,7 @@ fn profile(reps: usize) -> anyhow::Result<Value> {
 
     // The LM loss of a 500-token step (loss::lm_loss), forward and forward + backward; seconds.
     let logits = candle_core::Var::from_tensor(&randn(&[1, 500, 50257], 1.0)?)?;
-    let labels = Tensor::new(bench::long_input(500, 50257).as_slice(), cpu)?
+    let labels = Tensor::new(workloads::long_input(500, 50257).as_slice(), cpu)?
         .to_dtype(candle_core::DType::I64)?
         .unsqueeze(0)?; // (1, T)
     let mut forward = Vec::new();
@@ -375,7 +414,7 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Command::Prepare(common) => {
             let (name, cfg) = common.config();
-            let wrote = bench::prepare_model(&common.dir(), &cfg, SEED)?;
+            let wrote = workloads::prepare_model(&common.dir(), &cfg, SEED)?;
             let what = if wrote { "wrote" } else { "kept" };
             eprintln!("{what} {name} in {}", common.dir().display());
         }
@@ -407,21 +446,21 @@ fn main() -> anyhow::Result<()> {
             let mut decode_s = None;
             if figures.contains(&Figure::Decode) {
                 let t = time_on(&device, reps, || {
-                    Ok(bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?)
+                    Ok(workloads::cached_greedy(&model, &prompt, DECODE_TOKENS)?)
                 })?;
                 decode_s = Some(median(&t));
                 out["decode"] = figure(DECODE_TOKENS, &t);
             }
             if figures.contains(&Figure::Naive) {
                 let t = time_on(&device, reps, || {
-                    Ok(bench::naive_greedy(&model, &prompt, DECODE_TOKENS)?)
+                    Ok(workloads::naive_greedy(&model, &prompt, DECODE_TOKENS)?)
                 })?;
                 if let Some(d) = decode_s {
                     out["cached_over_naive"] = json!(median(&t) / d);
                 }
                 out["naive"] = figure(DECODE_TOKENS, &t);
             }
-            let long = bench::long_input(LONG_TOKENS, m.config.vocab_size);
+            let long = workloads::long_input(LONG_TOKENS, m.config.vocab_size);
             let long = Tensor::new(long.as_slice(), &device)?.unsqueeze(0)?; // (1, T)
             if figures.contains(&Figure::Prefill) {
                 let t = time_on(&device, reps, || Ok(model.forward(&long, None, None)?))?;
@@ -433,17 +472,12 @@ fn main() -> anyhow::Result<()> {
             } else {
                 common.load(&device, candle_core::DType::F32)?
             };
-            for (fig, key, adamw) in [
-                (Figure::Train, "train", AdamWKind::Fused),
-                (
-                    Figure::TrainCandleAdamw,
-                    "train_candle_adamw",
-                    AdamWKind::Candle,
-                ),
-            ] {
-                if figures.contains(&fig) {
-                    out[key] = train_figure(&m, &long, reps, adamw, train_precision)?;
-                }
+            if figures.contains(&Figure::Train) {
+                out["train"] = train_figure(train_step(&m, train_precision)?, &long, reps)?;
+            }
+            if figures.contains(&Figure::TrainCandleAdamw) {
+                let train = train_step(&m, train_precision)?;
+                out["train_candle_adamw"] = candle_adamw_train_figure(train, &long, reps)?;
             }
             println!("{out}");
         }
@@ -452,8 +486,8 @@ fn main() -> anyhow::Result<()> {
             let m = common.load(&Device::Cpu, candle_core::DType::F32)?;
             let model = Gpt2LmHeadModel::from_weights(&m.weights, &m.config)?;
             let prompt = m.tokenizer.encode(TUTORIAL_PROMPT)?;
-            bench::cached_greedy(&model, &prompt, DECODE_TOKENS)?;
-            let peak = bench::peak_rss_bytes()?;
+            workloads::cached_greedy(&model, &prompt, DECODE_TOKENS)?;
+            let peak = workloads::peak_rss_bytes()?;
             let bytes = weights_bytes(&common.dir())?;
             let out = json!({
                 "side": "candle",

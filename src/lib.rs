@@ -10,17 +10,17 @@
 //!
 //! | layer | modules | what they hold |
 //! |---|---|---|
-//! | chapters | [`tutorial`], [`bench`](mod@bench), [`cli`] | what the chapters print and draw, the benchmark harness, the examples' shared flags |
+//! | chapters | [`tutorial`], [`workloads`], [`cli`] | what the chapters print and draw, the benchmark's workloads, the examples' shared flags |
 //! | training | [`train`] | a training step in f32 or half precision, AdamW, schedules, clipping, checkpoints |
 //! | data | [`data`] | datasets read from parquet, and packing them into training sequences |
 //! | loading | [`source`], [`device`] | the Hub, local directories and the bundled files; devices and dtypes |
 //! | using a model | [`generation`], [`stream`], [`plot`] | greedy and sampled generation, streaming text, SVG figures |
 //! | heads | [`heads`], [`loss`] | the five model classes of transformers, and their losses |
-//! | the transformer | [`model`], [`cache`], [`dropout`] | GPT-2 itself, bottom-up like nanoGPT's `model.py`, its KV cache and seeded dropout |
-//! | fast paths | [`kernels`] | CPU operations with the plain code's arithmetic, one file each |
+//! | the transformer | [`model`], [`cache`], [`dropout`] | GPT-2 itself, bottom-up like nanoGPT's `model.py`, its KV cache and seeded dropout: the reference |
+//! | the training pass, written out | [`written_out`] | GPT-2's forward and backward over plain buffers, llm.c's way: what trains on the CPU |
+//! | fast paths | [`kernels`] | CPU operations with the plain code's arithmetic: the graph's custom ops, matrix products, update passes |
 //! | foundations | [`weights`], [`tokenizer`], [`config`], [`memory`], [`error`] | tensors by checkpoint name, GPT-2's BPE, `config.json`, allocation, the error type |
 
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -41,6 +41,8 @@ pub mod tokenizer;
 pub mod train;
 pub mod tutorial;
 pub mod weights;
+pub mod workloads;
+pub mod written_out;
 
 pub use cache::KvCache;
 pub use config::Gpt2Config;

@@ -68,7 +68,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// copying the `(B, T, V)` logits, which hold V = 50,257 numbers for every label.
 pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
-    check_labels(labels, &[b, t], PER_TOKEN)?;
+    check_label_shape(labels, &[b, t], PER_TOKEN)?;
     if t < 2 {
         return Err(Error::InvalidArgument(
             "a language-modelling loss needs at least 2 tokens (one to read, one to predict)"
@@ -87,7 +87,11 @@ const PER_TOKEN: &str =
     "give one label per input token, the same [batch, tokens] shape as input_ids";
 pub(crate) const PER_SEQUENCE: &str = "give one class per sequence, a [batch] tensor";
 
-pub(crate) fn check_labels(labels: &Tensor, expected: &[usize], what: &'static str) -> Result<()> {
+pub(crate) fn check_label_shape(
+    labels: &Tensor,
+    expected: &[usize],
+    what: &'static str,
+) -> Result<()> {
     if labels.dims() != expected {
         return Err(Error::LabelShape {
             labels: labels.dims().to_vec(),
@@ -109,7 +113,7 @@ pub fn sequence_classification_loss(pooled_logits: &Tensor, labels: &Tensor) -> 
         1 => return Err(Error::RegressionUnsupported),
         _ => {}
     }
-    check_labels(labels, &[b], PER_SEQUENCE)?;
+    check_label_shape(labels, &[b], PER_SEQUENCE)?;
     cross_entropy(pooled_logits, labels)
 }
 // ANCHOR_END: sequence_classification_loss
@@ -119,7 +123,7 @@ pub fn sequence_classification_loss(pooled_logits: &Tensor, labels: &Tensor) -> 
 /// label is about the token itself, not the next one.
 pub fn token_classification_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, t, n) = logits.dims3()?;
-    check_labels(labels, &[b, t], PER_TOKEN)?;
+    check_label_shape(labels, &[b, t], PER_TOKEN)?;
     let flat_logits = logits.reshape((b * t, n))?; // (B*T, N)
     cross_entropy(&flat_logits, &labels.flatten_all()?)
 }

@@ -13,6 +13,13 @@
 //! `attend`, `logits`) are gathered at the end of the file: on the CPU (f32, f16 or bf16) they
 //! run a kernel of `src/kernels/` with the same arithmetic in fewer passes, and the plain
 //! function otherwise. `tests/perf_paths.rs` checks that both give the same numbers.
+//!
+//! **Which code trains where.** This model is the reference: it generates, evaluates, and
+//! trains through candle's graph (its backward pass) on a GPU, in mixed precision and in f16.
+//! Training on the CPU in f32 or pure bf16 takes a second GPT-2 instead, written out forward
+//! *and* backward over plain buffers, llm.c's way: [`crate::written_out`]. It calls the same
+//! kernels in the same order, so its loss is this model's to the bit and its gradients agree to
+//! float rounding (`tests/lm_step.rs` holds the two equal).
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};

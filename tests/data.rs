@@ -7,9 +7,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use gpt2_tutorial::config::EOS_TOKEN_ID;
 use gpt2_tutorial::data::{
     check_max_seq_len, epoch_order, joke_text, parquet_files, read_columns, tokenize_jokes,
-    ColumnKind, Jokes, JokesSource, Packer, PackingMode, END_OF_TEXT_ID, JOKES_DATASET,
+    ColumnKind, Jokes, JokesSource, Packer, PackingMode, JOKES_DATASET,
 };
 use gpt2_tutorial::{Error, Gpt2Tokenizer};
 use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
@@ -479,16 +480,16 @@ fn the_bundled_sample_has_283_jokes_ending_in_50256() {
     let text = joke_text(&jokes.jokes[0]);
     assert!(text.starts_with("JOKE: ") && text.ends_with("<|endoftext|>"));
     let ids = tokenizer.encode(&text).unwrap();
-    assert_eq!(ids.last(), Some(&END_OF_TEXT_ID));
+    assert_eq!(ids.last(), Some(&EOS_TOKEN_ID));
     assert_eq!(
-        ids.iter().filter(|&&t| t == END_OF_TEXT_ID).count(),
+        ids.iter().filter(|&&t| t == EOS_TOKEN_ID).count(),
         1,
         "<|endoftext|> is one token"
     );
     let all = jokes.tokenize(&tokenizer).unwrap();
     assert_eq!(all.len(), 283);
     assert_eq!(all[0], ids);
-    assert!(all.iter().all(|t| t.last() == Some(&END_OF_TEXT_ID)));
+    assert!(all.iter().all(|t| t.last() == Some(&EOS_TOKEN_ID)));
 }
 
 #[test]

@@ -13,7 +13,8 @@ use common::*;
 use gpt2_tutorial::data::{epoch_order, Jokes, JokesSource, Packer, PackingMode};
 use gpt2_tutorial::tokenizer::bundled_tokenizer_path;
 use gpt2_tutorial::train::{
-    AdamWConfig, JokesSettings, JokesTrainer, LinearSchedule, RunOptions, TrainPrecision, TrainStep,
+    AdamWConfig, JokesSettings, JokesTrainer, LinearSchedule, RunOptions, TrainPrecision,
+    TrainSettings, TrainStep,
 };
 use gpt2_tutorial::{Gpt2Tokenizer, Weights};
 use serde_json::Value;
@@ -171,7 +172,12 @@ fn replay(recipe: &str) {
         s["warmup"].as_u64().unwrap() as usize,
         (total >= 0).then_some(total as usize),
     );
-    let mut train = TrainStep::with_adamw(&m.weights, &cfg, TrainPrecision::F32, adamw, 0).unwrap();
+    let mut train = TrainStep::new(
+        &m.weights,
+        &cfg,
+        TrainSettings::new(TrainPrecision::F32, adamw).seed(0),
+    )
+    .unwrap();
     let weight = if average {
         1.0 / accumulate as f64
     } else {

@@ -1,4 +1,4 @@
-//! The written-out training micro-steps (src/kernels/lm_step.rs) against the model's graph and
+//! The written-out training micro-steps (src/written_out/) against the model's graph and
 //! candle's backward pass, which the other tests check against PyTorch: the same loss (to the
 //! bit for the LM loss) and the same gradients to float rounding, with dropout on, over two
 //! micro-steps and an update, for one sequence and a batch of two; and chapter 7's classifier
@@ -11,13 +11,13 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use gpt2_tutorial::bench;
 use gpt2_tutorial::heads::for_sequence_classification;
-use gpt2_tutorial::train::{AdamWConfig, TaskHead, TrainPrecision, TrainStep};
+use gpt2_tutorial::train::{AdamWConfig, TaskHead, TrainPrecision, TrainSettings, TrainStep};
+use gpt2_tutorial::workloads;
 
 fn ids(b: usize, t: usize, offset: usize) -> Tensor {
     let m = bundled();
-    let all = bench::long_input(b * t + offset, m.config.vocab_size);
+    let all = workloads::long_input(b * t + offset, m.config.vocab_size);
     Tensor::from_slice(&all[offset..], (b, t), &Device::Cpu).unwrap()
 }
 
@@ -28,7 +28,12 @@ fn train_step(written_out: bool) -> TrainStep {
 fn train_step_in(precision: TrainPrecision, written_out: bool) -> TrainStep {
     let m = bundled();
     let adamw = AdamWConfig::torch(1e-3);
-    let mut step = TrainStep::with_adamw(&m.weights, &m.config, precision, adamw, 11).unwrap();
+    let mut step = TrainStep::new(
+        &m.weights,
+        &m.config,
+        TrainSettings::new(precision, adamw).seed(11),
+    )
+    .unwrap();
     step.set_written_out(written_out);
     step
 }
@@ -132,8 +137,14 @@ fn classifier_step(written_out: bool) -> TrainStep {
     cfg.pad_token_id = Some(50256);
     let task = TaskHead::SequenceClassification { num_labels: 5 };
     let adamw = AdamWConfig::torch(1e-3);
-    let mut step =
-        TrainStep::for_task(&weights, &cfg, task, TrainPrecision::F32, adamw, 5).unwrap();
+    let mut step = TrainStep::new(
+        &weights,
+        &cfg,
+        TrainSettings::new(TrainPrecision::F32, adamw)
+            .task(task)
+            .seed(5),
+    )
+    .unwrap();
     step.set_written_out(written_out);
     step
 }

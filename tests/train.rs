@@ -6,13 +6,13 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use gpt2_tutorial::bench;
-use gpt2_tutorial::train::{AdamWKind, LossScaler, TrainPrecision, TrainStep};
+use gpt2_tutorial::train::{AdamWConfig, LossScaler, TrainPrecision, TrainSettings, TrainStep};
+use gpt2_tutorial::workloads;
 use gpt2_tutorial::{Error, Weights};
 
 fn ids(len: usize) -> Tensor {
     let m = bundled();
-    let ids = bench::long_input(len, m.config.vocab_size);
+    let ids = workloads::long_input(len, m.config.vocab_size);
     Tensor::new(ids.as_slice(), &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
@@ -20,15 +20,12 @@ fn ids(len: usize) -> Tensor {
 }
 
 fn train_step(weights: &Weights, lr: f64, precision: TrainPrecision) -> TrainStep {
-    TrainStep::new(
-        weights,
-        &bundled().config,
-        lr,
-        7,
-        AdamWKind::Fused,
-        precision,
-    )
-    .unwrap()
+    let adamw = AdamWConfig {
+        weight_decay: 0.01,
+        ..AdamWConfig::torch(lr)
+    };
+    let settings = TrainSettings::new(precision, adamw).seed(7);
+    TrainStep::new(weights, &bundled().config, settings).unwrap()
 }
 
 #[test]
@@ -90,7 +87,7 @@ fn l2(t: &Tensor) -> f32 {
 /// The gradients a step computes, by weight name.
 fn gradients(train: &TrainStep, ids: &Tensor) -> Vec<(String, Tensor)> {
     let grads = train.forward(ids).unwrap().backward().unwrap();
-    let data = train.varmap.data().lock().unwrap();
+    let data = train.varmap().data().lock().unwrap();
     let mut named: Vec<_> = data
         .iter()
         .map(|(name, var)| (name.clone(), grads.get(var).unwrap().clone()))

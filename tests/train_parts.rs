@@ -13,7 +13,7 @@ use common::*;
 use gpt2_tutorial::dropout::Dropout;
 use gpt2_tutorial::train::{
     clip_grad_norm, decays, load_checkpoint, save_checkpoint, AdamW, AdamWConfig, AdamWVariant,
-    HalfMoments, LinearSchedule, TrainPrecision, TrainStep,
+    HalfMoments, LinearSchedule, TrainPrecision, TrainSettings, TrainStep,
 };
 use gpt2_tutorial::{Error, LoadedModel, ModelSource, Weights};
 
@@ -291,7 +291,12 @@ fn half_moments_like_pytorch_round_every_operation() {
 
 fn tiny_train(precision: TrainPrecision, adamw: AdamWConfig) -> TrainStep {
     let m = bundled();
-    TrainStep::with_adamw(&m.weights, &m.config, precision, adamw, 11).unwrap()
+    TrainStep::new(
+        &m.weights,
+        &m.config,
+        TrainSettings::new(precision, adamw).seed(11),
+    )
+    .unwrap()
 }
 
 /// Two micro-steps weighted 1/2 each give the gradient of the mean loss of a batch holding
@@ -333,7 +338,7 @@ fn accumulating_half_weighted_micro_steps_equals_one_batch() {
 fn weight_gradients_hold_no_graph() {
     let train = tiny_train(TrainPrecision::F32, AdamWConfig::torch(1e-3));
     let grads = train.forward(&seq(12, 1)).unwrap().backward().unwrap();
-    let vars = train.varmap.data().lock().unwrap();
+    let vars = train.varmap().data().lock().unwrap();
     assert!(!vars.is_empty());
     for (name, var) in vars.iter() {
         let g = grads
@@ -352,7 +357,7 @@ fn weight_gradients_hold_no_graph() {
 #[test]
 fn adamw_moments_start_as_separate_buffers() {
     let train = tiny_train(TrainPrecision::F32, AdamWConfig::torch(1e-3));
-    let adamw = train.optimizer().unwrap();
+    let adamw = train.optimizer();
     for name in bundled().weights.names() {
         let (m, v) = adamw.moments(&name).unwrap();
         assert_ne!(m.id(), v.id(), "{name}");
@@ -369,14 +374,8 @@ fn a_non_finite_loss_names_the_step() {
         "ln_f.bias",
         Tensor::full(f32::NAN, bias.shape(), &Device::Cpu).unwrap(),
     );
-    let mut train = TrainStep::with_adamw(
-        &weights,
-        &m.config,
-        TrainPrecision::F32,
-        AdamWConfig::torch(1e-3),
-        0,
-    )
-    .unwrap();
+    let settings = TrainSettings::new(TrainPrecision::F32, AdamWConfig::torch(1e-3));
+    let mut train = TrainStep::new(&weights, &m.config, settings).unwrap();
     let e = train.accumulate(&seq(8, 0), 1.0).unwrap_err();
     assert!(
         matches!(
@@ -426,6 +425,15 @@ fn dropout_state_restores_the_same_masks() {
 struct LoopState {
     step: usize,
     losses: Vec<f32>,
+}
+
+/// A checkpoint of `train` in `dir`, its loop at optimizer step `step`.
+fn save_at(dir: &Path, train: &TrainStep, step: usize) {
+    let state = LoopState {
+        step,
+        losses: vec![],
+    };
+    save_checkpoint(dir, train, &tokenizer_json(), &state).unwrap();
 }
 
 /// `n` optimizer steps of 2 micro-steps each, from `seq` offsets `from..`; the losses.
@@ -485,8 +493,8 @@ fn a_checkpoint_resumes_bit_for_bit() {
         got.extend(run(&mut resumed, 2, 2));
         assert_eq!(got, want, "{name}: losses");
         assert_same_weights(&resumed.weights().unwrap(), &straight.weights().unwrap());
-        let (m1, v1) = resumed.optimizer().unwrap().moments("wte.weight").unwrap();
-        let (m2, v2) = straight.optimizer().unwrap().moments("wte.weight").unwrap();
+        let (m1, v1) = resumed.optimizer().moments("wte.weight").unwrap();
+        let (m2, v2) = straight.optimizer().moments("wte.weight").unwrap();
         assert_eq!(
             max_abs_diff(
                 &m1.to_dtype(DType::F32).unwrap(),
@@ -511,9 +519,9 @@ fn optimizer_state_round_trips() {
     run(&mut train, 0, 1);
     let dir = scratch("optimizer");
     let path = dir.join("optimizer.safetensors");
-    let opt = train.optimizer().unwrap();
+    let opt = train.optimizer();
     opt.save(&path).unwrap();
-    let named = gpt2_tutorial::train::named_vars(&train.varmap).unwrap();
+    let named = gpt2_tutorial::train::named_vars(train.varmap()).unwrap();
     let back = AdamW::load(&path, named.clone()).unwrap();
     assert_eq!(back.config(), opt.config());
     assert_eq!(back.step_count(), 1);
@@ -542,16 +550,7 @@ fn a_checkpoint_loads_as_a_model_with_equal_logits() {
     let mut train = tiny_train(TrainPrecision::F32, AdamWConfig::torch(1e-3));
     run(&mut train, 0, 1);
     let dir = scratch("as-model").join("checkpoint");
-    save_checkpoint(
-        &dir,
-        &train,
-        &tokenizer_json(),
-        &LoopState {
-            step: 1,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    save_at(&dir, &train, 1);
     let loaded =
         LoadedModel::load(&ModelSource::Local(dir.clone()), &Device::Cpu, DType::F32).unwrap();
     let ids = seq(9, 5);
@@ -596,16 +595,7 @@ fn a_failed_save_leaves_the_last_checkpoint_intact() {
     let mut train = tiny_train(TrainPrecision::F32, AdamWConfig::torch(1e-3));
     let parent = scratch("atomic");
     let dir = parent.join("checkpoint");
-    save_checkpoint(
-        &dir,
-        &train,
-        &tokenizer_json(),
-        &LoopState {
-            step: 0,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    save_at(&dir, &train, 0);
     run(&mut train, 0, 1);
     let state = LoopState {
         step: 1,
@@ -653,16 +643,7 @@ fn a_directory_that_is_not_a_checkpoint_is_a_clear_error() {
 
     let train = tiny_train(TrainPrecision::F32, AdamWConfig::torch(1e-3));
     let dir = parent.join("run");
-    save_checkpoint(
-        &dir,
-        &train,
-        &tokenizer_json(),
-        &LoopState {
-            step: 0,
-            losses: vec![],
-        },
-    )
-    .unwrap();
+    save_at(&dir, &train, 0);
     std::fs::rename(&dir, parent.join("run.old")).unwrap();
     let text = load_checkpoint(&dir, &Device::Cpu)
         .err()

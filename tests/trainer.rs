@@ -23,7 +23,7 @@ use gpt2_tutorial::train::{
     num_parameters_exclude_embeddings, Collator, Interval, LabelledRows, Trainer,
     TrainingArguments,
 };
-use gpt2_tutorial::{Error, Gpt2Config, Gpt2Tokenizer, Weights};
+use gpt2_tutorial::{Error, Gpt2Config, Gpt2Tokenizer, LoadedModel, Weights};
 use serde_json::Value;
 
 const REGENERATE_TRAINER: &str = "python scripts/reference/make_trainer_fixtures.py";
@@ -104,6 +104,45 @@ fn fixture_args(out: &Path) -> TrainingArguments {
     }
 }
 
+/// The collator of the tutorial's tokenizer: pad = eos.
+fn collator(padding: Padding, max_length: usize) -> Collator {
+    Collator {
+        padding,
+        max_length,
+        pad_token_id: EOS_TOKEN_ID,
+    }
+}
+
+/// The bundled model as `GPT2ForSequenceClassification` with 2 labels, padding with eos.
+fn bundled_classifier(m: &LoadedModel) -> (Weights, Gpt2Config) {
+    let (weights, mut cfg, _) =
+        for_sequence_classification(&m.weights, &m.config, 2, HEAD_SEED).unwrap();
+    cfg.pad_token_id = Some(EOS_TOKEN_ID);
+    (weights, cfg)
+}
+
+/// The error `Trainer::new` gives for the bundled classifier and training rows `data`.
+fn trainer_refusing(m: &LoadedModel, data: &LabelledRows) -> Error {
+    let (weights, cfg) = bundled_classifier(m);
+    let args = TrainingArguments {
+        eval_strategy: Interval::No,
+        ..TrainingArguments::tutorial("unused")
+    };
+    let collator = collator(Padding::Longest, 8);
+    Trainer::new(
+        &weights,
+        &cfg,
+        2,
+        args,
+        collator,
+        data,
+        None,
+        Path::new("unused"),
+    )
+    .err()
+    .unwrap()
+}
+
 fn probe_checks(padding: &str, at: &str, weights: &Weights, want: &Value) {
     for (name, p) in want.as_object().unwrap() {
         let key = name.strip_prefix("transformer.").unwrap_or(name);
@@ -161,11 +200,7 @@ fn replay(padding: Padding) {
 
     let (weights, cfg) = fixture_model(&fx);
     let out = temp_dir(&format!("replay-{padding}"));
-    let collator = Collator {
-        padding,
-        max_length,
-        pad_token_id: EOS_TOKEN_ID,
-    };
+    let collator = collator(padding, max_length);
     let tok_json = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
     let mut trainer = Trainer::new(
         &weights,
@@ -373,16 +408,10 @@ fn default_run_total_flos_for_both_paddings() {
     let n = num_parameters_exclude_embeddings(&m.config, 2).unwrap();
     assert_eq!(n, 100_224);
     assert_eq!(floating_point_ops(n, 240 * 3 * 1024), 443_358_904_320.0);
-    let (weights, mut cfg, _) =
-        for_sequence_classification(&m.weights, &m.config, 2, HEAD_SEED).unwrap();
-    cfg.pad_token_id = Some(EOS_TOKEN_ID);
+    let (weights, cfg) = bundled_classifier(m);
     let imdb = bundled_imdb();
     let train = rows(&imdb.train, 240, 1024);
-    let collator = Collator {
-        padding: Padding::Longest,
-        max_length: 1024,
-        pad_token_id: EOS_TOKEN_ID,
-    };
+    let collator = collator(Padding::Longest, 1024);
     let out = temp_dir("flos");
     let args = TrainingArguments {
         eval_strategy: Interval::No,
@@ -452,11 +481,7 @@ fn padded_batches_pool_the_last_non_pad_token() {
     let imdb = bundled_imdb();
     let test = rows(&imdb.test, 20, 64);
     let logits = |padding: Padding| {
-        let collator = Collator {
-            padding,
-            max_length: 64,
-            pad_token_id: EOS_TOKEN_ID,
-        };
+        let collator = collator(padding, 64);
         let out = temp_dir("pooling");
         let trainer = Trainer::new(
             &weights,
@@ -512,17 +537,11 @@ fn padded_batches_pool_the_last_non_pad_token() {
 #[test]
 fn resume_from_a_checkpoint_continues_the_same_losses() {
     let m = bundled();
-    let (weights, mut cfg, _) =
-        for_sequence_classification(&m.weights, &m.config, 2, HEAD_SEED).unwrap();
-    cfg.pad_token_id = Some(EOS_TOKEN_ID);
+    let (weights, cfg) = bundled_classifier(m);
     let imdb = bundled_imdb();
     let train = rows(&imdb.train, 48, 32); // 3 batches of 16 an epoch
     let test = rows(&imdb.test, 16, 32);
-    let collator = Collator {
-        padding: Padding::Longest,
-        max_length: 32,
-        pad_token_id: EOS_TOKEN_ID,
-    };
+    let collator = collator(Padding::Longest, 32);
     let args = |out: &Path| TrainingArguments {
         learning_rate: 1e-3,
         num_train_epochs: 2,
@@ -662,34 +681,11 @@ fn a_label_outside_num_labels_is_an_error() {
     );
     // And through the Trainer: a model with 2 labels given a row of class 3.
     let m = bundled();
-    let (weights, mut cfg, _) =
-        for_sequence_classification(&m.weights, &m.config, 2, HEAD_SEED).unwrap();
-    cfg.pad_token_id = Some(EOS_TOKEN_ID);
     let data = LabelledRows {
         ids: vec![vec![1, 2], vec![3]],
         labels: vec![0, 3],
     };
-    let collator = Collator {
-        padding: Padding::Longest,
-        max_length: 8,
-        pad_token_id: EOS_TOKEN_ID,
-    };
-    let args = TrainingArguments {
-        eval_strategy: Interval::No,
-        ..TrainingArguments::tutorial("unused")
-    };
-    let err = Trainer::new(
-        &weights,
-        &cfg,
-        2,
-        args,
-        collator,
-        &data,
-        None,
-        Path::new("unused"),
-    )
-    .err()
-    .unwrap();
+    let err = trainer_refusing(m, &data);
     assert!(
         matches!(err, Error::LabelOutOfRange { label: 3, .. }),
         "{err}"
@@ -744,34 +740,11 @@ fn an_empty_split_is_an_error() {
     assert!(err.to_string().contains("no test-*.parquet file"), "{err}");
     // And no rows handed to the Trainer.
     let m = bundled();
-    let (weights, mut cfg, _) =
-        for_sequence_classification(&m.weights, &m.config, 2, HEAD_SEED).unwrap();
-    cfg.pad_token_id = Some(EOS_TOKEN_ID);
     let empty = LabelledRows {
         ids: vec![],
         labels: vec![],
     };
-    let collator = Collator {
-        padding: Padding::Longest,
-        max_length: 8,
-        pad_token_id: EOS_TOKEN_ID,
-    };
-    let args = TrainingArguments {
-        eval_strategy: Interval::No,
-        ..TrainingArguments::tutorial("unused")
-    };
-    let err = Trainer::new(
-        &weights,
-        &cfg,
-        2,
-        args,
-        collator,
-        &empty,
-        None,
-        Path::new("unused"),
-    )
-    .err()
-    .unwrap();
+    let err = trainer_refusing(m, &empty);
     assert!(matches!(err, Error::EmptyDataset { .. }), "{err}");
 }
 

@@ -41,7 +41,7 @@ ATTENTION = ["eager", "sdpa"]
 
 
 def long_input(n, vocab):
-    """The crate's `bench::long_input`: token i is (1009 i + 17) mod V."""
+    """The crate's `workloads::long_input`: token i is (1009 i + 17) mod V."""
     return torch.tensor([[(1009 * i + 17) % vocab for i in range(n)]])
 
 

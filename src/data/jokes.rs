@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use super::hub::{hub_parquet_files, HubFiles};
 use super::parquet::{parquet_files, read_columns_of, ColumnKind};
+use crate::config::EOS_TOKEN_ID;
 use crate::{Error, Gpt2Tokenizer, Result};
 
 /// The tutorial's dataset on the Hub.
@@ -21,8 +22,6 @@ pub const JOKES_DATASET: &str = "Maximofn/short-jokes-dataset";
 pub const JOKE_COLUMN: &str = "Joke";
 /// GPT-2's end-of-text token, which ends every joke's text.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
-/// Its id in GPT-2's vocabulary (the last one).
-pub const END_OF_TEXT_ID: u32 = 50256;
 
 /// The sample shipped with the crate (283 jokes, see `data/jokes-sample/PROVENANCE.md`).
 pub fn bundled_jokes_path() -> PathBuf {
@@ -173,9 +172,9 @@ pub fn joke_text(joke: &str) -> String {
 /// special token 50256 (GPT-2's does); otherwise the jokes would not end where the model
 /// learns to stop, so that is an error.
 pub fn tokenize_jokes(tokenizer: &Gpt2Tokenizer, jokes: &[String]) -> Result<Vec<Vec<u32>>> {
-    if tokenizer.token_to_id(END_OF_TEXT) != Some(END_OF_TEXT_ID) {
+    if tokenizer.token_to_id(END_OF_TEXT) != Some(EOS_TOKEN_ID) {
         return Err(Error::Tokenizer(format!(
-            "this tokenizer maps {END_OF_TEXT} to {:?}, not {END_OF_TEXT_ID}: use GPT-2's tokenizer (the bundled one, or the model's tokenizer.json)",
+            "this tokenizer maps {END_OF_TEXT} to {:?}, not {EOS_TOKEN_ID}: use GPT-2's tokenizer (the bundled one, or the model's tokenizer.json)",
             tokenizer.token_to_id(END_OF_TEXT)
         )));
     }
@@ -185,9 +184,9 @@ pub fn tokenize_jokes(tokenizer: &Gpt2Tokenizer, jokes: &[String]) -> Result<Vec
         .encode_batch(texts, false)
         .map_err(|e| Error::Tokenizer(e.to_string()))?;
     let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
-    if let Some(i) = ids.iter().position(|t| t.last() != Some(&END_OF_TEXT_ID)) {
+    if let Some(i) = ids.iter().position(|t| t.last() != Some(&EOS_TOKEN_ID)) {
         return Err(Error::Tokenizer(format!(
-            "joke {i}'s text does not end with token {END_OF_TEXT_ID}: the tokenizer does not treat {END_OF_TEXT} as a special token; use GPT-2's tokenizer.json"
+            "joke {i}'s text does not end with token {EOS_TOKEN_ID}: the tokenizer does not treat {END_OF_TEXT} as a special token; use GPT-2's tokenizer.json"
         )));
     }
     Ok(ids)

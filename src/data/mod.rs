@@ -28,7 +28,7 @@ pub use imdb::{
     TEXT_COLUMN,
 };
 pub use jokes::{
-    bundled_jokes_path, joke_text, tokenize_jokes, Jokes, JokesSource, END_OF_TEXT, END_OF_TEXT_ID,
-    JOKES_DATASET, JOKE_COLUMN,
+    bundled_jokes_path, joke_text, tokenize_jokes, Jokes, JokesSource, END_OF_TEXT, JOKES_DATASET,
+    JOKE_COLUMN,
 };
 pub use packing::{check_max_seq_len, epoch_order, Packer, PackingMode};

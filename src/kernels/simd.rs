@@ -6,7 +6,7 @@
 /// polynomial, the exponent put in by bit arithmetic), 1-2 ulp on [-87, 88], 0 below. Written
 /// branch-free so that a loop of it compiles to AVX2 instructions.
 #[inline(always)]
-pub(super) fn exp_fast(x: f32) -> f32 {
+pub(crate) fn exp_fast(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -31,7 +31,7 @@ pub(super) fn exp_fast(x: f32) -> f32 {
 /// Sum and maximum in eight lanes, so that the compiler may use vector registers: an in-order
 /// float reduction would be one element per instruction.
 #[inline(always)]
-pub(super) fn lane_sum(x: &[f32]) -> f32 {
+pub(crate) fn lane_sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
     let rest: f32 = chunks.remainder().iter().sum();
@@ -44,7 +44,7 @@ pub(super) fn lane_sum(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-pub(super) fn lane_max(x: &[f32]) -> f32 {
+pub(crate) fn lane_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks
@@ -61,7 +61,7 @@ pub(super) fn lane_max(x: &[f32]) -> f32 {
 
 /// `1 / (1 + e^-x)`.
 #[inline(always)]
-pub(super) fn sigmoid_fast(x: f32) -> f32 {
+pub(crate) fn sigmoid_fast(x: f32) -> f32 {
     1.0 / (1.0 + exp_fast(-x))
 }
 
@@ -93,4 +93,4 @@ macro_rules! simd_fn {
     };
 }
 
-pub(super) use simd_fn;
+pub(crate) use simd_fn;

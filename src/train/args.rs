@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::optim::AdamWConfig;
+use super::adamw::AdamWConfig;
 use super::precision::TrainPrecision;
 use super::schedule::LinearSchedule;
 use crate::{Error, Result};

@@ -15,22 +15,30 @@ use crate::{kernels, Result};
 /// The L2 norm of all gradients of `vars` together, in f32 as PyTorch computes it: the norm of
 /// the per-tensor norms. Inf or NaN when any gradient holds one.
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
-    let mut sum = 0f32;
+    let mut squares = Vec::with_capacity(vars.len());
     for var in vars {
         let Some(g) = grads.get(var) else { continue };
         // One pass over the gradient on the CPU; the same sum by tensor operations elsewhere.
-        let squares = match kernels::sum_of_squares(g)? {
+        squares.push(match kernels::sum_of_squares(g)? {
             Some(squares) => squares,
             None => g
                 .to_dtype(DType::F32)?
                 .sqr()?
                 .sum_all()?
                 .to_scalar::<f32>()?,
-        };
+        });
+    }
+    Ok(joint_norm(squares))
+}
+
+/// The norm of the per-tensor norms, from each tensor's sum of squares.
+fn joint_norm(squares: impl IntoIterator<Item = f32>) -> f64 {
+    let mut sum = 0f32;
+    for squares in squares {
         let norm = squares.sqrt();
         sum += norm * norm;
     }
-    Ok(f64::from(sum.sqrt()))
+    f64::from(sum.sqrt())
 }
 // ANCHOR_END: grad_norm
 
@@ -41,7 +49,7 @@ pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
 /// scaling); deciding what to do about it is the caller's job.
 pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
     let total = grad_norm(grads, vars)?;
-    let coef = max_norm as f32 / (total as f32 + 1e-6);
+    let coef = clip_coef(total, max_norm);
     // PyTorch multiplies by the clamped factor always; multiplying by 1 changes no bit.
     if coef < 1.0 {
         for var in vars {
@@ -56,3 +64,24 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     Ok(total)
 }
 // ANCHOR_END: clip
+
+/// The factor `clip_grad_norm_` scales by when the norm is `total`.
+fn clip_coef(total: f64, max_norm: f64) -> f32 {
+    max_norm as f32 / (total as f32 + 1e-6)
+}
+
+/// [`grad_norm`] of gradients held as f32 host slices (the written-out pass's sums), with the
+/// same arithmetic.
+pub(crate) fn grad_norm_of_slices(grads: &[Vec<f32>]) -> f64 {
+    joint_norm(grads.iter().map(|g| kernels::sum_of_squares_of_slice(g)))
+}
+
+/// [`clip_grad_norm`] of gradients held as f32 host slices, scaled in place.
+pub(crate) fn clip_grad_norm_of_slices(grads: &mut [Vec<f32>], max_norm: f64) -> f64 {
+    let total = grad_norm_of_slices(grads);
+    let coef = clip_coef(total, max_norm);
+    if coef < 1.0 {
+        grads.iter_mut().for_each(|g| kernels::scale_slice(g, coef));
+    }
+    total
+}

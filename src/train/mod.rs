@@ -26,14 +26,13 @@
 //! [`TrainingArguments`], [`Trainer`] (`train`, `evaluate`, checkpoints that resume) and what it
 //! reports ([`TrainOutput`], [`EvalOutput`], accuracy, `total_flos`).
 
-mod adamw_update;
+mod adamw;
 mod args;
 mod checkpoint;
 mod clip;
 mod history;
-mod jokes;
+mod jokes_loop;
 mod metrics;
-mod optim;
 mod precision;
 mod progress;
 mod recipe;
@@ -41,25 +40,23 @@ mod schedule;
 mod step;
 mod trainer;
 
+pub use adamw::{decays, named_vars, AdamW, AdamWConfig, AdamWState, AdamWVariant, HalfMoments};
 pub use args::{Interval, TrainingArguments};
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CHECKPOINT_FILES};
 pub use clip::{clip_grad_norm, grad_norm};
 pub use history::{EpochEnd, History, StepRecord};
-pub use jokes::{
+pub use jokes_loop::{
     continue_prompt, DataFingerprint, JokesReport, JokesTrainer, LoopState, RunOptions,
 };
 pub use metrics::{
     accuracy, floating_point_ops, get_sentiment, num_parameters_exclude_embeddings, python_dict,
     python_float, ComputeMetrics, EvalOutput, EvalPrediction, Sentiment, TrainMetrics, TrainOutput,
 };
-pub use optim::{
-    decays, named_vars, AdamW, AdamWConfig, AdamWKind, AdamWState, AdamWVariant, HalfMoments,
-};
 pub use precision::{LossScaler, TrainPrecision};
 pub use progress::{bars_wanted, EpochBar};
 pub use recipe::{JokesSettings, Recipe};
 pub use schedule::LinearSchedule;
-pub use step::{StepReport, TaskHead, TrainStep, TrainStepState, UpdateReport};
+pub use step::{StepReport, TaskHead, TrainSettings, TrainStep, TrainStepState, UpdateReport};
 pub use trainer::{
     latest_checkpoint, Collator, EvalLog, LabelledRows, Logged, StepLog, Trainer, TrainerState,
 };

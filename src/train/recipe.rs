@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::optim::AdamWConfig;
+use super::adamw::AdamWConfig;
 use super::precision::TrainPrecision;
 use super::schedule::LinearSchedule;
 use crate::data::PackingMode;
@@ -190,8 +190,8 @@ impl JokesSettings {
             format!("gradient norm clipped at {c}")
         });
         let adamw = match self.adamw.variant {
-            super::optim::AdamWVariant::Torch => "torch.optim.AdamW",
-            super::optim::AdamWVariant::Transformers4 => "transformers 4's AdamW",
+            super::adamw::AdamWVariant::Torch => "torch.optim.AdamW",
+            super::adamw::AdamWVariant::Transformers4 => "transformers 4's AdamW",
         };
         format!(
             "{} recipe: lr {:e} warming up over {} steps, {decay}; {} sequences of up to {} tokens per optimizer step, gradients {grads}; {clip}; {adamw} (eps {:e}, weight decay {}); {}; {} epochs, {total_steps} optimizer steps",

@@ -10,33 +10,22 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
-use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
-use serde::{Deserialize, Serialize};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 
+use super::adamw::{named_vars, AdamW, AdamWState};
 use super::clip::{clip_grad_norm, grad_norm};
-use super::optim::{named_vars, AdamW, AdamWConfig, AdamWKind, AdamWState, Opt};
 use super::precision::{LossScaler, TrainPrecision};
-use crate::dropout::{Dropout, DropoutRngState};
+use crate::dropout::Dropout;
 use crate::heads::Gpt2ForSequenceClassification;
-use crate::{kernels, loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
+use crate::written_out::GradSums;
+use crate::{loss, Error, Gpt2Config, Gpt2LmHeadModel, Result, Weights};
 
-mod written_out;
-use written_out::Batch;
+mod cpu_pass;
+mod settings;
 
-// ANCHOR: task_head
-/// Which model class a [`TrainStep`] trains, and so which loss it computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskHead {
-    /// `GPT2LMHeadModel`: the shifted language-modelling loss of the ids themselves.
-    #[default]
-    LanguageModel,
-    /// `GPT2ForSequenceClassification` with this many labels: the cross-entropy of the logits
-    /// at each row's last non-pad token against the row's label.
-    SequenceClassification { num_labels: usize },
-}
-// ANCHOR_END: task_head
+use cpu_pass::Batch;
+pub use settings::{TaskHead, TrainSettings, TrainStepState};
 
 /// The model over the trainable weights, of the step's [`TaskHead`].
 #[derive(Clone)]
@@ -72,116 +61,69 @@ pub struct UpdateReport {
 /// gradients overflow, and no amount of skipping helps.
 const MIN_LOSS_SCALE: f64 = 1.0;
 
-/// A training step's own state beyond weights and optimiser, for checkpoints: with it a resumed
-/// run draws the same dropout masks and scales its loss as an uninterrupted one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainStepState {
-    /// [`TrainPrecision`] as written by its `Display` (`f32`, `mixed-bf16`, `f16`, ...).
-    pub precision: String,
-    pub dropout: bool,
-    pub dropout_rng: DropoutRngState,
-    pub loss_scaler: Option<LossScaler>,
-    pub optimizer_steps: usize,
-    /// The model class trained (checkpoints written before chapter 7 lack it: LM).
-    #[serde(default)]
-    pub task: TaskHead,
+/// The weights the optimiser updates: f32 masters (f32, mixed) or the half weights (pure),
+/// with the checkpoint name of each.
+struct Parameters {
+    varmap: VarMap,
+    vars: Vec<Var>,
+    names: Vec<String>,
 }
 
-/// One language-modelling training setup: trainable weights in the chosen precision, the model
-/// in training mode (dropout on, as PyTorch's `model.train()`, unless switched off), the
-/// optimiser, and the gradients accumulated since its last update.
-pub struct TrainStep {
-    cfg: Gpt2Config,
-    task: TaskHead,
-    precision: TrainPrecision,
-    /// The weights the optimiser updates: f32 masters (f32, mixed) or the half weights (pure).
-    pub varmap: VarMap,
-    vars: Vec<Var>,
-    /// The checkpoint name of each of `vars`.
-    names: Vec<String>,
-    dropout: Dropout,
-    dropout_on: bool,
-    /// The model over the trainable weights themselves; `None` in mixed precision, where each
-    /// step builds it over fresh half-precision casts of the masters.
-    model: Option<TaskModel>,
-    scaler: Option<LossScaler>,
-    opt: Opt,
-    /// Optimizer updates made (the checkpoint's step count).
-    updates: usize,
-    /// The sum of the micro-steps' gradients since the last update, for `vars` only.
-    accumulated: GradStore,
-    /// The same sums from the written-out micro-step (`kernels::lm_micro_step`), in the order
-    /// of `vars`, with its buffers; joined to `accumulated` by the update.
-    written: kernels::GradSums,
-    /// Whether the language-modelling micro-step may take the written-out pass.
-    written_out: bool,
+impl Parameters {
+    /// The checkpoint names and tensors, in the step's order.
+    fn named(&self) -> (Vec<&str>, Vec<Tensor>) {
+        let names = self.names.iter().map(String::as_str).collect();
+        let params = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        (names, params)
+    }
+}
+
+/// The gradients summed by the micro-steps since the last update.
+#[derive(Default)]
+struct Accumulated {
+    /// From the graph's backward pass, for the parameters only.
+    graph: GradStore,
+    /// From the written-out micro-step ([`crate::written_out`]), in the order of the
+    /// parameters, with its buffers; joined to `graph` by the update.
+    written: GradSums,
     micro_steps: usize,
     /// A micro-step's loss was not finite under loss scaling: skip the coming update.
     overflowed: bool,
+}
+
+/// One training setup: trainable weights in the chosen precision, the model in training mode
+/// (dropout on, as PyTorch's `model.train()`, unless switched off), the optimiser, and the
+/// gradients accumulated since its last update.
+pub struct TrainStep {
+    // What is trained.
+    cfg: Gpt2Config,
+    task: TaskHead,
+    precision: TrainPrecision,
+    params: Parameters,
+    /// The model over the trainable weights themselves; `None` in mixed precision, where each
+    /// step builds it over fresh half-precision casts of the masters.
+    model: Option<TaskModel>,
+    dropout: Dropout,
+    dropout_on: bool,
+    // How it learns.
+    opt: AdamW,
+    scaler: Option<LossScaler>,
+    accumulated: Accumulated,
+    // Switches.
+    /// Whether a micro-step may take the written-out pass where it applies.
+    written_out: bool,
     halt_on_non_finite: bool,
 }
 
 impl TrainStep {
-    /// Trainable copies of `weights` in `precision`, dropout seeded with `seed`, and candle's
-    /// AdamW defaults at `lr` (weight decay 0.01 on everything) - the benchmark's setup.
-    pub fn new(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        lr: f64,
-        seed: u64,
-        adamw: AdamWKind,
-        precision: TrainPrecision,
-    ) -> Result<Self> {
-        let varmap = weights.to_varmap_in(precision.weight_dtype())?;
-        let params = ParamsAdamW {
-            lr,
-            ..ParamsAdamW::default()
-        };
-        let opt = Opt::legacy(&varmap, params, adamw)?;
-        Self::assemble(
-            weights,
-            varmap,
-            cfg,
-            TaskHead::LanguageModel,
-            seed,
-            precision,
-            opt,
-        )
-    }
-
-    /// Trainable copies of `weights` in `precision`, dropout seeded with `seed`, and [`AdamW`]
-    /// with `adamw` over the named parameters - the fine-tuning chapters' setup.
-    pub fn with_adamw(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        precision: TrainPrecision,
-        adamw: AdamWConfig,
-        seed: u64,
-    ) -> Result<Self> {
-        Self::for_task(
-            weights,
-            cfg,
-            TaskHead::LanguageModel,
-            precision,
-            adamw,
-            seed,
-        )
-    }
-
-    /// [`TrainStep::with_adamw`] for any [`TaskHead`]. For sequence classification `weights`
-    /// must hold the `score` head already (see `heads::for_sequence_classification`), and
-    /// `cfg.pad_token_id` says where each padded row ends.
-    pub fn for_task(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        task: TaskHead,
-        precision: TrainPrecision,
-        adamw: AdamWConfig,
-        seed: u64,
-    ) -> Result<Self> {
-        let varmap = weights.to_varmap_in(precision.weight_dtype())?;
-        let opt = Opt::Named(AdamW::from_varmap(&varmap, adamw)?);
-        Self::assemble(weights, varmap, cfg, task, seed, precision, opt)
+    /// Trainable copies of `weights` as `settings` say, with [`AdamW`] over the named
+    /// parameters. For sequence classification `weights` must hold the `score` head already
+    /// (see `heads::for_sequence_classification`), and `cfg.pad_token_id` says where each
+    /// padded row ends.
+    pub fn new(weights: &Weights, cfg: &Gpt2Config, settings: TrainSettings) -> Result<Self> {
+        let varmap = weights.to_varmap_in(settings.precision.weight_dtype())?;
+        let opt = AdamW::from_varmap(&varmap, settings.adamw)?;
+        Self::assemble(weights, varmap, cfg, settings, opt)
     }
 
     /// A training step continuing from a checkpoint: `weights` (as saved, in the training
@@ -194,14 +136,27 @@ impl TrainStep {
     ) -> Result<Self> {
         let precision = TrainPrecision::parse(&state.precision)?;
         let varmap = weights.to_varmap_in(precision.weight_dtype())?;
-        let opt = Opt::Named(AdamW::from_state(named_vars(&varmap)?, adamw)?);
-        let mut train = Self::assemble(weights, varmap, cfg, state.task, 0, precision, opt)?;
+        let settings = TrainSettings {
+            task: state.task,
+            precision,
+            adamw: adamw.config,
+            seed: 0,
+        };
+        let opt = AdamW::from_state(named_vars(&varmap)?, adamw)?;
+        let mut train = Self::assemble(weights, varmap, cfg, settings, opt)?;
         train.dropout.set_rng_state(&state.dropout_rng)?;
         train.set_dropout(state.dropout);
         if let Some(scaler) = &state.loss_scaler {
             train = train.with_loss_scaler(scaler.clone())?;
         }
-        train.updates = state.optimizer_steps;
+        if train.opt.step_count() != state.optimizer_steps {
+            return Err(Error::InvalidArgument(format!(
+                "the checkpoint's training state counts {} optimizer steps but its optimizer state {}: \
+                 the two files come from different checkpoints",
+                state.optimizer_steps,
+                train.opt.step_count()
+            )));
+        }
         Ok(train)
     }
 
@@ -209,11 +164,15 @@ impl TrainStep {
         weights: &Weights,
         varmap: VarMap,
         cfg: &Gpt2Config,
-        task: TaskHead,
-        seed: u64,
-        precision: TrainPrecision,
-        opt: Opt,
+        settings: TrainSettings,
+        opt: AdamW,
     ) -> Result<Self> {
+        let TrainSettings {
+            task,
+            precision,
+            seed,
+            ..
+        } = settings;
         let (names, vars) = named_vars(&varmap)?.into_iter().unzip();
         let dtype = precision.weight_dtype();
         let dropout = Dropout::seeded(seed);
@@ -228,28 +187,22 @@ impl TrainStep {
             )?),
         };
         let scaler = (precision == TrainPrecision::Mixed(DType::F16)).then(LossScaler::default);
-        let updates = match &opt {
-            Opt::Named(adamw) => adamw.step_count(),
-            _ => 0,
-        };
         Ok(Self {
             cfg: cfg.clone(),
             task,
             precision,
-            varmap,
-            vars,
-            names,
+            params: Parameters {
+                varmap,
+                vars,
+                names,
+            },
+            model,
             dropout,
             dropout_on: true,
-            model,
-            scaler,
             opt,
-            updates,
-            accumulated: GradStore::default(),
-            written: kernels::GradSums::default(),
+            scaler,
+            accumulated: Accumulated::default(),
             written_out: true,
-            micro_steps: 0,
-            overflowed: false,
             halt_on_non_finite: true,
         })
     }
@@ -328,22 +281,24 @@ impl TrainStep {
         &self.dropout
     }
 
-    /// The [`AdamW`], when built with [`TrainStep::with_adamw`] or [`TrainStep::resume`].
-    pub fn optimizer(&self) -> Option<&AdamW> {
-        match &self.opt {
-            Opt::Named(adamw) => Some(adamw),
-            _ => None,
-        }
+    /// The optimiser.
+    pub fn optimizer(&self) -> &AdamW {
+        &self.opt
+    }
+
+    /// The trainable weights, by checkpoint name.
+    pub fn varmap(&self) -> &VarMap {
+        &self.params.varmap
     }
 
     /// Optimizer updates made so far (counting those before a resume).
     pub fn step_count(&self) -> usize {
-        self.updates
+        self.opt.step_count()
     }
 
     /// Micro-steps accumulated since the last update.
     pub fn micro_steps(&self) -> usize {
-        self.micro_steps
+        self.accumulated.micro_steps
     }
 
     /// This step's own state, for a checkpoint.
@@ -353,7 +308,7 @@ impl TrainStep {
             dropout: self.dropout_on,
             dropout_rng: self.dropout.rng_state()?,
             loss_scaler: self.scaler.clone(),
-            optimizer_steps: self.updates,
+            optimizer_steps: self.opt.step_count(),
             task: self.task,
         })
     }
@@ -380,7 +335,7 @@ impl TrainStep {
 
     fn wrong_task(&self, wanted: &str) -> Error {
         Error::InvalidArgument(format!(
-            "this training step trains {:?}, not {wanted}: build it with TrainStep::for_task and the TaskHead you mean",
+            "this training step trains {:?}, not {wanted}: build it with the TaskHead you mean in its TrainSettings",
             self.task
         ))
     }
@@ -391,6 +346,7 @@ impl TrainStep {
         }
         let half = self.precision.compute_dtype();
         let data = self
+            .params
             .varmap
             .data()
             .lock()
@@ -435,7 +391,7 @@ impl TrainStep {
         Error::NonFiniteLoss {
             what,
             value,
-            step: self.updates + 1,
+            step: self.opt.step_count() + 1,
         }
     }
 
@@ -454,6 +410,22 @@ impl TrainStep {
         self.accumulate_loss(loss, loss_weight)
     }
     // ANCHOR_END: accumulate
+
+    /// [`TrainStep::accumulate`] for one sequence of token ids held on the host, `(1, T)`: on
+    /// the CPU they reach the written-out pass as they are, elsewhere they become a tensor.
+    pub fn accumulate_ids(&mut self, ids: &[u32], loss_weight: f64) -> Result<f32> {
+        if let Some(loss) = self.accumulate_written_out(Batch::Sequence(ids), loss_weight)? {
+            return Ok(loss);
+        }
+        let device = self
+            .params
+            .vars
+            .first()
+            .map_or(Device::Cpu, |v| v.device().clone());
+        let ids = Tensor::new(ids, &device)?.unsqueeze(0)?; // (1, T)
+        let loss = self.forward(&ids)?;
+        self.accumulate_loss(loss, loss_weight)
+    }
 
     /// [`TrainStep::accumulate`] for a sequence-classification step: the loss of
     /// [`TrainStep::forward_labelled`] and its gradients, weighted by `loss_weight`.
@@ -480,27 +452,27 @@ impl TrainStep {
         let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
         if !value.is_finite() {
             if self.scaler.is_some() {
-                self.overflowed = true;
+                self.accumulated.overflowed = true;
             } else if self.halt_on_non_finite {
                 self.zero_grad();
                 return Err(self.non_finite("loss", f64::from(value)));
             }
         }
         let mut grads = (loss * (loss_weight * scale))?.backward()?;
-        for var in &self.vars {
+        for var in &self.params.vars {
             // Detached: candle's gradients still reference the graph that made them, and a
             // sum kept across micro-steps would keep every step's activations alive.
             let Some(g) = grads.remove(var).map(|g| g.detach()) else {
                 continue;
             };
-            let sum = match self.accumulated.remove(var) {
+            let sum = match self.accumulated.graph.remove(var) {
                 Some(acc) if crate::kernels::add_in_place(&acc, &g)? => acc,
                 Some(acc) => (acc + g)?,
                 None => g,
             };
-            self.accumulated.insert(var, sum);
+            self.accumulated.graph.insert(var, sum);
         }
-        self.micro_steps += 1;
+        self.accumulated.micro_steps += 1;
         Ok(value)
     }
     // ANCHOR_END: accumulate_loss
@@ -518,18 +490,22 @@ impl TrainStep {
     // ANCHOR: step
     /// [`TrainStep::apply`], at the optimiser's own learning rate when `lr` is `None`.
     fn apply_at(&mut self, lr: Option<f64>, max_grad_norm: Option<f64>) -> Result<UpdateReport> {
-        if self.micro_steps == 0 {
+        if self.accumulated.micro_steps == 0 {
             return Err(Error::InvalidArgument(
                 "no gradients to apply: call TrainStep::accumulate at least once first".into(),
             ));
         }
+        if let Some(report) = self.apply_written_out(lr, max_grad_norm)? {
+            return Ok(report); // the written-out sums alone, on the CPU
+        }
         self.join_written_out()?;
-        let mut grads = std::mem::take(&mut self.accumulated);
-        let overflowed = std::mem::take(&mut self.overflowed);
-        self.micro_steps = 0;
+        // The written-out pass's buffers stay in `accumulated` for the next micro-step.
+        let mut grads = std::mem::take(&mut self.accumulated.graph);
+        let overflowed = std::mem::take(&mut self.accumulated.overflowed);
+        self.accumulated.micro_steps = 0;
         let loss_scale = self.scaler.as_ref().map(LossScaler::scale);
         if let Some(scaler) = &mut self.scaler {
-            let finite = !overflowed && scaler.unscale(&mut grads, &self.vars)?;
+            let finite = !overflowed && scaler.unscale(&mut grads, &self.params.vars)?;
             scaler.update(finite);
             if scaler.scale() < MIN_LOSS_SCALE {
                 return Err(Error::LossScaleCollapsed(scaler.scale()));
@@ -543,8 +519,8 @@ impl TrainStep {
             }
         }
         let norm = match max_grad_norm {
-            Some(max) => clip_grad_norm(&mut grads, &self.vars, max)?,
-            None => grad_norm(&grads, &self.vars)?,
+            Some(max) => clip_grad_norm(&mut grads, &self.params.vars, max)?,
+            None => grad_norm(&grads, &self.params.vars)?,
         };
         if !norm.is_finite() && self.halt_on_non_finite {
             return Err(self.non_finite("gradient norm", norm));
@@ -553,7 +529,6 @@ impl TrainStep {
             self.opt.set_lr(lr);
         }
         self.opt.step(&grads)?;
-        self.updates += 1;
         Ok(UpdateReport {
             grad_norm: Some(norm),
             applied: true,
@@ -576,21 +551,21 @@ impl TrainStep {
 
     /// Drops the gradients accumulated since the last update.
     pub fn zero_grad(&mut self) {
-        self.accumulated = GradStore::default();
-        self.written.clear();
-        self.micro_steps = 0;
-        self.overflowed = false;
+        // The written-out pass's buffers stay for the next micro-step; only its sums go.
+        self.accumulated.graph = GradStore::default();
+        self.accumulated.written.clear();
+        self.accumulated.micro_steps = 0;
+        self.accumulated.overflowed = false;
     }
 
     /// One optimiser update from gradients of [`TrainStep::forward`]'s loss (already unscaled).
     pub fn update(&mut self, grads: &GradStore) -> Result<()> {
         self.opt.step(grads)?;
-        self.updates += 1;
         Ok(())
     }
 
     /// The trained weights, in the dtype they are kept in.
     pub fn weights(&self) -> Result<Weights> {
-        Weights::from_varmap(&self.varmap)
+        Weights::from_varmap(&self.params.varmap)
     }
 }

@@ -22,7 +22,7 @@ use super::metrics::{
 };
 use super::progress::EpochBar;
 use super::schedule::LinearSchedule;
-use super::step::{TaskHead, TrainStep};
+use super::step::{TaskHead, TrainSettings, TrainStep};
 use super::TrainPrecision;
 use crate::data::{collate, epoch_order, Batch, Padding};
 use crate::dropout::Dropout;
@@ -177,14 +177,13 @@ impl<'a> Trainer<'a> {
         if let Some(eval) = eval_data {
             check_rows("test", eval, num_labels)?;
         }
-        let mut train_step = TrainStep::for_task(
-            weights,
-            cfg,
-            TaskHead::SequenceClassification { num_labels },
-            args.train_precision()?,
-            args.adamw(),
-            args.seed,
-        )?;
+        let settings = TrainSettings {
+            task: TaskHead::SequenceClassification { num_labels },
+            precision: args.train_precision()?,
+            adamw: args.adamw(),
+            seed: args.seed,
+        };
+        let mut train_step = TrainStep::new(weights, cfg, settings)?;
         train_step.set_dropout(args.dropout);
         let state = TrainerState {
             max_steps: args.total_steps(train_data.len()),

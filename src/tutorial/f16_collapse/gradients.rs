@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{values, CollapseSettings, PROBE_LRS};
 use crate::data::{Jokes, JokesSource, Packer, PackingMode};
-use crate::train::{named_vars, AdamW, AdamWConfig, TrainPrecision, TrainStep};
+use crate::train::{named_vars, AdamW, AdamWConfig, TrainPrecision, TrainSettings, TrainStep};
 use crate::{Gpt2Config, Gpt2Tokenizer, Result, Weights};
 
 /// One group of parameters (a kind of tensor, all layers together).
@@ -107,7 +107,11 @@ fn summed_gradients(
     sequences: &[Vec<u32>],
     seed: u64,
 ) -> Result<(TrainStep, GradStore, Vec<f32>)> {
-    let train = TrainStep::with_adamw(weights, cfg, precision, AdamWConfig::tutorial(0.0), seed)?;
+    let train = TrainStep::new(
+        weights,
+        cfg,
+        TrainSettings::new(precision, AdamWConfig::tutorial(0.0)).seed(seed),
+    )?;
     let mut sum = GradStore::default();
     let mut losses = Vec::new();
     for seq in sequences {
@@ -115,7 +119,7 @@ fn summed_gradients(
         let loss = train.forward(&ids)?;
         losses.push(loss.to_scalar::<f32>()?);
         let grads = loss.backward()?; // the tutorial's loss.backward(), summed over sequences
-        for (_, var) in named_vars(&train.varmap)? {
+        for (_, var) in named_vars(train.varmap())? {
             if let Some(g) = grads.get(var.as_tensor()) {
                 let total = match sum.remove(var.as_tensor()) {
                     Some(acc) => (acc + g)?,
@@ -156,8 +160,8 @@ pub fn real_step(
         summed_gradients(weights, cfg, half, &sequences, settings.seed)?;
     let (train32, grads32, _) =
         summed_gradients(weights, cfg, TrainPrecision::F32, &sequences, settings.seed)?;
-    let named = named_vars(&train.varmap)?;
-    let named32 = named_vars(&train32.varmap)?;
+    let named = named_vars(train.varmap())?;
+    let named32 = named_vars(train32.varmap())?;
 
     // One update at each probe lr, from the same weights: which weights did it change?
     let originals: Vec<Tensor> = named
@@ -232,7 +236,7 @@ pub fn real_step(
 }
 
 fn wte_grad(train: &TrainStep, grads: &GradStore) -> Result<Vec<Vec<f32>>> {
-    let (_, wte) = named_vars(&train.varmap)?
+    let (_, wte) = named_vars(train.varmap())?
         .into_iter()
         .find(|(n, _)| n == "wte.weight")
         .expect("GPT-2 has wte.weight");

@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 use rayon::prelude::*;
 
-use super::contiguous;
+use crate::kernels::ops::contiguous;
 
 /// Adds `g` into `sum` in place, on the CPU in f32, f16 or bf16: one parallel pass and no new
 /// buffer, where `(sum + g)` allocates a parameter-sized tensor (the whole model's size per

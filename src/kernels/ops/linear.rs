@@ -5,9 +5,9 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_float;
-use super::gemm::{gemv_chunk, matmul, Matrix, Products, Strided};
-use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use super::custom_op::cpu_float;
+use super::custom_op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use crate::kernels::matmul::{gemv_chunk, matmul, Matrix, Products, Strided};
 use crate::memory::{advise_huge_pages, zeros_on_huge_pages, HUGE_PAGE_MIN_BYTES};
 use crate::Result;
 
@@ -97,7 +97,7 @@ fn linear_rows(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
 }
 
 /// `y = b + x @ W` into `y` `(m, n)`, as [`linear_rows`] computes it, with `products`.
-pub(super) fn linear_into(
+pub(crate) fn linear_into(
     y: &mut [f32],
     x: &[f32],
     w: Matrix,
@@ -137,7 +137,7 @@ fn add_product(
 /// The backward pass of `y = b + x @ W` for `m` rows, from `g` `(m, n)`, the gradient of `y`:
 /// `dx = g @ W^T` written into `dx` `(m, k)`, and `dW += x^T @ g`, `db += column sums of g`
 /// added into the sums being accumulated - no gradient buffer of the weight's size is made.
-pub(super) fn linear_backward(
+pub(crate) fn linear_backward(
     (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
     x: &[f32],
     w: Matrix,
@@ -173,7 +173,7 @@ pub(super) fn linear_backward(
 
 /// `sums[j] += sum_i g[i, j]` for `g` `(rows, sums.len())`, threaded over chunks of columns,
 /// each summed down the rows in order.
-pub(super) fn add_column_sums(sums: &mut [f32], g: &[f32]) {
+pub(crate) fn add_column_sums(sums: &mut [f32], g: &[f32]) {
     let c = sums.len();
     let chunk = column_chunks(c);
     sums.par_chunks_mut(chunk)
@@ -281,7 +281,7 @@ impl CpuKernel for TiedHead {
 }
 
 /// `y = x @ wte^T` into `y` `(n, v)` for `x` `(n, c)` and `wte` `(v, c)`, with `products`.
-pub(super) fn tied_head_into(
+pub(crate) fn tied_head_into(
     y: &mut [f32],
     x: &[f32],
     wte: Matrix,
@@ -305,7 +305,7 @@ pub(super) fn tied_head_into(
 
 /// The backward pass of `y = x @ wte^T` from `g` `(n, v)`: `dx = g @ wte` written into `dx`
 /// `(n, c)`, and `dwte += g^T @ x` added into the sum being accumulated.
-pub(super) fn tied_head_backward(
+pub(crate) fn tied_head_backward(
     (dx, dwte): (&mut [f32], &mut [f32]),
     x: &[f32],
     wte: Matrix,

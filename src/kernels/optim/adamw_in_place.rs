@@ -25,27 +25,72 @@ pub fn update_in_place<F>(
 where
     F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
 {
+    let g_fits = g.device().is_cpu()
+        && matches!(g.dtype(), DType::F32 | DType::F16 | DType::BF16)
+        && g.is_contiguous()
+        && g.shape() == w.shape();
+    if !g_fits {
+        return Ok(false);
+    }
+    update_with(w, Gradient::Tensor(g), m, v, &update)
+}
+
+/// [`update_in_place`] with the gradient an f32 slice on the host, as the written-out pass
+/// sums it: nothing is wrapped in a tensor on the way from the sums to the update. `false`,
+/// touching nothing, where `g` is not as long as `w` or the update does not apply.
+pub fn update_in_place_from_slice<F>(
+    w: &Tensor,
+    g: &[f32],
+    m: &Tensor,
+    v: &Tensor,
+    update: F,
+) -> candle_core::Result<bool>
+where
+    F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+{
+    if g.len() != w.elem_count() {
+        return Ok(false);
+    }
+    update_with(w, Gradient::Slice(g), m, v, &update)
+}
+
+/// Where the gradient is: a tensor, or a host slice.
+#[derive(Clone, Copy)]
+enum Gradient<'a> {
+    Tensor(&'a Tensor),
+    Slice(&'a [f32]),
+}
+
+fn update_with<F>(
+    w: &Tensor,
+    g: Gradient,
+    m: &Tensor,
+    v: &Tensor,
+    update: &F,
+) -> candle_core::Result<bool>
+where
+    F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+{
     let fits = |t: &Tensor| {
         t.device().is_cpu()
             && matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16)
             && t.is_contiguous()
             && t.shape() == w.shape()
     };
-    if ![w, g, m, v].into_iter().all(fits)
-        || w.id() == m.id()
-        || w.id() == v.id()
-        || m.id() == v.id()
+    if ![w, m, v].into_iter().all(fits) || w.id() == m.id() || w.id() == v.id() || m.id() == v.id()
     {
         return Ok(false);
     }
     // Three buffers are written: each is reached through candle's in-place call on it, nested
     // so that all three are held at once.
-    m.inplace_op1(&WithMoment {
+    let first = Holding {
+        held: None,
         v,
         w,
         g,
-        update: &update,
-    })?;
+        update,
+    };
+    m.inplace_op1(&first)?;
     Ok(true)
 }
 
@@ -127,7 +172,9 @@ impl Buffer {
                 Self::BF16(p, _) => std::slice::from_raw_parts_mut(p.add(start), n)
                     .iter_mut()
                     .zip(src)
-                    .for_each(|(o, &x)| *o = bf16::from_bits(super::bf16_bits(x))),
+                    .for_each(|(o, &x)| {
+                        *o = bf16::from_bits(crate::kernels::rounding::bf16_bits(x))
+                    }),
             }
         }
     }
@@ -142,6 +189,14 @@ enum Elements<'a> {
 }
 
 impl Elements<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::F32(d) => d.len(),
+            Self::F16(d) => d.len(),
+            Self::BF16(d) => d.len(),
+        }
+    }
+
     /// Elements `start..start + len` where they are f32, `None` for half ones.
     fn f32_range(&self, start: usize, len: usize) -> Option<&[f32]> {
         match *self {
@@ -179,50 +234,64 @@ fn buffer(op: &str, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<Buffe
     }
 }
 
-struct WithMoment<'a, F> {
+/// The nested in-place calls that hold the three written buffers at once: on `m` first
+/// (`held` empty), then on `v` with `m` held, then on `w` with both (through [`Update`] or
+/// [`UpdateFromSlice`], by where the gradient is).
+struct Holding<'a, F> {
+    held: Option<Buffer>,
     v: &'a Tensor,
     w: &'a Tensor,
-    g: &'a Tensor,
+    g: Gradient<'a>,
     update: &'a F,
 }
 
-impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp1 for WithMoment<'_, F> {
+impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp1 for Holding<'_, F> {
     fn name(&self) -> &'static str {
         "update-in-place"
     }
 
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let m = buffer(self.name(), s, l)?;
-        self.v.inplace_op1(&WithMoments {
-            m,
-            w: self.w,
-            g: self.g,
-            update: self.update,
-        })
-    }
-}
-
-struct WithMoments<'a, F> {
-    m: Buffer,
-    w: &'a Tensor,
-    g: &'a Tensor,
-    update: &'a F,
-}
-
-impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp1 for WithMoments<'_, F> {
-    fn name(&self) -> &'static str {
-        "update-in-place"
-    }
-
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let v = buffer(self.name(), s, l)?;
-        self.w.inplace_op2(
-            self.g,
-            &Update {
-                m: self.m,
-                v,
+        let this = buffer(self.name(), s, l)?;
+        let Some(m) = self.held else {
+            return self.v.inplace_op1(&Holding {
+                held: Some(this),
+                v: self.v,
+                w: self.w,
+                g: self.g,
                 update: self.update,
-            },
+            });
+        };
+        let (v, update) = (this, self.update);
+        match self.g {
+            Gradient::Tensor(g) => self.w.inplace_op2(g, &Update { m, v, update }),
+            Gradient::Slice(g) => self.w.inplace_op1(&UpdateFromSlice { m, v, g, update }),
+        }
+    }
+}
+
+struct UpdateFromSlice<'a, F> {
+    m: Buffer,
+    v: Buffer,
+    g: &'a [f32],
+    update: &'a F,
+}
+
+impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp1
+    for UpdateFromSlice<'_, F>
+{
+    fn name(&self) -> &'static str {
+        "update-in-place"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let w = buffer(self.name(), s, l)?;
+        update_buffers(
+            self.name(),
+            w,
+            Elements::F32(self.g),
+            self.m,
+            self.v,
+            self.update,
         )
     }
 }
@@ -249,59 +318,69 @@ impl<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync> InplaceOp2 for Up
         let Some((g0, g1)) = gl.contiguous_offsets() else {
             candle_core::bail!("{}: expected a contiguous gradient", self.name())
         };
-        let n = g1 - g0;
-        let (m, v) = (self.m, self.v);
-        if w.len() != n || m.len() != n || v.len() != n {
-            candle_core::bail!("{}: buffers of different lengths", self.name());
-        }
         let g = match gs {
             CpuStorage::F32(d) => Elements::F32(&d[g0..g1]),
             CpuStorage::F16(d) => Elements::F16(&d[g0..g1]),
             CpuStorage::BF16(d) => Elements::BF16(&d[g0..g1]),
             _ => candle_core::bail!("{}: expected an f32, f16 or bf16 gradient", self.name()),
         };
-        let update = self.update;
-        (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
-            let (start, len) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
-            // SAFETY: the three written buffers are distinct (checked by id, each held by its
-            // own in-place call), as long as `g`, which is only read, and chunk `c` touches
-            // only its own range.
-            unsafe {
-                let all_f32 = (
-                    w.f32_range(start, len),
-                    g.f32_range(start, len),
-                    m.f32_range(start, len),
-                    v.f32_range(start, len),
-                );
-                if let (Some(w), Some(g), Some(m), Some(v)) = all_f32 {
-                    return update(w, g, m, v);
-                }
-                // A half buffer among them: the chunk in f32 and back, through this thread's
-                // scratch (a fresh zeroed buffer per chunk cost as much as the update itself).
-                SCRATCH.with_borrow_mut(|scratch| {
-                    scratch.resize(4 * CHUNK, 0.0);
-                    let (ws, rest) = scratch.split_at_mut(CHUNK);
-                    let (ms, rest) = rest.split_at_mut(CHUNK);
-                    let (vs, gs) = rest.split_at_mut(CHUNK);
-                    let (ws, ms, vs) = (&mut ws[..len], &mut ms[..len], &mut vs[..len]);
-                    w.view(start, len).load(0, ws);
-                    m.view(start, len).load(0, ms);
-                    v.view(start, len).load(0, vs);
-                    // An f32 gradient (a half model's, summed in f32) is read where it is.
-                    let gs: &[f32] = match g.f32_range(start, len) {
-                        Some(g) => g,
-                        None => {
-                            g.load(start, &mut gs[..len]);
-                            &gs[..len]
-                        }
-                    };
-                    update(ws, gs, ms, vs);
-                    w.store(start, ws);
-                    m.store(start, ms);
-                    v.store(start, vs);
-                });
-            }
-        });
-        Ok(())
+        update_buffers(self.name(), w, g, self.m, self.v, self.update)
     }
+}
+
+/// `update` over the four buffers chunk by chunk, in parallel.
+fn update_buffers<F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync>(
+    op: &str,
+    w: Buffer,
+    g: Elements,
+    m: Buffer,
+    v: Buffer,
+    update: &F,
+) -> candle_core::Result<()> {
+    let n = g.len();
+    if w.len() != n || m.len() != n || v.len() != n {
+        candle_core::bail!("{op}: buffers of different lengths");
+    }
+    (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+        let (start, len) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
+        // SAFETY: the three written buffers are distinct (checked by id, each held by its
+        // own in-place call), as long as `g`, which is only read, and chunk `c` touches
+        // only its own range.
+        unsafe {
+            let all_f32 = (
+                w.f32_range(start, len),
+                g.f32_range(start, len),
+                m.f32_range(start, len),
+                v.f32_range(start, len),
+            );
+            if let (Some(w), Some(g), Some(m), Some(v)) = all_f32 {
+                return update(w, g, m, v);
+            }
+            // A half buffer among them: the chunk in f32 and back, through this thread's
+            // scratch (a fresh zeroed buffer per chunk cost as much as the update itself).
+            SCRATCH.with_borrow_mut(|scratch| {
+                scratch.resize(4 * CHUNK, 0.0);
+                let (ws, rest) = scratch.split_at_mut(CHUNK);
+                let (ms, rest) = rest.split_at_mut(CHUNK);
+                let (vs, gs) = rest.split_at_mut(CHUNK);
+                let (ws, ms, vs) = (&mut ws[..len], &mut ms[..len], &mut vs[..len]);
+                w.view(start, len).load(0, ws);
+                m.view(start, len).load(0, ms);
+                v.view(start, len).load(0, vs);
+                // An f32 gradient (a half model's, summed in f32) is read where it is.
+                let gs: &[f32] = match g.f32_range(start, len) {
+                    Some(g) => g,
+                    None => {
+                        g.load(start, &mut gs[..len]);
+                        &gs[..len]
+                    }
+                };
+                update(ws, gs, ms, vs);
+                w.store(start, ws);
+                m.store(start, ms);
+                v.store(start, vs);
+            });
+        }
+    });
+    Ok(())
 }

@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::simd::lane_sum;
+use crate::kernels::simd::lane_sum;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 16;
@@ -24,7 +24,12 @@ pub fn sum_of_squares(g: &Tensor) -> candle_core::Result<Option<f32>> {
     let Storage::Cpu(s) = &*storage else {
         return Ok(None);
     };
-    let x = super::contiguous::<f32>("sum-of-squares", s, layout)?;
+    let x = crate::kernels::ops::contiguous::<f32>("sum-of-squares", s, layout)?;
+    Ok(Some(sum_of_squares_of_slice(x)))
+}
+
+/// [`sum_of_squares`] of a gradient held as a host slice (the written-out pass's sums).
+pub fn sum_of_squares_of_slice(x: &[f32]) -> f32 {
     let sum: f64 = x
         .par_chunks(CHUNK)
         .map(|c| {
@@ -38,7 +43,13 @@ pub fn sum_of_squares(g: &Tensor) -> candle_core::Result<Option<f32>> {
             total
         })
         .sum();
-    Ok(Some(sum as f32))
+    sum as f32
+}
+
+/// `g *= c` over a host slice, in parallel: [`scale_in_place`]'s f32 case.
+pub fn scale_slice(g: &mut [f32], c: f32) {
+    g.par_chunks_mut(CHUNK)
+        .for_each(|d| d.iter_mut().for_each(|x| *x *= c));
 }
 
 /// `g *= c` in place on the CPU for an f32, f16 or bf16 gradient (a half one widened, multiplied
@@ -69,16 +80,15 @@ impl InplaceOp1 for Scale {
         };
         let c = self.0;
         match s {
-            CpuStorage::F32(d) => d[start..end]
-                .par_chunks_mut(CHUNK)
-                .for_each(|d| d.iter_mut().for_each(|x| *x *= c)),
+            CpuStorage::F32(d) => scale_slice(&mut d[start..end], c),
             CpuStorage::F16(d) => d[start..end].par_chunks_mut(CHUNK).for_each(|d| {
                 d.iter_mut()
                     .for_each(|x| *x = f16::from_f32(x.to_f32() * c))
             }),
             CpuStorage::BF16(d) => d[start..end].par_chunks_mut(CHUNK).for_each(|d| {
-                d.iter_mut()
-                    .for_each(|x| *x = bf16::from_bits(super::bf16_bits(x.to_f32() * c)))
+                d.iter_mut().for_each(|x| {
+                    *x = bf16::from_bits(crate::kernels::rounding::bf16_bits(x.to_f32() * c))
+                })
             }),
             _ => candle_core::bail!("{}: expected f32, f16 or bf16 data", self.name()),
         }

@@ -4,9 +4,9 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
-use super::simd::{exp_fast, lane_max, lane_sum, simd_fn};
-use super::{cpu_float, mask_fits};
+use super::custom_op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use super::custom_op::{cpu_float, mask_fits};
+use crate::kernels::simd::{exp_fast, lane_max, lane_sum, simd_fn};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -37,7 +37,7 @@ pub fn scaled_masked_softmax(
 /// Where row `r` of the `(B, nh, T, S)` scores finds its mask row, for a mask of
 /// `(mb, 1, mt, S)`.
 #[derive(Clone, Copy)]
-pub(super) struct MaskIndex {
+pub(crate) struct MaskIndex {
     nh: usize,
     t: usize,
     mb: usize,
@@ -47,7 +47,7 @@ pub(super) struct MaskIndex {
 impl MaskIndex {
     /// The mask at input `i` of `inputs`, if the call has one, and its index for scores
     /// `(B, nh, T, S)` given as `(B, nh, T)`.
-    pub(super) fn of_input<'a>(
+    pub(crate) fn of_input<'a>(
         inputs: &CpuInputs<'a>,
         i: usize,
         (_, nh, t): (usize, usize, usize),
@@ -60,12 +60,12 @@ impl MaskIndex {
     }
 
     /// A mask `(mb, 1, mt, S)` (`mb` 1 or B, `mt` 1 or T) for scores `(B, nh, T, S)`.
-    pub(super) fn new((nh, t): (usize, usize), mb: usize, mt: usize) -> Self {
+    pub(crate) fn new((nh, t): (usize, usize), mb: usize, mt: usize) -> Self {
         Self { nh, t, mb, mt }
     }
 
     /// Index of the mask row (of length S) for score row `r`.
-    pub(super) fn row(&self, r: usize) -> usize {
+    pub(crate) fn row(&self, r: usize) -> usize {
         let (bi, ti) = (r / (self.nh * self.t), r % self.t);
         let bi = if self.mb == 1 { 0 } else { bi };
         let ti = if self.mt == 1 { 0 } else { ti };
@@ -75,7 +75,7 @@ impl MaskIndex {
 
 simd_fn! {
     /// One row of the forward pass: `y = softmax(where(m, x * scale, lowest))`.
-    pub(super) fn masked_softmax_row(y: &mut [f32], x: &[f32], m: Option<&[u8]>, scale: f32) {
+    pub(crate) fn masked_softmax_row(y: &mut [f32], x: &[f32], m: Option<&[u8]>, scale: f32) {
         match m {
             Some(m) => {
                 for ((y, &x), &m) in y.iter_mut().zip(x).zip(m) {
@@ -105,7 +105,7 @@ simd_fn! {
 simd_fn! {
     /// One row of the backward pass: `dx = m ? scale * y * (g - sum(g * y)) : 0` (the where
     /// picks no gradient for masked scores, the softmax's Jacobian gives `y * (g - <g, y>)`).
-    pub(super) fn masked_softmax_grad_row(dx: &mut [f32], y: &[f32], g: &[f32], m: Option<&[u8]>, scale: f32) {
+    pub(crate) fn masked_softmax_grad_row(dx: &mut [f32], y: &[f32], g: &[f32], m: Option<&[u8]>, scale: f32) {
         let mut acc = [0f32; 8];
         for (y, g) in y.chunks(8).zip(g.chunks(8)) {
             for ((a, y), g) in acc.iter_mut().zip(y).zip(g) {

@@ -1,19 +1,23 @@
-//! The step's way into the written-out micro-steps (`kernels::lm_micro_step` and
-//! `kernels::classifier_micro_step`): where they apply, the batch checked as the graph's loss
+//! The step's way into the written-out micro-steps (`written_out::lm_micro_step` and
+//! `written_out::classifier_micro_step`): where they apply, the batch checked as the graph's loss
 //! checks it, the dropout masks the model's layers would draw, and their gradient sums joined
 //! to the graph's at the update.
 
 use candle_core::{DType, Tensor};
 
-use super::{TaskHead, TrainStep};
-use crate::kernels::{self, DrawMask, LabelledBatch, Mask};
-use crate::loss::{check_labels, IGNORE_INDEX, PER_SEQUENCE};
-use crate::train::TrainPrecision;
+use super::{TaskHead, TrainStep, UpdateReport};
+use crate::kernels::{self, DrawMask, Mask};
+use crate::loss::{check_label_shape, IGNORE_INDEX, PER_SEQUENCE};
+use crate::train::clip::{clip_grad_norm_of_slices, grad_norm_of_slices};
+use crate::train::precision::TrainPrecision;
+use crate::written_out::{self, Gpt2Params, LabelledBatch, MicroStep, Tokens};
 use crate::{heads, Error, Result};
 
-/// A micro-step's input: ids for the LM loss, or ids, attention mask and labels.
+/// A micro-step's input: ids for the LM loss (a `(B, T)` tensor, or one sequence on the host),
+/// or ids, attention mask and labels.
 pub(super) enum Batch<'a> {
     Lm(&'a Tensor),
+    Sequence(&'a [u32]),
     Labelled((&'a Tensor, Option<&'a Tensor>, &'a Tensor)),
 }
 
@@ -33,12 +37,16 @@ impl TrainStep {
             self.precision,
             TrainPrecision::F32 | TrainPrecision::Pure(DType::BF16)
         );
-        let on_cpu = self.vars.first().is_some_and(|v| v.device().is_cpu());
+        let on_cpu = self
+            .params
+            .vars
+            .first()
+            .is_some_and(|v| v.device().is_cpu());
         self.written_out && precision_fits && on_cpu
     }
 
     /// A classifier's logits `(B, num_labels)` for an evaluation, by the written-out forward
-    /// pass (`kernels::classifier_logits`, which skips the padding after each row's last real
+    /// pass (`written_out::classifier_logits`, which skips the padding after each row's last real
     /// token) where it applies: a classification step taking that pass in f32. `None`
     /// elsewhere - in bf16, where the model's own bf16 forward pass is the one evaluated.
     pub fn classify_written_out(
@@ -51,12 +59,15 @@ impl TrainStep {
         if !classifies || !f32_pass || !ids.device().is_cpu() {
             return Ok(None);
         }
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (names, params) = self.params.named();
         let positions = heads::last_non_pad_positions(ids, self.cfg.pad_token_id)?;
         let b = positions.len();
-        let logits =
-            kernels::classifier_logits(&self.cfg, &names, &params, ids, attention_mask, positions)?;
+        let model = Gpt2Params {
+            cfg: &self.cfg,
+            names: &names,
+            params: &params,
+        };
+        let logits = written_out::classifier_logits(model, ids, attention_mask, positions)?;
         Ok(logits
             .map(|z| {
                 let classes = z.len() / b.max(1);
@@ -65,10 +76,9 @@ impl TrainStep {
             .transpose()?)
     }
 
-    /// A micro-step by `kernels::lm_micro_step` or `kernels::classifier_micro_step`, where
-    /// they apply: f32 or pure bf16 weights on the CPU, the batch of
-    /// the step's task. `None` where they do
-    /// not, with nothing done.
+    /// A micro-step by `written_out::lm_micro_step` or `written_out::classifier_micro_step`,
+    /// where they apply: f32 or pure bf16 weights on the CPU, the batch of the step's task.
+    /// `None` where they do not, with nothing done.
     pub(super) fn accumulate_written_out(
         &mut self,
         batch: Batch,
@@ -76,15 +86,14 @@ impl TrainStep {
     ) -> Result<Option<f32>> {
         let task_fits = matches!(
             (self.task, &batch),
-            (TaskHead::LanguageModel, Batch::Lm(_))
+            (TaskHead::LanguageModel, Batch::Lm(_) | Batch::Sequence(_))
                 | (TaskHead::SequenceClassification { .. }, Batch::Labelled(_))
         );
         // Checked before the batch is read back to the host, which a GPU step would not need.
         if !task_fits || !self.takes_written_out_pass() {
             return Ok(None);
         }
-        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (names, params) = self.params.named();
         let (dropout, on) = (&self.dropout, self.dropout_on);
         // A layer of probability p made from the step's generator, as the model's are.
         let draw = |p: f32| -> Option<Mask> {
@@ -93,14 +102,30 @@ impl TrainStep {
             layer.next_mask()
         };
         let halt = self.halt_on_non_finite;
-        let proceed = |loss: f32| Ok(loss.is_finite() || !halt);
-        let (cfg, sums, weight) = (&self.cfg, &mut self.written, loss_weight as f32);
+        let micro = MicroStep {
+            loss_weight: loss_weight as f32,
+            draw: &draw,
+            proceed: |loss: f32| Ok(loss.is_finite() || !halt),
+        };
+        let cfg = &self.cfg;
+        let model = Gpt2Params {
+            cfg,
+            names: &names,
+            params: &params,
+        };
+        let sums = &mut self.accumulated.written;
         let loss = match batch {
             Batch::Lm(ids) => {
-                kernels::lm_micro_step(cfg, &names, &params, ids, weight, &draw, sums, proceed)?
+                let (b, t) = ids.dims2()?;
+                let ids: Vec<u32> = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+                let tokens = Tokens { ids: &ids, b, t };
+                written_out::lm_micro_step(model, tokens, micro, sums)?
+            }
+            Batch::Sequence(ids) => {
+                written_out::lm_micro_step(model, Tokens::one(ids), micro, sums)?
             }
             Batch::Labelled((ids, attention_mask, labels)) => {
-                check_labels(labels, &[ids.dim(0)?], PER_SEQUENCE)?;
+                check_label_shape(labels, &[ids.dim(0)?], PER_SEQUENCE)?;
                 let labels: Vec<i64> = labels.to_dtype(DType::I64)?.to_vec1()?;
                 if let Some(bad) = labels.iter().find(|&&l| l < 0 && l != IGNORE_INDEX) {
                     return Err(Error::InvalidArgument(format!(
@@ -117,9 +142,7 @@ impl TrainStep {
                     positions: heads::last_non_pad_positions(ids, cfg.pad_token_id)?,
                     labels,
                 };
-                kernels::classifier_micro_step(
-                    cfg, &names, &params, batch, weight, &draw, sums, proceed,
-                )?
+                written_out::classifier_micro_step(model, batch, micro, sums)?
             }
         };
         let Some(loss) = loss else {
@@ -129,7 +152,7 @@ impl TrainStep {
             self.zero_grad();
             return Err(self.non_finite("loss", f64::from(loss)));
         }
-        self.micro_steps += 1;
+        self.accumulated.micro_steps += 1;
         Ok(Some(loss))
     }
 
@@ -138,19 +161,65 @@ impl TrainStep {
     pub fn accumulated_gradients(&mut self) -> Result<Vec<(String, Tensor)>> {
         self.join_written_out()?;
         Ok(self
+            .params
             .names
             .iter()
-            .zip(&self.vars)
-            .filter_map(|(name, var)| self.accumulated.get(var).map(|g| (name.clone(), g.clone())))
+            .zip(&self.params.vars)
+            .filter_map(|(name, var)| {
+                self.accumulated
+                    .graph
+                    .get(var)
+                    .map(|g| (name.clone(), g.clone()))
+            })
             .collect())
+    }
+
+    /// The update from the written-out micro-steps' sums alone (no loss scaling, nothing from
+    /// the graph): clipped and handed to AdamW's in-place update as the host buffers they are,
+    /// with the arithmetic of the tensors' way ([`TrainStep::apply`]). `None`, with nothing
+    /// done, where the graph added to the gradients too, or the loss is scaled.
+    pub(super) fn apply_written_out(
+        &mut self,
+        lr: Option<f64>,
+        max_grad_norm: Option<f64>,
+    ) -> Result<Option<UpdateReport>> {
+        let graph_empty = self.accumulated.graph.get_ids().next().is_none();
+        if self.scaler.is_some() || !graph_empty || self.accumulated.written.is_empty() {
+            return Ok(None);
+        }
+        let mut sums = self.accumulated.written.take();
+        self.accumulated.micro_steps = 0;
+        for (var, sum) in self.params.vars.iter().zip(&mut sums) {
+            // Summed in f32; a bf16 model's gradients are rounded to bf16 once, here, and kept
+            // in f32 (the update reads either).
+            if var.dtype() == DType::BF16 {
+                kernels::round_to_bf16_in_place(sum);
+            }
+        }
+        let norm = match max_grad_norm {
+            Some(max) => clip_grad_norm_of_slices(&mut sums, max),
+            None => grad_norm_of_slices(&sums),
+        };
+        if !norm.is_finite() && self.halt_on_non_finite {
+            return Err(self.non_finite("gradient norm", norm));
+        }
+        if let Some(lr) = lr {
+            self.opt.set_lr(lr);
+        }
+        self.opt.step_from_slices(&sums)?;
+        Ok(Some(UpdateReport {
+            grad_norm: Some(norm),
+            applied: true,
+            loss_scale: None,
+        }))
     }
 
     /// Joins the written-out micro-steps' sums to the graph's.
     pub(super) fn join_written_out(&mut self) -> Result<()> {
-        if self.written.is_empty() {
+        if self.accumulated.written.is_empty() {
             return Ok(());
         }
-        for (var, sum) in self.vars.iter().zip(self.written.take()) {
+        for (var, sum) in self.params.vars.iter().zip(self.accumulated.written.take()) {
             // Summed in f32; a bf16 model's gradients are rounded to bf16 once, here, and kept
             // in f32 (the update reads either; no second buffer is made).
             let mut sum = sum;
@@ -158,11 +227,11 @@ impl TrainStep {
                 kernels::round_to_bf16_in_place(&mut sum);
             }
             let g = Tensor::from_vec(sum, var.shape(), var.device())?;
-            let total = match self.accumulated.remove(var) {
+            let total = match self.accumulated.graph.remove(var) {
                 Some(acc) => (acc.to_dtype(DType::F32)? + g)?,
                 None => g,
             };
-            self.accumulated.insert(var, total);
+            self.accumulated.graph.insert(var, total);
         }
         Ok(())
     }

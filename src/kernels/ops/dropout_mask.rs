@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::op::{as_f32, rounded_like};
+use super::custom_op::{as_f32, rounded_like};
 
 /// Mask elements per parallel task.
 const MASK_BLOCK: usize = 1 << 16;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{load_checkpoint, save_checkpoint};
@@ -17,7 +17,7 @@ use super::history::{EpochEnd, History, StepRecord};
 use super::progress::EpochBar;
 use super::recipe::JokesSettings;
 use super::schedule::LinearSchedule;
-use super::step::TrainStep;
+use super::step::{TrainSettings, TrainStep};
 use crate::data::{epoch_order, Packer};
 use crate::generation::{generate, GenerationConfig};
 use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer, Result, Weights};
@@ -101,7 +101,6 @@ pub struct JokesTrainer<'a> {
     schedule: LinearSchedule,
     out_dir: PathBuf,
     tokenizer_json: PathBuf,
-    device: Device,
     /// The last checkpoint written or resumed from: the one a divergence leaves intact.
     last_checkpoint: Option<PathBuf>,
 }
@@ -163,13 +162,8 @@ impl<'a> JokesTrainer<'a> {
         }
         let mut adamw = settings.adamw;
         adamw.lr = settings.lr;
-        let train = TrainStep::with_adamw(
-            weights,
-            cfg,
-            settings.train_precision()?,
-            adamw,
-            settings.seed,
-        )?;
+        let step = TrainSettings::new(settings.train_precision()?, adamw).seed(settings.seed);
+        let train = TrainStep::new(weights, cfg, step)?;
         let state = LoopState {
             data: DataFingerprint::of(tokenized),
             total_steps,
@@ -188,7 +182,6 @@ impl<'a> JokesTrainer<'a> {
             state,
             out_dir,
             tokenizer_json,
-            weights.device(),
         ))
     }
 
@@ -214,7 +207,7 @@ impl<'a> JokesTrainer<'a> {
         }
         let train = checkpoint.train_step()?;
         let tokenizer_json = dir.join("tokenizer.json");
-        let mut trainer = Self::assemble(train, tokenized, state, out_dir, &tokenizer_json, device);
+        let mut trainer = Self::assemble(train, tokenized, state, out_dir, &tokenizer_json);
         trainer.last_checkpoint = Some(dir.to_path_buf());
         Ok(trainer)
     }
@@ -225,7 +218,6 @@ impl<'a> JokesTrainer<'a> {
         state: LoopState,
         out_dir: &Path,
         tokenizer_json: &Path,
-        device: &Device,
     ) -> Self {
         let schedule = state.settings.schedule(state.total_steps);
         Self {
@@ -235,7 +227,6 @@ impl<'a> JokesTrainer<'a> {
             schedule,
             out_dir: out_dir.to_path_buf(),
             tokenizer_json: tokenizer_json.to_path_buf(),
-            device: device.clone(),
             last_checkpoint: None,
         }
     }
@@ -362,14 +353,13 @@ impl<'a> JokesTrainer<'a> {
         options: &RunOptions,
     ) -> Result<Option<StepRecord>> {
         let settings = &self.state.settings;
-        let ids = Tensor::new(sequence, &self.device)?.unsqueeze(0)?; // (1, T)
         let weight = self.loss_weight(pending.len());
         let step = self.train.step_count() + 1;
         // The forced fault makes every gradient of the step NaN, as an overflow would.
         let forced = options.nan_at_step == Some(step) && pending.is_empty();
         let loss = self
             .train
-            .accumulate(&ids, if forced { f64::NAN } else { weight });
+            .accumulate_ids(sequence, if forced { f64::NAN } else { weight });
         let loss = loss.map_err(|e| self.explain(e))?;
         pending.push(loss);
         self.state.sequences += 1;

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::optim::{AdamWConfig, AdamWVariant};
+use super::config::{AdamWConfig, AdamWVariant};
 use crate::Result;
 
 /// The tensors one parameter's update reads and writes, all in f32.
@@ -348,7 +348,7 @@ fn scaled(x: f32, s: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::optim::HalfMoments;
+    use crate::train::adamw::HalfMoments;
 
     /// The one-pass update is the operations' own, bit for bit, in both variants, with and
     /// without weight decay, over signed zeros, tiny and large values, in f32 and with every

@@ -6,30 +6,32 @@
 
 use std::borrow::Cow;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType,
+};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 /// The inputs of one call on the CPU, as candle hands them over: each one's storage and layout.
-pub(super) struct CpuInputs<'a> {
+pub(crate) struct CpuInputs<'a> {
     op: &'static str,
     inputs: Vec<(&'a CpuStorage, &'a Layout)>,
 }
 
 impl<'a> CpuInputs<'a> {
     /// How many inputs the call has.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.inputs.len()
     }
 
     /// Input `i`'s layout.
-    pub(super) fn layout(&self, i: usize) -> &'a Layout {
+    pub(crate) fn layout(&self, i: usize) -> &'a Layout {
         self.inputs[i].1
     }
 
     /// Input `i`'s data, which must be contiguous and of element type `T`, or an error naming
     /// the op.
-    pub(super) fn data<T: WithDType>(&self, i: usize) -> candle_core::Result<&'a [T]> {
+    pub(crate) fn data<T: WithDType>(&self, i: usize) -> candle_core::Result<&'a [T]> {
         let (s, l) = self.inputs[i];
         contiguous(self.op, s, l)
     }
@@ -37,21 +39,21 @@ impl<'a> CpuInputs<'a> {
     /// Input `i`'s data as f32: borrowed where it is f32, widened into a buffer of the call's
     /// own where it is f16 or bf16 (the kernels compute in f32, as PyTorch's half-precision
     /// CPU kernels do, and only their outputs are rounded - see [`CpuInputs::output`]).
-    pub(super) fn f32(&self, i: usize) -> candle_core::Result<Cow<'a, [f32]>> {
+    pub(crate) fn f32(&self, i: usize) -> candle_core::Result<Cow<'a, [f32]>> {
         let (s, l) = self.inputs[i];
         as_f32(self.op, s, l)
     }
 
     /// A result computed in f32 as the storage of the first input's float type: f16 and bf16
     /// inputs give an output of their own type, rounded once (to nearest, ties to even).
-    pub(super) fn output(&self, y: Vec<f32>) -> CpuStorage {
+    pub(crate) fn output(&self, y: Vec<f32>) -> CpuStorage {
         rounded_like(self.inputs[0].0, y)
     }
 }
 
 /// The contiguous data of a CPU tensor as f32: borrowed where it is f32, widened into a new
 /// buffer where it is f16 or bf16; an error naming the op for other types.
-pub(super) fn as_f32<'a>(
+pub(crate) fn as_f32<'a>(
     op: &str,
     s: &'a CpuStorage,
     l: &Layout,
@@ -64,7 +66,7 @@ pub(super) fn as_f32<'a>(
 }
 
 /// `y`, computed in f32, as a storage of `like`'s type: rounded once where that is f16 or bf16.
-pub(super) fn rounded_like(like: &CpuStorage, y: Vec<f32>) -> CpuStorage {
+pub(crate) fn rounded_like(like: &CpuStorage, y: Vec<f32>) -> CpuStorage {
     match like {
         CpuStorage::BF16(_) => CpuStorage::BF16(narrow(&y)),
         CpuStorage::F16(_) => CpuStorage::F16(narrow(&y)),
@@ -120,7 +122,7 @@ half_float!(bf16);
 half_float!(f16);
 
 /// The contiguous data of a CPU tensor of element type `T`, or an error naming the op.
-pub(super) fn contiguous<'a, T: WithDType>(
+pub(crate) fn contiguous<'a, T: WithDType>(
     op: &str,
     s: &'a CpuStorage,
     l: &Layout,
@@ -138,10 +140,10 @@ pub(super) fn contiguous<'a, T: WithDType>(
 }
 
 /// The gradient of each input of a kernel, `None` for an input without one.
-pub(super) type Grads = candle_core::Result<Vec<Option<Tensor>>>;
+pub(crate) type Grads = candle_core::Result<Vec<Option<Tensor>>>;
 
 /// A CPU kernel of one to three inputs, with its backward pass if it has one.
-pub(super) trait CpuKernel: Send + Sync {
+pub(crate) trait CpuKernel: Send + Sync {
     /// The op's name in candle's errors.
     const NAME: &'static str;
 
@@ -221,7 +223,7 @@ custom_op!(
 
 /// `kernel` on `inputs` (one to three tensors, made contiguous), as a node of the graph whose
 /// gradient is the kernel's backward pass.
-pub(super) fn apply<K: CpuKernel + 'static>(
+pub(crate) fn apply<K: CpuKernel + 'static>(
     kernel: K,
     inputs: &[&Tensor],
 ) -> candle_core::Result<Tensor> {
@@ -235,7 +237,7 @@ pub(super) fn apply<K: CpuKernel + 'static>(
 }
 
 /// `kernel` on `inputs` (made contiguous), with no gradient tracked.
-pub(super) fn apply_no_bwd<K: CpuKernel>(
+pub(crate) fn apply_no_bwd<K: CpuKernel>(
     kernel: K,
     inputs: &[&Tensor],
 ) -> candle_core::Result<Tensor> {
@@ -250,4 +252,24 @@ pub(super) fn apply_no_bwd<K: CpuKernel>(
 
 fn all_contiguous(inputs: &[&Tensor]) -> candle_core::Result<Vec<Tensor>> {
     inputs.iter().map(|t| t.contiguous()).collect()
+}
+
+/// Whether tensors are on the CPU and of one float type, where the fast paths apply: f32, or
+/// f16 / bf16, which a kernel widens to f32 as it reads them and rounds its output back to
+/// (`op.rs`), so that its gradients come out in the dtype of its inputs.
+pub(crate) fn cpu_float(ts: &[&Tensor]) -> bool {
+    let Some(first) = ts.first() else {
+        return false;
+    };
+    let dtype = first.dtype();
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+        && ts.iter().all(|t| t.device().is_cpu() && t.dtype() == dtype)
+}
+
+/// Whether `mask` is a u8 mask on the CPU of shape `(B or 1, 1, T or 1, S)`, as the scores
+/// `(B, nh, T, S)` it applies to need.
+pub(crate) fn mask_fits(mask: &Tensor, (b, t, s): (usize, usize, usize)) -> bool {
+    mask.dtype() == DType::U8
+        && mask.device().is_cpu()
+        && matches!(mask.dims(), &[mb, 1, mt, ms] if (mb == 1 || mb == b) && (mt == 1 || mt == t) && ms == s)
 }

@@ -1,4 +1,4 @@
-//! [`super::gemm::matmul`]'s bf16 products on a CPU without AMX tiles: the operands rounded to
+//! [`super::matmul`]'s bf16 products on a CPU without AMX tiles: the operands rounded to
 //! bf16 (a bf16 weight is only widened) and multiplied as f32 by gemm - the values the tiles
 //! multiply, summed in f32 in another order. Each operand is widened a block at a time into a
 //! buffer kept per thread, so that the tied head's products (a 50,257-row operand on every
@@ -10,8 +10,9 @@ use std::ops::Range;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::gemm::{matmul_f32, pool_parallelism, Operand, Strided};
-use super::round_bf16;
+use super::gemm_f32::{matmul_f32, pool_parallelism};
+use super::operand::{Operand, Strided};
+use crate::kernels::rounding::round_bf16;
 
 /// The most elements of one operand widened at a time (32 MiB of f32).
 const BLOCK: usize = 1 << 23;
@@ -30,7 +31,7 @@ thread_local! {
 ///
 /// # Safety
 /// As for [`matmul_f32`].
-pub(super) unsafe fn matmul_widened(
+pub(crate) unsafe fn matmul_widened(
     dims: (usize, usize, usize),
     dst: Strided<*mut f32>,
     lhs: Operand,

@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, DType, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_float;
-use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
-use super::simd::{exp_fast, lane_max, lane_sum, simd_fn};
+use super::custom_op::cpu_float;
+use super::custom_op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use crate::kernels::simd::{exp_fast, lane_max, lane_sum, simd_fn};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -46,7 +46,7 @@ simd_fn! {
     /// overwritten in place), then `e_t -= w` (the gradient of `-w * log_softmax(x)_t` with
     /// respect to `x`); returns the row's loss `w * (lse - x_t)`. `e` is scratch when only the
     /// loss is wanted.
-    pub(super) fn cross_entropy_row(e: &mut [f32], x: Option<&[f32]>, t: usize, w: f32) -> f64 {
+    pub(crate) fn cross_entropy_row(e: &mut [f32], x: Option<&[f32]>, t: usize, w: f32) -> f64 {
         let (max, xt) = match x {
             Some(x) => (lane_max(x), x[t]),
             None => (lane_max(e), e[t]),
@@ -69,7 +69,7 @@ simd_fn! {
 /// The mean cross-entropy of each row's logits `(B, classes)` against its label (`None`:
 /// ignored), summed in row order in f64 as the loss kernel sums it; the logits become their
 /// gradient.
-pub(super) fn classify_cross_entropy(
+pub(crate) fn classify_cross_entropy(
     logits: &mut [f32],
     labels: &[Option<usize>],
     classes: usize,

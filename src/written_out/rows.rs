@@ -1,10 +1,9 @@
-//! Which rows of the `(B, T)` layout a written-out pass computes (`lm_pass.rs`), and the
+//! Which rows of the `(B, T)` layout a written-out pass computes (`pass.rs`), and the
 //! row-wise steps between its products: residual adds through dropout, gathers and scatters.
 
 use rayon::prelude::*;
 
-use super::dropout::Mask;
-use super::gelu::ELEMENTWISE_CHUNK;
+use crate::kernels::{Mask, ELEMENTWISE_CHUNK};
 
 /// `len` rows of a buffer from row `at` on, which are rows `origin..origin + len` of the
 /// `(B, T)` layout: that numbering picks each row's position, token and dropout mask.

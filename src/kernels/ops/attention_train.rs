@@ -5,11 +5,11 @@ use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_geometry::{AttentionGeometry, RowBlock, SharedOut, ATTENTION_ROW_BLOCK};
-use super::dropout::{DrawMask, Mask};
-use super::gemm::{matmul_f32, Strided};
-use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use super::custom_op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use super::custom_op::{cpu_float, mask_fits};
+use super::dropout_mask::{DrawMask, Mask};
 use super::softmax::masked_softmax_grad_row;
-use super::{cpu_float, mask_fits};
+use crate::kernels::matmul::{matmul_f32, Strided};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -48,15 +48,15 @@ pub fn attention(
     Ok(Some(apply(op, &[qkv, mask])?))
 }
 
-pub(super) struct AttentionWithGrad {
-    pub(super) n_head: usize,
-    pub(super) scale: f32,
-    pub(super) dropout: Option<Mask>,
+pub(crate) struct AttentionWithGrad {
+    pub(crate) n_head: usize,
+    pub(crate) scale: f32,
+    pub(crate) dropout: Option<Mask>,
 }
 
 impl AttentionWithGrad {
     /// `y` `(B, T, C)`.
-    pub(super) fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+    pub(crate) fn forward(&self, qkv: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, c) = (g.t, g.nh, g.c());
         let mut y = zeros_on_huge_pages(g.rows() * c);
         let out = SharedOut(y.as_mut_ptr());
@@ -122,7 +122,7 @@ impl AttentionWithGrad {
     }
 
     /// The gradient `(B, T, 3C)` of q, k and v from the gradient `dy` `(B, T, C)` of `y`.
-    pub(super) fn backward(&self, qkv: &[f32], dy: &[f32], g: &AttentionGeometry) -> Vec<f32> {
+    pub(crate) fn backward(&self, qkv: &[f32], dy: &[f32], g: &AttentionGeometry) -> Vec<f32> {
         let (t, nh, hs, c3, c) = (g.t, g.nh, g.hs, g.c3(), g.c());
         let mut dqkv = zeros_on_huge_pages(g.rows() * c3);
         let out = SharedOut(dqkv.as_mut_ptr());

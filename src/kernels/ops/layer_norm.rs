@@ -3,8 +3,8 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_float;
-use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use super::custom_op::cpu_float;
+use super::custom_op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
@@ -25,7 +25,7 @@ struct LayerNormOp {
 }
 
 /// Mean and 1/std of one row, in two passes.
-pub(super) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+pub(crate) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = x.iter().sum::<f32>() / n;
     let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -87,7 +87,7 @@ impl CpuKernel for LayerNormGrad {
 }
 
 /// `y = (x - mean) * rstd * w + b`, row by row, for rows of `w.len()` elements.
-pub(super) fn layer_norm_into(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+pub(crate) fn layer_norm_into(y: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
     let c = w.len();
     y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(y, x)| {
         let (mean, rstd) = row_stats(x, eps);
@@ -125,7 +125,7 @@ fn input_grad_row(
 /// The backward pass of [`layer_norm_into`] from `g`, the gradient of `y`: the input's gradient
 /// added into `dx` (the residual stream's gradient, which the layer's input also flows into),
 /// and the weight's and bias's added into the sums being accumulated.
-pub(super) fn layer_norm_backward(
+pub(crate) fn layer_norm_backward(
     (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
     x: &[f32],
     g: &[f32],

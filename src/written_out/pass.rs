@@ -1,20 +1,18 @@
-//! The written-out pass itself (see `lm_step.rs`): the forward pass into buffers kept from
+//! The written-out pass itself (see `mod.rs`): the forward pass into buffers kept from
 //! micro-step to micro-step, and the backward pass layer by layer into the gradient sums.
 
 use rayon::prelude::*;
 
-use super::attention_geometry::AttentionGeometry;
-use super::attention_train::AttentionWithGrad;
-use super::cross_entropy::{classify_cross_entropy, cross_entropy_row};
-use super::dropout::Mask;
-use super::gelu::{gelu_grad_into, gelu_into};
-use super::gemm::{Matrix, Products};
-use super::layer_norm::{layer_norm_backward, layer_norm_into};
-use super::linear::{linear_backward, linear_into, tied_head_backward, tied_head_into};
-use super::lm_step::*;
+use super::buffers::{sized, sized_all, Buffers, GradSums};
+use super::params::*;
 use super::rows::{
     classifier_rows, dropped_grad, gather, masked, origins, pair, residual_add, scatter, two_mut,
     Run,
+};
+use crate::kernels::{
+    classify_cross_entropy, cross_entropy_row, gelu_grad_into, gelu_into, layer_norm_backward,
+    layer_norm_into, linear_backward, linear_into, tied_head_backward, tied_head_into,
+    AttentionGeometry, AttentionWithGrad, Mask, Matrix, Products,
 };
 use crate::{Gpt2Config, Result};
 
@@ -29,50 +27,6 @@ pub(super) enum Head {
         labels: Vec<Option<usize>>,
         classes: usize,
     },
-}
-
-/// One micro-step's activations and its backward pass's scratch.
-#[derive(Default)]
-pub(super) struct Buffers {
-    /// The residual stream into block `l`, and out of the last one at `n_layer`.
-    xs: Vec<Vec<f32>>,
-    ln_1: Vec<Vec<f32>>,
-    qkv: Vec<Vec<f32>>,
-    att: Vec<Vec<f32>>,
-    mid: Vec<Vec<f32>>,
-    ln_2: Vec<Vec<f32>>,
-    fc: Vec<Vec<f32>>,
-    gelu: Vec<Vec<f32>>,
-    ln_f: Vec<f32>,
-    /// The head's logits, then (the loss computed) their gradient in their place.
-    logits: Vec<f32>,
-    /// The residual stream's gradient, added to as the backward pass goes down.
-    dres: Vec<f32>,
-    /// A branch's output gradient (after its dropout), and an input's gradient, `(N, C)`.
-    dout: Vec<f32>,
-    din: Vec<f32>,
-    /// `(N, 4C)`: the gradient of the GELU's output, then of its input.
-    dgelu: Vec<f32>,
-    dfc: Vec<f32>,
-    /// The last block's attention output and input at the kept rows, and the gradient of the
-    /// former (see [`Pass::kept`]).
-    att_kept: Vec<f32>,
-    x_kept: Vec<f32>,
-    datt_kept: Vec<f32>,
-}
-
-/// `v` holding `len` elements: grown with zeros or cut, its allocation kept.
-fn sized(v: &mut Vec<f32>, len: usize) -> &mut Vec<f32> {
-    v.resize(len, 0.0);
-    v
-}
-
-/// `n` buffers of `len` elements.
-fn sized_all(vs: &mut Vec<Vec<f32>>, n: usize, len: usize) {
-    vs.resize_with(n, Vec::new);
-    for v in vs.iter_mut() {
-        sized(v, len);
-    }
 }
 
 /// The dropout masks of one forward pass, drawn in the order the model's layers draw them.
@@ -97,11 +51,14 @@ impl Masks {
 }
 
 /// A micro-step's settings beyond the input.
-pub(super) struct MicroStep<'a, F> {
-    pub(super) loss_weight: f32,
-    /// The mask of a dropout layer of this probability, drawn as the model's would be.
-    pub(super) draw: &'a dyn Fn(f32) -> Option<Mask>,
-    pub(super) proceed: F,
+pub struct MicroStep<'a, F> {
+    /// What the loss is multiplied by before its gradients are added to the sums.
+    pub loss_weight: f32,
+    /// The mask of a dropout layer of this probability (`None`: no dropout), called in the
+    /// order the model's layers draw theirs.
+    pub draw: &'a dyn Fn(f32) -> Option<Mask>,
+    /// Called with the loss after the forward pass: whether to go on to the backward pass.
+    pub proceed: F,
 }
 
 /// One micro-step's fixed inputs.
@@ -189,7 +146,7 @@ impl<'a> Pass<'a> {
     }
 
     /// A parameter the pass reads element by element: f32 always (the caller widens a bf16
-    /// model's vectors and small matrices; see `lm_step.rs`).
+    /// model's vectors and small matrices; see `mod.rs`).
     fn vector(&self, p: usize) -> &[f32] {
         match self.p[p] {
             Matrix::F32(v) => v,

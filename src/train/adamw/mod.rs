@@ -21,101 +21,25 @@ use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{Optimizer, ParamsAdamW, VarMap};
-use serde::{Deserialize, Serialize};
+use candle_nn::VarMap;
 
-use super::adamw_update::{torch_step, transformers4_step, ElementStep, Ops, Update};
-use crate::kernels::{update_in_place, FusedAdamW};
+use crate::kernels::{update_in_place, update_in_place_from_slice};
 use crate::{Error, Result};
 
-/// Which AdamW [`TrainStep::new`](super::TrainStep::new) uses for f32 weights: both compute
-/// candle's update. (Half weights get [`AdamW`] with [`HalfMoments::F32`].) The training
-/// loops of the chapters use [`AdamWConfig`] instead; this stays for the benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdamWKind {
-    /// `candle_nn::AdamW`: a dozen tensor operations per parameter.
-    Candle,
-    /// [`FusedAdamW`]: one pass per parameter, in place, where it applies (f32 weights on the
-    /// CPU); candle's AdamW elsewhere.
-    Fused,
-}
+mod config;
+mod update;
 
-// ANCHOR: config
-/// Which AdamW: PyTorch's, or the one the tutorial imported from transformers 4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AdamWVariant {
-    /// `torch.optim.AdamW`.
-    Torch,
-    /// transformers 4.x `AdamW` (with `correct_bias=True`, its default).
-    Transformers4,
-}
+pub use config::{decays, AdamWConfig, AdamWVariant, HalfMoments};
 
-/// Where AdamW keeps its moments and does its arithmetic when the weights are f16 or bf16
-/// (f32 weights always get f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HalfMoments {
-    /// Moments and arithmetic in f32, only the new weight rounded to the half type: the
-    /// updates that survive are those larger than half the weight's rounding step.
-    F32,
-    /// Moments in the weights' type and every operation's result rounded to it, as after
-    /// PyTorch's `model.half()`: squared small gradients, and `eps` itself, can round to 0.
-    LikeWeights,
-}
+use update::{torch_step, transformers4_step, ElementStep, Ops, Update};
 
-/// AdamW's hyper-parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AdamWConfig {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// Applied to the parameters [`decays`] picks; the others get none.
-    pub weight_decay: f64,
-    pub variant: AdamWVariant,
-    pub half_moments: HalfMoments,
+/// A parameter's gradient: a tensor (the graph's), or an f32 host slice (the written-out
+/// pass's sums).
+#[derive(Clone, Copy)]
+enum Gradient<'a> {
+    Tensor(&'a Tensor),
+    Slice(&'a [f32]),
 }
-
-impl AdamWConfig {
-    /// `torch.optim.AdamW`'s defaults except the weight decay (0 here, 0.01 there): betas
-    /// (0.9, 0.999), eps 1e-8. transformers' `Trainer` sets the decay from its arguments.
-    pub fn torch(lr: f64) -> Self {
-        Self {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            variant: AdamWVariant::Torch,
-            half_moments: HalfMoments::F32,
-        }
-    }
-
-    /// The tutorial's `AdamW(model.parameters(), lr=LR)` from transformers 4: eps 1e-6, no
-    /// weight decay; and, since the tutorial trains after `model.half()`, moments like the
-    /// weights.
-    pub fn tutorial(lr: f64) -> Self {
-        Self {
-            eps: 1e-6,
-            variant: AdamWVariant::Transformers4,
-            half_moments: HalfMoments::LikeWeights,
-            ..Self::torch(lr)
-        }
-    }
-}
-// ANCHOR_END: config
-
-// ANCHOR: decays
-/// Whether weight decay applies to the parameter `name`, by transformers' `Trainer` rule
-/// (`get_decay_parameter_names`): not to biases (any name containing "bias") and not to the
-/// parameters of LayerNorm modules - in GPT-2 `ln_1`, `ln_2` and `ln_f`. Everything else
-/// (the embeddings, every Conv1D weight, a head's `score.weight`) decays.
-pub fn decays(name: &str) -> bool {
-    let in_layer_norm = name
-        .split('.')
-        .any(|segment| matches!(segment, "ln_1" | "ln_2" | "ln_f"));
-    !name.contains("bias") && !in_layer_norm
-}
-// ANCHOR_END: decays
 
 /// One parameter with its moments (first `m`, second `v`).
 struct Param {
@@ -199,14 +123,36 @@ impl AdamW {
 
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_each(|_, p| grads.get(p.var.as_tensor()).map(Gradient::Tensor))
+    }
+
+    /// One update from gradients held as f32 host slices, one per parameter in this
+    /// optimiser's order (by checkpoint name, as [`named_vars`] sorts them): the written-out
+    /// pass's sums, which on the CPU reach the in-place update as they are.
+    pub(crate) fn step_from_slices(&mut self, grads: &[Vec<f32>]) -> Result<()> {
+        if grads.len() != self.params.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} gradients for {} parameters",
+                grads.len(),
+                self.params.len()
+            )));
+        }
+        self.step_each(|i, _| Some(Gradient::Slice(&grads[i])))
+    }
+
+    /// One update of each parameter `gradient` gives a gradient for.
+    fn step_each<'g>(
+        &mut self,
+        gradient: impl Fn(usize, &Param) -> Option<Gradient<'g>>,
+    ) -> Result<()> {
         self.step_t += 1;
         let c = self.config;
         let t = self.step_t as f64;
         // Python floats, as PyTorch and transformers compute them.
         let bias_correction1 = 1.0 - c.beta1.powf(t);
         let bias_correction2 = 1.0 - c.beta2.powf(t);
-        for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+        for (i, p) in self.params.iter_mut().enumerate() {
+            let Some(g) = gradient(i, p) else {
                 continue;
             };
             let ops = Ops {
@@ -219,12 +165,22 @@ impl AdamW {
             // they round it, in one pass, in place (half buffers widened and rounded back).
             let k = ElementStep::new(&c, wd, bias_correction1, bias_correction2, ops.round);
             let w = p.var.as_tensor();
-            if update_in_place(w, g, &p.m, &p.v, |w, g, m, v| k.apply_slices(w, g, m, v))? {
+            let element =
+                |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| k.apply_slices(w, g, m, v);
+            let in_place = match g {
+                Gradient::Tensor(g) => update_in_place(w, g, &p.m, &p.v, element)?,
+                Gradient::Slice(g) => update_in_place_from_slice(w, g, &p.m, &p.v, element)?,
+            };
+            if in_place {
                 continue;
             }
+            let g = match g {
+                Gradient::Tensor(g) => g.to_dtype(DType::F32)?,
+                Gradient::Slice(g) => Tensor::from_slice(g, p.var.shape(), p.var.device())?,
+            };
             let x = Update {
                 w: p.var.as_tensor().detach().to_dtype(DType::F32)?,
-                g: g.to_dtype(DType::F32)?,
+                g,
                 m: p.m.to_dtype(DType::F32)?,
                 v: p.v.to_dtype(DType::F32)?,
             };
@@ -396,57 +352,6 @@ fn moments_dtype(weights: DType, half: HalfMoments) -> DType {
     }
 }
 
-/// The optimiser a [`TrainStep`](super::TrainStep) updates its weights with.
-pub(super) enum Opt {
-    Candle(candle_nn::AdamW),
-    Fused(FusedAdamW),
-    Named(AdamW),
-}
-
-impl Opt {
-    /// [`TrainStep::new`](super::TrainStep::new)'s optimiser: `kind` for f32 weights, [`AdamW`]
-    /// with f32 moments (and candle's defaults) for half weights.
-    pub(super) fn legacy(varmap: &VarMap, params: ParamsAdamW, kind: AdamWKind) -> Result<Self> {
-        let named = named_vars(varmap)?;
-        let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
-        let Some(first) = vars.first() else {
-            return Ok(Self::Candle(candle_nn::AdamW::new(vars, params)?));
-        };
-        let dtype = first.dtype();
-        let fused_applies = first.device().is_cpu() && dtype == DType::F32;
-        Ok(match kind {
-            _ if dtype != DType::F32 => Self::Named(AdamW::new(
-                named,
-                AdamWConfig {
-                    weight_decay: params.weight_decay,
-                    beta1: params.beta1,
-                    beta2: params.beta2,
-                    eps: params.eps,
-                    ..AdamWConfig::torch(params.lr)
-                },
-            )?),
-            AdamWKind::Fused if fused_applies => Self::Fused(FusedAdamW::new(vars, params)?),
-            _ => Self::Candle(candle_nn::AdamW::new(vars, params)?),
-        })
-    }
-
-    pub(super) fn step(&mut self, grads: &GradStore) -> Result<()> {
-        match self {
-            Self::Candle(opt) => Ok(opt.step(grads)?),
-            Self::Fused(opt) => opt.step(grads),
-            Self::Named(opt) => opt.step(grads),
-        }
-    }
-
-    pub(super) fn set_lr(&mut self, lr: f64) {
-        match self {
-            Self::Candle(opt) => opt.set_learning_rate(lr),
-            Self::Fused(opt) => Optimizer::set_learning_rate(opt, lr),
-            Self::Named(opt) => opt.set_lr(lr),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,7 +407,7 @@ mod tests {
                         opt.step(&grads).unwrap();
                         let t = step as f64;
                         let (bc1, bc2) = (1.0 - c.beta1.powf(t), 1.0 - c.beta2.powf(t));
-                        let ops = super::super::adamw_update::Ops {
+                        let ops = super::update::Ops {
                             round,
                             device: dev.clone(),
                         };

@@ -19,8 +19,8 @@
 
 use rayon::prelude::*;
 
-use super::bf16_bits;
-use super::gemm::{Operand, Strided};
+use super::operand::{Operand, Strided};
+use crate::kernels::rounding::bf16_bits;
 
 /// Elements of the inner dimension per block.
 const K_BLOCK: usize = 1024;
@@ -48,7 +48,7 @@ unsafe impl<P> Send for Shared<P> {}
 unsafe impl<P> Sync for Shared<P> {}
 
 /// Whether this CPU has AMX's bf16 products and Linux lets the process use the tiles.
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(tiles::request)
 }
@@ -61,7 +61,7 @@ pub(super) fn available() -> bool {
 /// Every element addressed through the three views for these dimensions must be in bounds,
 /// nothing else may write the operands or touch `dst`'s elements meanwhile, and [`available`]
 /// must have returned true.
-pub(super) unsafe fn matmul_bf16(
+pub(crate) unsafe fn matmul_bf16(
     (m, k, n): (usize, usize, usize),
     dst: Strided<*mut f32>,
     lhs: Operand,

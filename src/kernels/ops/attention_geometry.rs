@@ -4,20 +4,20 @@
 
 use std::ops::Range;
 
-use super::gemm::{matmul_f32, Strided};
-use super::op::CpuInputs;
+use super::custom_op::CpuInputs;
 use super::softmax::{masked_softmax_row, MaskIndex};
+use crate::kernels::matmul::{matmul_f32, Strided};
 
 /// Query rows per block: each block's scores are computed only up to the last key any of its
 /// rows may see, which skips most of the masked upper triangle of a causal prefill.
-pub(super) const ATTENTION_ROW_BLOCK: usize = 64;
+pub(crate) const ATTENTION_ROW_BLOCK: usize = 64;
 
 /// The shapes and the mask the attention kernels walk through, block of query rows by block.
-pub(super) struct AttentionGeometry<'a> {
-    pub(super) b: usize,
-    pub(super) t: usize,
-    pub(super) nh: usize,
-    pub(super) hs: usize,
+pub(crate) struct AttentionGeometry<'a> {
+    pub(crate) b: usize,
+    pub(crate) t: usize,
+    pub(crate) nh: usize,
+    pub(crate) hs: usize,
     /// The u8 mask and where score row `r` finds its row in it; `None`: every key visible.
     mask: Option<(&'a [u8], MaskIndex)>,
     /// Where each sequence's rows start in `qkv` and the output, and how many of its first
@@ -29,7 +29,7 @@ impl<'a> AttentionGeometry<'a> {
     /// For `qkv` `(B, T, 3C)`, input 0 of `inputs`, and the mask `(B or 1, 1, T or 1, T)` at
     /// input `mask_input` if the call has one. The mask is indexed like the `(B, nh, T, T)`
     /// scores it would apply to.
-    pub(super) fn new(
+    pub(crate) fn new(
         inputs: &CpuInputs<'a>,
         n_head: usize,
         mask_input: usize,
@@ -48,7 +48,7 @@ impl<'a> AttentionGeometry<'a> {
 
     /// For `qkv` `(B, T, nh * hs * 3)` under a u8 mask `(B or 1, T, T)`, its rows for every
     /// head.
-    pub(super) fn masked(b: usize, t: usize, nh: usize, hs: usize, mask: &'a [u8]) -> Self {
+    pub(crate) fn masked(b: usize, t: usize, nh: usize, hs: usize, mask: &'a [u8]) -> Self {
         let mb = mask.len() / (t * t);
         assert!(mask.len() == mb * t * t && (mb == 1 || mb == b));
         Self {
@@ -66,14 +66,14 @@ impl<'a> AttentionGeometry<'a> {
     /// later rows, such as the padding after a classifier's last real token. Queries see keys
     /// up to their own sequence's `len` only; the mask and the dropout keep the `(B, T)`
     /// numbering, so each kept row is computed exactly as in the full layout.
-    pub(super) fn packed(mut self, runs: Vec<(usize, usize)>) -> Self {
+    pub(crate) fn packed(mut self, runs: Vec<(usize, usize)>) -> Self {
         assert!(runs.len() == self.b && runs.iter().all(|&(_, len)| len <= self.t));
         self.packed = Some(runs);
         self
     }
 
     /// The row sequence `bi` starts at in `qkv` and the output.
-    pub(super) fn start(&self, bi: usize) -> usize {
+    pub(crate) fn start(&self, bi: usize) -> usize {
         self.packed.as_ref().map_or(bi * self.t, |p| p[bi].0)
     }
 
@@ -83,22 +83,22 @@ impl<'a> AttentionGeometry<'a> {
     }
 
     /// All sequences' rows: the output's and `qkv`'s.
-    pub(super) fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.packed
             .as_ref()
             .map_or(self.b * self.t, |p| p.iter().map(|r| r.1).sum())
     }
 
-    pub(super) fn c(&self) -> usize {
+    pub(crate) fn c(&self) -> usize {
         self.nh * self.hs
     }
 
-    pub(super) fn c3(&self) -> usize {
+    pub(crate) fn c3(&self) -> usize {
         3 * self.c()
     }
 
     /// The mask row of query `i` of head `h`, batch row `bi`.
-    pub(super) fn mask_row(&self, bi: usize, h: usize, i: usize) -> Option<&'a [u8]> {
+    pub(crate) fn mask_row(&self, bi: usize, h: usize, i: usize) -> Option<&'a [u8]> {
         self.mask.map(|(m, idx)| {
             let r = idx.row((bi * self.nh + h) * self.t + i);
             &m[r * self.t..(r + 1) * self.t]
@@ -120,7 +120,7 @@ impl<'a> AttentionGeometry<'a> {
     }
 
     /// The blocks of query rows of head `h` of batch row `bi`, each with the keys it needs.
-    pub(super) fn row_blocks(&self, bi: usize, h: usize) -> impl Iterator<Item = RowBlock> + '_ {
+    pub(crate) fn row_blocks(&self, bi: usize, h: usize) -> impl Iterator<Item = RowBlock> + '_ {
         let len = self.len(bi);
         (0..len).step_by(ATTENTION_ROW_BLOCK).map(move |i0| {
             let i1 = (i0 + ATTENTION_ROW_BLOCK).min(len);
@@ -138,7 +138,7 @@ impl<'a> AttentionGeometry<'a> {
     /// The attention probabilities of a block: its rows of `q k^T` into `scores`
     /// `(rows, width)`, then the scaled, masked softmax of each into row `r` of `probs`, whose
     /// rows are `stride` apart.
-    pub(super) fn block_probs(
+    pub(crate) fn block_probs(
         &self,
         qkv: &[f32],
         blk: &RowBlock,
@@ -162,12 +162,12 @@ impl<'a> AttentionGeometry<'a> {
     }
 
     /// Offset of the dropout mask's element `(bi, h, i, 0)` in the `(B, nh, T, T)` numbering.
-    pub(super) fn mask_offset(&self, bi: usize, h: usize, i: usize) -> usize {
+    pub(crate) fn mask_offset(&self, bi: usize, h: usize, i: usize) -> usize {
         ((bi * self.nh + h) * self.t + i) * self.t
     }
 
     /// Head `h` of batch row `bi`.
-    pub(super) fn head(&self, bi: usize, h: usize) -> Head {
+    pub(crate) fn head(&self, bi: usize, h: usize) -> Head {
         let base = self.start(bi) * self.c3();
         Head {
             q: base + h * self.hs,
@@ -182,26 +182,26 @@ impl<'a> AttentionGeometry<'a> {
 /// A block of query rows `i0..i1` of head `h` of batch row `bi`, and the keys `0..width` they
 /// need.
 #[derive(Clone, Copy)]
-pub(super) struct RowBlock {
-    pub(super) bi: usize,
-    pub(super) h: usize,
-    pub(super) i0: usize,
-    pub(super) i1: usize,
-    pub(super) width: usize,
+pub(crate) struct RowBlock {
+    pub(crate) bi: usize,
+    pub(crate) h: usize,
+    pub(crate) i0: usize,
+    pub(crate) i1: usize,
+    pub(crate) width: usize,
 }
 
 impl RowBlock {
-    pub(super) fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.i1 - self.i0
     }
 
     /// Each query row's index in the block and in the sequence: `(r, i)`.
-    pub(super) fn queries(&self) -> impl Iterator<Item = (usize, usize)> {
+    pub(crate) fn queries(&self) -> impl Iterator<Item = (usize, usize)> {
         (self.i0..self.i1).enumerate()
     }
 
     /// Row `r` of a `(rows, width)` scratch block.
-    pub(super) fn row(&self, r: usize) -> Range<usize> {
+    pub(crate) fn row(&self, r: usize) -> Range<usize> {
         r * self.width..(r + 1) * self.width
     }
 }
@@ -209,10 +209,10 @@ impl RowBlock {
 /// Where one head's queries, keys and values start in the `(B, T, 3C)` output of `c_attn`
 /// (row `i` of each is `3C` further on), and the two products every attention pass makes.
 #[derive(Clone, Copy)]
-pub(super) struct Head {
-    pub(super) q: usize,
-    pub(super) k: usize,
-    pub(super) v: usize,
+pub(crate) struct Head {
+    pub(crate) q: usize,
+    pub(crate) k: usize,
+    pub(crate) v: usize,
     c3: usize,
     hs: usize,
 }
@@ -222,7 +222,7 @@ impl Head {
     ///
     /// # Safety
     /// The head, its rows and `scores` must be within `qkv` and `scores`'s bounds.
-    pub(super) unsafe fn scores(
+    pub(crate) unsafe fn scores(
         &self,
         qkv: &[f32],
         i0: usize,
@@ -251,7 +251,7 @@ impl Head {
     ///
     /// # Safety
     /// As for [`Head::scores`]; nothing else may touch `dst`'s elements meanwhile.
-    pub(super) unsafe fn times_v(
+    pub(crate) unsafe fn times_v(
         &self,
         qkv: &[f32],
         (rows, width): (usize, usize),
@@ -274,14 +274,14 @@ impl Head {
 
 /// A pointer that rayon tasks may share because each writes a disjoint part of its buffer.
 #[derive(Clone, Copy)]
-pub(super) struct SharedOut(pub(super) *mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 // SAFETY: the attention kernels' tasks write disjoint (row, head) slices.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// The pointer, through a method so that closures capture the whole (Sync) wrapper.
-    pub(super) fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }

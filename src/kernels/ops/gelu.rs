@@ -3,16 +3,16 @@
 use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_float;
-use super::op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
-use super::simd::{sigmoid_fast, simd_fn};
+use super::custom_op::cpu_float;
+use super::custom_op::{apply, apply_no_bwd, CpuInputs, CpuKernel, Grads};
+use crate::kernels::simd::{sigmoid_fast, simd_fn};
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 
 const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
 const GELU_COEF: f32 = 0.044_715;
 /// Elements per parallel task of the element-wise kernels.
-pub(super) const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// GPT-2's `gelu_new`, `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`, vectorised, on every
 /// core and with a one-pass backward (candle's `gelu` calls libm's tanh on one thread, and its
@@ -81,14 +81,14 @@ impl CpuKernel for GeluTanhGrad {
 }
 
 /// `y = gelu(x)` element by element, on every core.
-pub(super) fn gelu_into(y: &mut [f32], x: &[f32]) {
+pub(crate) fn gelu_into(y: &mut [f32], x: &[f32]) {
     y.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(x.par_chunks(ELEMENTWISE_CHUNK))
         .for_each(|(y, x)| gelu_slice(y, x));
 }
 
 /// `dx = g * gelu'(x)` element by element, on every core.
-pub(super) fn gelu_grad_into(dx: &mut [f32], x: &[f32], g: &[f32]) {
+pub(crate) fn gelu_grad_into(dx: &mut [f32], x: &[f32], g: &[f32]) {
     dx.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(
             x.par_chunks(ELEMENTWISE_CHUNK)

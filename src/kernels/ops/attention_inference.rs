@@ -5,9 +5,9 @@ use candle_core::{CpuStorage, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_geometry::{AttentionGeometry, SharedOut, ATTENTION_ROW_BLOCK};
-use super::gemm::Strided;
-use super::op::{apply_no_bwd, CpuInputs, CpuKernel};
-use super::{cpu_float, mask_fits};
+use super::custom_op::{apply_no_bwd, CpuInputs, CpuKernel};
+use super::custom_op::{cpu_float, mask_fits};
+use crate::kernels::matmul::Strided;
 use crate::memory::zeros_on_huge_pages;
 use crate::Result;
 

@@ -1,0 +1,71 @@
+//! What a [`TrainStep`](super::TrainStep) is made from: the model class it trains, its
+//! settings, and its own state in a checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dropout::DropoutRngState;
+use crate::train::adamw::AdamWConfig;
+use crate::train::precision::{LossScaler, TrainPrecision};
+
+// ANCHOR: task_head
+/// Which model class a [`TrainStep`] trains, and so which loss it computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskHead {
+    /// `GPT2LMHeadModel`: the shifted language-modelling loss of the ids themselves.
+    #[default]
+    LanguageModel,
+    /// `GPT2ForSequenceClassification` with this many labels: the cross-entropy of the logits
+    /// at each row's last non-pad token against the row's label.
+    SequenceClassification { num_labels: usize },
+}
+// ANCHOR_END: task_head
+
+/// How to make a [`TrainStep`]: the model class it trains, the precision, the optimiser and
+/// the seed of its dropout masks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainSettings {
+    pub task: TaskHead,
+    pub precision: TrainPrecision,
+    pub adamw: AdamWConfig,
+    /// Seeds the generator every dropout layer draws its masks from.
+    pub seed: u64,
+}
+
+impl TrainSettings {
+    /// A language model (`GPT2LMHeadModel`, chapter 6) trained in `precision` with `adamw`,
+    /// dropout seeded with 0.
+    pub fn new(precision: TrainPrecision, adamw: AdamWConfig) -> Self {
+        Self {
+            task: TaskHead::LanguageModel,
+            precision,
+            adamw,
+            seed: 0,
+        }
+    }
+
+    /// The same settings for another model class.
+    pub fn task(self, task: TaskHead) -> Self {
+        Self { task, ..self }
+    }
+
+    /// The same settings with another dropout seed.
+    pub fn seed(self, seed: u64) -> Self {
+        Self { seed, ..self }
+    }
+}
+
+/// A training step's own state beyond weights and optimiser, for checkpoints: with it a resumed
+/// run draws the same dropout masks and scales its loss as an uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainStepState {
+    /// [`TrainPrecision`] as written by its `Display` (`f32`, `mixed-bf16`, `f16`, ...).
+    pub precision: String,
+    pub dropout: bool,
+    pub dropout_rng: DropoutRngState,
+    pub loss_scaler: Option<LossScaler>,
+    pub optimizer_steps: usize,
+    /// The model class trained (checkpoints written before chapter 7 lack it: LM).
+    #[serde(default)]
+    pub task: TaskHead,
+}
