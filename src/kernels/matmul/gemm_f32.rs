@@ -3,8 +3,16 @@
 
 use super::operand::Strided;
 
+/// The longest run of the inner dimension handed to one gemm call. gemm cuts the inner
+/// dimension into blocks sized from the CPU's L1 cache (512 on a 32 KiB L1, 1024 on a 48 KiB
+/// one), and each block's sum is added to the output in turn - so the f32 sums, and whatever
+/// is rounded from them (an f16 model's activations), would depend on the CPU. gemm never cuts
+/// a run of 512 or fewer, so runs of this length are added in the same order everywhere.
+const K_RUN: usize = 512;
+
 /// `dst = lhs @ rhs` for `(m, k) @ (k, n)` in f32, or `dst += lhs @ rhs` with `accumulate`:
-/// the `gemm` crate's call with everything this file does not vary left out.
+/// the `gemm` crate's call with everything this file does not vary left out, one call per run
+/// of [`K_RUN`] of the inner dimension.
 ///
 /// # Safety
 /// Every element addressed through the three views for these dimensions must be in bounds,
@@ -17,29 +25,39 @@ pub(crate) unsafe fn matmul_f32(
     accumulate: bool,
     parallelism: gemm::Parallelism,
 ) {
-    // SAFETY: the caller's guarantee; gemm reads lhs and rhs and writes dst.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.ptr,
-            dst.col_stride as isize,
-            dst.row_stride as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.ptr,
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
+    let mut start = 0;
+    loop {
+        let run = K_RUN.min(k - start);
+        let add = accumulate || start > 0;
+        // SAFETY: the caller's guarantee, for the columns `start..start + run` of lhs and the
+        // same rows of rhs; gemm reads lhs and rhs and writes dst.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                run,
+                dst.ptr,
+                dst.col_stride as isize,
+                dst.row_stride as isize,
+                add,
+                lhs.ptr.add(start * lhs.col_stride),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.ptr.add(start * rhs.row_stride),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                if add { 1.0 } else { 0.0 },
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+        start += run;
+        if start >= k {
+            break;
+        }
     }
 }
 

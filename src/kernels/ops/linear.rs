@@ -220,10 +220,64 @@ impl CpuKernel for Linear {
         let (k, n) = w.dims2()?;
         let x2 = x.reshape(((), k))?; // (N, in)
         let g2 = g.contiguous()?.reshape(((), n))?; // (N, out)
-        let dx = g2.matmul(&w.t()?)?.reshape(x.shape())?; // (N, out) @ (out, in)
-        let dw = x2.t()?.matmul(&g2)?; // (in, N) @ (N, out)
+        let dx = product(&g2, w, false, true)?.reshape(x.shape())?; // (N, out) @ (out, in)
+        let dw = product(&x2, &g2, true, false)?; // (in, N) @ (N, out)
         let db = apply_no_bwd(ColumnSum, &[&g2])?; // (out)
         Ok(vec![Some(dx), Some(dw), Some(db)])
+    }
+}
+
+/// `a @ b` of two matrices, each read as stored or transposed (`lhs_t`, `rhs_t`): the
+/// products of the backward passes here. Summed in f32 by [`matmul`] and rounded once to the
+/// operands' type, as PyTorch's half-precision products on the CPU are. Through candle's
+/// `matmul` an f16 or bf16 product would round its sums to the half type after each block of
+/// the inner dimension, and gemm sizes those blocks from the CPU's cache: the gradients of a
+/// half-precision model would depend on the CPU.
+fn product(a: &Tensor, b: &Tensor, lhs_t: bool, rhs_t: bool) -> candle_core::Result<Tensor> {
+    apply_no_bwd(Product { lhs_t, rhs_t }, &[a, b])
+}
+
+struct Product {
+    lhs_t: bool,
+    rhs_t: bool,
+}
+
+impl CpuKernel for Product {
+    const NAME: &'static str = "product";
+
+    fn cpu_fwd(&self, inputs: &CpuInputs) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = (&*inputs.f32(0)?, &*inputs.f32(1)?);
+        let (ar, ac) = inputs.layout(0).shape().dims2()?;
+        let (br, bc) = inputs.layout(1).shape().dims2()?;
+        let (m, k) = if self.lhs_t { (ac, ar) } else { (ar, ac) };
+        let (bk, n) = if self.rhs_t { (bc, br) } else { (br, bc) };
+        if bk != k {
+            candle_core::bail!(
+                "{}: {:?} and {:?} do not multiply",
+                Self::NAME,
+                (m, k),
+                (bk, n)
+            );
+        }
+        // A row-major (rows, cols) buffer read as its transpose swaps the two strides.
+        let view = |x: &[f32], cols: usize, t: bool| {
+            let (row, col) = if t { (1, cols) } else { (cols, 1) };
+            Matrix::F32(x).view(row, col)
+        };
+        let mut y = zeros_on_huge_pages(m * n);
+        // SAFETY: dst (m, n) row-major, and both operands read within the buffers of the
+        // shapes checked above.
+        unsafe {
+            matmul(
+                Products::F32,
+                (m, k, n),
+                Strided::rows(y.as_mut_ptr(), n),
+                view(a, ac, self.lhs_t),
+                view(b, bc, self.rhs_t),
+                false,
+            )
+        };
+        Ok((inputs.output(y), Shape::from((m, n))))
     }
 }
 
@@ -274,8 +328,8 @@ impl CpuKernel for TiedHead {
 
     fn bwd(&self, inputs: &[&Tensor], _y: &Tensor, g: &Tensor) -> Grads {
         let (x, wte) = (inputs[0], inputs[1]);
-        let dx = g.matmul(wte)?; // (N, V) @ (V, C) = (N, C)
-        let dwte = g.t()?.matmul(x)?; // (V, N) @ (N, C) = (V, C), contiguous
+        let dx = product(g, wte, false, false)?; // (N, V) @ (V, C) = (N, C)
+        let dwte = product(g, x, true, false)?; // (V, N) @ (N, C) = (V, C), contiguous
         Ok(vec![Some(dx), Some(dwte)])
     }
 }
