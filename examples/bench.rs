@@ -280,7 +280,7 @@ fn graph_train_figure(
 }
 
 /// [`train_figure`] in f32 or bf16 on the CPU, where a micro-step is written out
-/// (`written_out::lm_micro_step`; bf16 products in AMX tiles or widened to f32): forward and
+/// (`written_out::micro_step`; bf16 products in AMX tiles or widened to f32): forward and
 /// backward are one pass there, timed as one phase, and the update another.
 fn written_out_train_figure(
     train: &mut TrainStep,

@@ -319,7 +319,7 @@ fn recorded_tables_are_the_raw_figures() {
             .unwrap_or_else(|e| panic!("{}: {e}", json.with_extension("md").display()));
         if results.get("finetune").is_some() {
             let rows = finetune_rows(&results);
-            assert!(rows.len() >= 2, "{}: nothing was measured", json.display());
+            assert!(!rows.is_empty(), "{}: nothing was measured", json.display());
             for row in rows {
                 assert!(md.contains(&row), "{}: missing row\n{row}", json.display());
             }

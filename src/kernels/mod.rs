@@ -51,7 +51,7 @@ pub use ops::{
 };
 pub use optim::{
     add_in_place, scale_in_place, scale_slice, sum_of_squares, sum_of_squares_of_slice,
-    update_in_place, update_in_place_from_slice,
+    update_in_place, Gradient,
 };
 pub(crate) use rounding::round_bf16;
 pub use rounding::round_to_bf16_in_place;

@@ -21,8 +21,8 @@
 //! pure-bf16 one: its products then multiply the bf16 weights and the activations rounded to
 //! bf16 with f32 sums (in AMX tiles where the CPU has them, elsewhere gemm's f32 products on
 //! those values widened), everything between them in f32 - for the language-modelling loss
-//! ([`lm_micro_step`], chapter 6) and the sequence classifier's ([`classifier_micro_step`],
-//! chapter 7's `Trainer`), and for a classifier's evaluation ([`classifier_logits`]); they say
+//! (chapter 6) and the sequence classifier's (chapter 7's `Trainer`), [`micro_step`] with a
+//! [`Batch`] of either, and for a classifier's evaluation ([`classifier_logits`]); they say
 //! `None` to anything else.
 //!
 //! - `mod.rs`: the entry points and their checks;
@@ -31,6 +31,8 @@
 //! - `rows.rs`: the rows they compute (a classifier's, not the padding after each row's last
 //!   real token);
 //! - `buffers.rs`: the gradient sums and the activations kept from micro-step to micro-step.
+
+use std::borrow::Cow;
 
 use candle_core::{DType, Tensor};
 
@@ -75,42 +77,6 @@ pub struct Gpt2Params<'a> {
     pub params: &'a [Tensor],
 }
 
-/// One micro-step of the language-modelling loss of `tokens` `(B, T)` predicting themselves,
-/// shifted by one: the forward pass, then `micro.proceed(loss)`, which says whether to go on
-/// (an error stops everything with nothing added), then the backward pass with the gradients of
-/// `loss * micro.loss_weight` added into `sums`. Returns the loss, or `None`, with nothing
-/// drawn or computed, where this does not apply: parameters not all f32 or bf16 on the CPU,
-/// other parameters than GPT-2's, or an activation other than the tanh GELU.
-pub fn lm_micro_step(
-    model: Gpt2Params,
-    tokens: Tokens,
-    micro: MicroStep<impl FnOnce(f32) -> Result<bool>>,
-    sums: &mut GradSums,
-) -> Result<Option<f32>> {
-    let Gpt2Params { cfg, names, params } = model;
-    let Some(index) = applies(cfg, names, params, &[]) else {
-        return Ok(None);
-    };
-    let Tokens { ids, b, t } = tokens;
-    if ids.len() != b * t {
-        return Err(Error::InvalidArgument(format!(
-            "{} token ids do not make {b} rows of {t}",
-            ids.len()
-        )));
-    }
-    if t < 2 {
-        return Err(Error::InvalidArgument(format!(
-            "a sequence of {t} token has no next token to predict: the loss needs at least 2"
-        )));
-    }
-    check_ids(cfg, ids, t)?;
-    let causal = causal_mask(t);
-    with_params(params, &index, cfg.n_layer, |p| {
-        Pass::new(cfg, p, &index, ids, (b, t), &causal, Head::NextToken).run(sums, micro)
-    })
-    .transpose()
-}
-
 /// A classifier's batch: ids `(B, T)`, the attention mask `(B, T)` (1 = token, 0 = padding) if
 /// any, the position each row's logits are read at (its last real token), and each row's
 /// class (`None`: ignored, transformers' -100).
@@ -121,51 +87,37 @@ pub struct LabelledBatch<'a> {
     pub labels: Vec<Option<usize>>,
 }
 
-/// [`lm_micro_step`] for `GPT2ForSequenceClassification`: the mean cross-entropy of the `score`
-/// head's logits at each row's position against the row's class, over the rows not ignored.
-pub fn classifier_micro_step(
+/// What a micro-step learns from: token ids predicting themselves, shifted by one
+/// (`GPT2LMHeadModel`, chapter 6), or a classifier's batch (`GPT2ForSequenceClassification`,
+/// chapter 7's `Trainer`).
+pub enum Batch<'a> {
+    Lm(Tokens<'a>),
+    Labelled(LabelledBatch<'a>),
+}
+
+/// One micro-step: the forward pass, then `micro.proceed(loss)`, which says whether to go on
+/// (an error stops everything with nothing added), then the backward pass with the gradients of
+/// `loss * micro.loss_weight` added into `sums`. The loss is the language-modelling loss of the
+/// tokens, or the mean cross-entropy of the `score` head's logits at each row's position
+/// against the row's class, over the rows not ignored. Returns the loss, or `None`, with
+/// nothing drawn or computed, where this does not apply: parameters not all f32 or bf16 on the
+/// CPU, other parameters than GPT-2's (and the head's), or an activation other than the tanh
+/// GELU.
+pub fn micro_step(
     model: Gpt2Params,
-    batch: LabelledBatch,
+    batch: Batch,
     micro: MicroStep<impl FnOnce(f32) -> Result<bool>>,
     sums: &mut GradSums,
 ) -> Result<Option<f32>> {
-    let cfg = model.cfg;
-    let LabelledBatch {
-        ids,
-        attention_mask,
-        positions,
-        labels,
-    } = batch;
-    let Some(input) = ClassifierInput::read(model, ids, attention_mask, &positions)? else {
-        return Ok(None);
+    let input = match batch {
+        Batch::Lm(tokens) => PassInput::lm(model, tokens)?,
+        Batch::Labelled(b) => {
+            PassInput::classifier(model, b.ids, b.attention_mask, b.positions, Some(b.labels))?
+        }
     };
-    let (b, classes) = (input.b, input.classes);
-    if labels.len() != b {
-        return Err(Error::InvalidArgument(format!(
-            "a batch of {b} rows needs {b} labels, found {}",
-            labels.len()
-        )));
-    }
-    if labels.iter().all(Option::is_none) {
-        return Err(Error::InvalidArgument(
-            "every label is -100 (ignored): there is nothing to compute a loss over".into(),
-        ));
-    }
-    if let Some(bad) = labels.iter().flatten().find(|&&l| l >= classes) {
-        return Err(Error::InvalidArgument(format!(
-            "labels must be in [0, {classes}) or -100, found {bad}"
-        )));
-    }
-    let head = Head::Classify {
-        positions,
-        labels,
-        classes,
-    };
-    let index = &input.index;
-    with_params(model.params, index, cfg.n_layer, |p| {
-        Pass::new(cfg, p, index, &input.ids, (b, input.t), &input.mask, head).run(sums, micro)
-    })
-    .transpose()
+    input
+        .and_then(|input| input.run(model, |pass| pass.run(sums, micro)))
+        .transpose()
 }
 
 /// A classifier's logits `(B, classes)` at each row's position (its last real token), dropout
@@ -178,40 +130,59 @@ pub fn classifier_logits(
     attention_mask: Option<&Tensor>,
     positions: Vec<usize>,
 ) -> Result<Option<Vec<f32>>> {
-    let Some(input) = ClassifierInput::read(model, ids, attention_mask, &positions)? else {
-        return Ok(None);
-    };
-    let cfg = model.cfg;
-    let head = Head::Classify {
-        positions,
-        labels: vec![None; input.b],
-        classes: input.classes,
-    };
-    let index = &input.index;
-    Ok(with_params(model.params, index, cfg.n_layer, |p| {
-        let (b, t) = (input.b, input.t);
-        Pass::new(cfg, p, index, &input.ids, (b, t), &input.mask, head).class_logits()
-    }))
+    let input = PassInput::classifier(model, ids, attention_mask, positions, None)?;
+    Ok(input.and_then(|input| input.run(model, |pass| pass.class_logits())))
 }
 
-/// A classifier's batch read and checked for the written-out pass.
-struct ClassifierInput {
+/// A batch read and checked for the pass.
+struct PassInput<'a> {
     index: ParamIndex,
-    ids: Vec<u32>,
+    ids: Cow<'a, [u32]>,
     b: usize,
     t: usize,
-    classes: usize,
     /// The model's mask `(B or 1, T, T)`: causal, and no query sees a padding key.
     mask: Vec<u8>,
+    head: Head,
 }
 
-impl ClassifierInput {
+impl<'a> PassInput<'a> {
+    /// Token ids for the language-modelling loss; `None` where the pass does not apply.
+    fn lm(model: Gpt2Params, tokens: Tokens<'a>) -> Result<Option<Self>> {
+        let Gpt2Params { cfg, names, params } = model;
+        let Some(index) = applies(cfg, names, params, &[]) else {
+            return Ok(None);
+        };
+        let Tokens { ids, b, t } = tokens;
+        if ids.len() != b * t {
+            return Err(Error::InvalidArgument(format!(
+                "{} token ids do not make {b} rows of {t}",
+                ids.len()
+            )));
+        }
+        if t < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "a sequence of {t} token has no next token to predict: the loss needs at least 2"
+            )));
+        }
+        check_ids(cfg, ids, t)?;
+        Ok(Some(Self {
+            index,
+            ids: Cow::Borrowed(ids),
+            b,
+            t,
+            mask: causal_mask(t),
+            head: Head::NextToken,
+        }))
+    }
+
+    /// A classifier's batch, with its labels for a loss (checked) or none for an evaluation;
     /// `None` where the pass does not apply.
-    fn read(
+    fn classifier(
         model: Gpt2Params,
         ids: &Tensor,
         attention_mask: Option<&Tensor>,
-        positions: &[usize],
+        positions: Vec<usize>,
+        labels: Option<Vec<Option<usize>>>,
     ) -> Result<Option<Self>> {
         let Gpt2Params { cfg, names, params } = model;
         let on_cpu = ids.device().is_cpu();
@@ -229,6 +200,9 @@ impl ClassifierInput {
             return Err(Error::InvalidArgument(format!(
                 "a batch of {b} rows of {t} tokens needs {b} positions below {t}"
             )));
+        }
+        if let Some(labels) = &labels {
+            check_labels(labels, b, classes)?;
         }
         let mask: Vec<u8> = match attention_mask {
             None => causal_mask(t),
@@ -248,15 +222,58 @@ impl ClassifierInput {
                     .collect()
             }
         };
+        let head = Head::Classify {
+            positions,
+            labels: labels.unwrap_or_else(|| vec![None; b]),
+            classes,
+        };
         Ok(Some(Self {
             index,
-            ids: ids_v,
+            ids: Cow::Owned(ids_v),
             b,
             t,
-            classes,
             mask,
+            head,
         }))
     }
+
+    /// `f` of the pass over this input and the parameters as the pass reads them; `None`
+    /// where a parameter is not contiguous on the CPU.
+    fn run<R>(self, model: Gpt2Params, f: impl FnOnce(Pass) -> R) -> Option<R> {
+        let Self {
+            index,
+            ids,
+            b,
+            t,
+            mask,
+            head,
+        } = self;
+        let cfg = model.cfg;
+        with_params(model.params, &index, cfg.n_layer, |p| {
+            f(Pass::new(cfg, p, &index, &ids, (b, t), &mask, head))
+        })
+    }
+}
+
+/// A classifier's labels: one per row, not all ignored, each a class.
+fn check_labels(labels: &[Option<usize>], b: usize, classes: usize) -> Result<()> {
+    if labels.len() != b {
+        return Err(Error::InvalidArgument(format!(
+            "a batch of {b} rows needs {b} labels, found {}",
+            labels.len()
+        )));
+    }
+    if labels.iter().all(Option::is_none) {
+        return Err(Error::InvalidArgument(
+            "every label is -100 (ignored): there is nothing to compute a loss over".into(),
+        ));
+    }
+    if let Some(bad) = labels.iter().flatten().find(|&&l| l >= classes) {
+        return Err(Error::InvalidArgument(format!(
+            "labels must be in [0, {classes}) or -100, found {bad}"
+        )));
+    }
+    Ok(())
 }
 
 /// The parameters' index, where the written-out pass applies to this model and input.

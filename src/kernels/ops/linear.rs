@@ -234,13 +234,11 @@ impl CpuKernel for Linear {
 /// the inner dimension, and gemm sizes those blocks from the CPU's cache: the gradients of a
 /// half-precision model would depend on the CPU.
 fn product(a: &Tensor, b: &Tensor, lhs_t: bool, rhs_t: bool) -> candle_core::Result<Tensor> {
-    apply_no_bwd(Product { lhs_t, rhs_t }, &[a, b])
+    apply_no_bwd(Product([lhs_t, rhs_t]), &[a, b])
 }
 
-struct Product {
-    lhs_t: bool,
-    rhs_t: bool,
-}
+/// Which of the two operands are read transposed.
+struct Product([bool; 2]);
 
 impl CpuKernel for Product {
     const NAME: &'static str = "product";
@@ -249,8 +247,9 @@ impl CpuKernel for Product {
         let (a, b) = (&*inputs.f32(0)?, &*inputs.f32(1)?);
         let (ar, ac) = inputs.layout(0).shape().dims2()?;
         let (br, bc) = inputs.layout(1).shape().dims2()?;
-        let (m, k) = if self.lhs_t { (ac, ar) } else { (ar, ac) };
-        let (bk, n) = if self.rhs_t { (bc, br) } else { (br, bc) };
+        let [lhs_t, rhs_t] = self.0;
+        let (m, k) = if lhs_t { (ac, ar) } else { (ar, ac) };
+        let (bk, n) = if rhs_t { (bc, br) } else { (br, bc) };
         if bk != k {
             candle_core::bail!(
                 "{}: {:?} and {:?} do not multiply",
@@ -272,8 +271,8 @@ impl CpuKernel for Product {
                 Products::F32,
                 (m, k, n),
                 Strided::rows(y.as_mut_ptr(), n),
-                view(a, ac, self.lhs_t),
-                view(b, bc, self.rhs_t),
+                view(a, ac, lhs_t),
+                view(b, bc, rhs_t),
                 false,
             )
         };

@@ -14,10 +14,11 @@ use rayon::prelude::*;
 /// own when it does them in the same order in f32. `update` always sees f32: a half buffer is
 /// widened chunk by chunk and `update`'s results rounded back into it (to nearest, ties to
 /// even, as candle's `to_dtype` rounds) - so an update that rounds its results to that type
-/// itself, as PyTorch's half-precision AdamW does, stores exactly what it computed.
+/// itself, as PyTorch's half-precision AdamW does, stores exactly what it computed. The
+/// gradient is such a tensor or an f32 slice as long as `w` ([`Gradient`]).
 pub fn update_in_place<F>(
     w: &Tensor,
-    g: &Tensor,
+    g: Gradient,
     m: &Tensor,
     v: &Tensor,
     update: F,
@@ -25,38 +26,25 @@ pub fn update_in_place<F>(
 where
     F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
 {
-    let g_fits = g.device().is_cpu()
-        && matches!(g.dtype(), DType::F32 | DType::F16 | DType::BF16)
-        && g.is_contiguous()
-        && g.shape() == w.shape();
+    let g_fits = match g {
+        Gradient::Tensor(g) => {
+            g.device().is_cpu()
+                && matches!(g.dtype(), DType::F32 | DType::F16 | DType::BF16)
+                && g.is_contiguous()
+                && g.shape() == w.shape()
+        }
+        Gradient::Slice(g) => g.len() == w.elem_count(),
+    };
     if !g_fits {
         return Ok(false);
     }
-    update_with(w, Gradient::Tensor(g), m, v, &update)
+    update_with(w, g, m, v, &update)
 }
 
-/// [`update_in_place`] with the gradient an f32 slice on the host, as the written-out pass
-/// sums it: nothing is wrapped in a tensor on the way from the sums to the update. `false`,
-/// touching nothing, where `g` is not as long as `w` or the update does not apply.
-pub fn update_in_place_from_slice<F>(
-    w: &Tensor,
-    g: &[f32],
-    m: &Tensor,
-    v: &Tensor,
-    update: F,
-) -> candle_core::Result<bool>
-where
-    F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
-{
-    if g.len() != w.elem_count() {
-        return Ok(false);
-    }
-    update_with(w, Gradient::Slice(g), m, v, &update)
-}
-
-/// Where the gradient is: a tensor, or a host slice.
+/// Where a gradient is: a tensor (the graph's), or an f32 slice on the host (the written-out
+/// pass's sums, which reach the update as they are).
 #[derive(Clone, Copy)]
-enum Gradient<'a> {
+pub enum Gradient<'a> {
     Tensor(&'a Tensor),
     Slice(&'a [f32]),
 }

@@ -8,5 +8,5 @@ mod adamw_in_place;
 mod norm;
 
 pub use accumulate::add_in_place;
-pub use adamw_in_place::{update_in_place, update_in_place_from_slice};
+pub use adamw_in_place::{update_in_place, Gradient};
 pub use norm::{scale_in_place, scale_slice, sum_of_squares, sum_of_squares_of_slice};

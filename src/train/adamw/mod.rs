@@ -23,7 +23,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
-use crate::kernels::{update_in_place, update_in_place_from_slice};
+use crate::kernels::{update_in_place, Gradient};
 use crate::{Error, Result};
 
 mod config;
@@ -32,14 +32,6 @@ mod update;
 pub use config::{decays, AdamWConfig, AdamWVariant, HalfMoments};
 
 use update::{torch_step, transformers4_step, ElementStep, Ops, Update};
-
-/// A parameter's gradient: a tensor (the graph's), or an f32 host slice (the written-out
-/// pass's sums).
-#[derive(Clone, Copy)]
-enum Gradient<'a> {
-    Tensor(&'a Tensor),
-    Slice(&'a [f32]),
-}
 
 /// One parameter with its moments (first `m`, second `v`).
 struct Param {
@@ -167,11 +159,7 @@ impl AdamW {
             let w = p.var.as_tensor();
             let element =
                 |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| k.apply_slices(w, g, m, v);
-            let in_place = match g {
-                Gradient::Tensor(g) => update_in_place(w, g, &p.m, &p.v, element)?,
-                Gradient::Slice(g) => update_in_place_from_slice(w, g, &p.m, &p.v, element)?,
-            };
-            if in_place {
+            if update_in_place(w, g, &p.m, &p.v, element)? {
                 continue;
             }
             let g = match g {

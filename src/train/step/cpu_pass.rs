@@ -1,5 +1,5 @@
-//! The step's way into the written-out micro-steps (`written_out::lm_micro_step` and
-//! `written_out::classifier_micro_step`): where they apply, the batch checked as the graph's loss
+//! The step's way into the written-out micro-step (`written_out::micro_step`): where it
+//! applies, the batch checked as the graph's loss
 //! checks it, the dropout masks the model's layers would draw, and their gradient sums joined
 //! to the graph's at the update.
 
@@ -76,9 +76,8 @@ impl TrainStep {
             .transpose()?)
     }
 
-    /// A micro-step by `written_out::lm_micro_step` or `written_out::classifier_micro_step`,
-    /// where they apply: f32 or pure bf16 weights on the CPU, the batch of the step's task.
-    /// `None` where they do not, with nothing done.
+    /// A micro-step by `written_out::micro_step` where it applies: f32 or pure bf16 weights on
+    /// the CPU, the batch of the step's task. `None` where it does not, with nothing done.
     pub(super) fn accumulate_written_out(
         &mut self,
         batch: Batch,
@@ -119,10 +118,11 @@ impl TrainStep {
                 let (b, t) = ids.dims2()?;
                 let ids: Vec<u32> = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
                 let tokens = Tokens { ids: &ids, b, t };
-                written_out::lm_micro_step(model, tokens, micro, sums)?
+                written_out::micro_step(model, written_out::Batch::Lm(tokens), micro, sums)?
             }
             Batch::Sequence(ids) => {
-                written_out::lm_micro_step(model, Tokens::one(ids), micro, sums)?
+                let tokens = written_out::Batch::Lm(Tokens::one(ids));
+                written_out::micro_step(model, tokens, micro, sums)?
             }
             Batch::Labelled((ids, attention_mask, labels)) => {
                 check_label_shape(labels, &[ids.dim(0)?], PER_SEQUENCE)?;
@@ -142,7 +142,7 @@ impl TrainStep {
                     positions: heads::last_non_pad_positions(ids, cfg.pad_token_id)?,
                     labels,
                 };
-                written_out::classifier_micro_step(model, batch, micro, sums)?
+                written_out::micro_step(model, written_out::Batch::Labelled(batch), micro, sums)?
             }
         };
         let Some(loss) = loss else {
