@@ -522,13 +522,25 @@ impl TrainStep {
             Some(max) => clip_grad_norm(&mut grads, &self.params.vars, max)?,
             None => grad_norm(&grads, &self.params.vars)?,
         };
+        self.update_with(norm, lr, loss_scale, |opt| opt.step(&grads))
+    }
+
+    /// The update itself, once the gradients' norm is known (after any clipping): refused if
+    /// the norm is not finite, else `step` at learning rate `lr` (the optimiser's own if none).
+    fn update_with(
+        &mut self,
+        norm: f64,
+        lr: Option<f64>,
+        loss_scale: Option<f64>,
+        step: impl FnOnce(&mut AdamW) -> Result<()>,
+    ) -> Result<UpdateReport> {
         if !norm.is_finite() && self.halt_on_non_finite {
             return Err(self.non_finite("gradient norm", norm));
         }
         if let Some(lr) = lr {
             self.opt.set_lr(lr);
         }
-        self.opt.step(&grads)?;
+        step(&mut self.opt)?;
         Ok(UpdateReport {
             grad_norm: Some(norm),
             applied: true,

@@ -112,18 +112,18 @@ impl TrainStep {
             names: &names,
             params: &params,
         };
-        let sums = &mut self.accumulated.written;
-        let loss = match batch {
+        let host_ids: Vec<u32>;
+        let batch = match batch {
             Batch::Lm(ids) => {
                 let (b, t) = ids.dims2()?;
-                let ids: Vec<u32> = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
-                let tokens = Tokens { ids: &ids, b, t };
-                written_out::micro_step(model, written_out::Batch::Lm(tokens), micro, sums)?
+                host_ids = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1()?;
+                written_out::Batch::Lm(Tokens {
+                    ids: &host_ids,
+                    b,
+                    t,
+                })
             }
-            Batch::Sequence(ids) => {
-                let tokens = written_out::Batch::Lm(Tokens::one(ids));
-                written_out::micro_step(model, tokens, micro, sums)?
-            }
+            Batch::Sequence(ids) => written_out::Batch::Lm(Tokens::one(ids)),
             Batch::Labelled((ids, attention_mask, labels)) => {
                 check_label_shape(labels, &[ids.dim(0)?], PER_SEQUENCE)?;
                 let labels: Vec<i64> = labels.to_dtype(DType::I64)?.to_vec1()?;
@@ -136,15 +136,15 @@ impl TrainStep {
                     .iter()
                     .map(|&l| (l != IGNORE_INDEX).then_some(l as usize))
                     .collect();
-                let batch = LabelledBatch {
+                written_out::Batch::Labelled(LabelledBatch {
                     ids,
                     attention_mask,
                     positions: heads::last_non_pad_positions(ids, cfg.pad_token_id)?,
                     labels,
-                };
-                written_out::micro_step(model, written_out::Batch::Labelled(batch), micro, sums)?
+                })
             }
         };
+        let loss = written_out::micro_step(model, batch, micro, &mut self.accumulated.written)?;
         let Some(loss) = loss else {
             return Ok(None);
         };
@@ -200,18 +200,8 @@ impl TrainStep {
             Some(max) => clip_grad_norm_of_slices(&mut sums, max),
             None => grad_norm_of_slices(&sums),
         };
-        if !norm.is_finite() && self.halt_on_non_finite {
-            return Err(self.non_finite("gradient norm", norm));
-        }
-        if let Some(lr) = lr {
-            self.opt.set_lr(lr);
-        }
-        self.opt.step_from_slices(&sums)?;
-        Ok(Some(UpdateReport {
-            grad_norm: Some(norm),
-            applied: true,
-            loss_scale: None,
-        }))
+        let report = self.update_with(norm, lr, None, |opt| opt.step_from_slices(&sums))?;
+        Ok(Some(report))
     }
 
     /// Joins the written-out micro-steps' sums to the graph's.
