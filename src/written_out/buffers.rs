@@ -27,7 +27,7 @@ pub(super) struct Buffers {
     pub(super) dgelu: Vec<f32>,
     pub(super) dfc: Vec<f32>,
     /// The last block's attention output and input at the kept rows, and the gradient of the
-    /// former (see [`Pass::kept`]).
+    /// former (see `Pass::kept` in pass.rs).
     pub(super) att_kept: Vec<f32>,
     pub(super) x_kept: Vec<f32>,
     pub(super) datt_kept: Vec<f32>,

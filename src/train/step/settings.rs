@@ -8,7 +8,7 @@ use crate::train::adamw::AdamWConfig;
 use crate::train::precision::{LossScaler, TrainPrecision};
 
 // ANCHOR: task_head
-/// Which model class a [`TrainStep`] trains, and so which loss it computes.
+/// Which model class a `TrainStep` trains, and so which loss it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskHead {
@@ -21,7 +21,7 @@ pub enum TaskHead {
 }
 // ANCHOR_END: task_head
 
-/// How to make a [`TrainStep`]: the model class it trains, the precision, the optimiser and
+/// How to make a [`TrainStep`](super::TrainStep): the model class it trains, the precision, the optimiser and
 /// the seed of its dropout masks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainSettings {
