@@ -25,7 +25,7 @@ use gpt2_tutorial::cli::{noted, FinetuneArgs};
 use gpt2_tutorial::data::{Jokes, JokesSource};
 use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::train::{
-    bars_wanted, continue_prompt, JokesReport, JokesSettings, JokesTrainer, Recipe, RunOptions,
+    bars_wanted, continue_prompt, FineTuneReport, FineTuneSettings, LmFineTuner, Recipe,
 };
 use serde::Serialize;
 
@@ -85,8 +85,8 @@ struct Args {
 
 impl Args {
     /// The recipe's settings with the flags that were given.
-    fn settings(&self) -> anyhow::Result<JokesSettings> {
-        let mut s = JokesSettings::for_recipe(self.recipe);
+    fn settings(&self) -> anyhow::Result<FineTuneSettings> {
+        let mut s = FineTuneSettings::for_recipe(self.recipe);
         s.set_dtype(&self.dtype)?;
         s.epochs = self.epochs.unwrap_or(s.epochs);
         s.accumulate = self.accumulate.unwrap_or(s.accumulate);
@@ -107,7 +107,7 @@ struct Report<'a> {
     model: &'a str,
     data: &'a str,
     recipe: String,
-    settings: &'a JokesSettings,
+    settings: &'a FineTuneSettings,
     jokes_read: usize,
     jokes_skipped: usize,
     sequences: usize,
@@ -138,20 +138,11 @@ fn main() -> anyhow::Result<()> {
     let tokenized = jokes.tokenize(&loaded.tokenizer)?;
     // ANCHOR_END: data
 
-    std::fs::create_dir_all(&args.out)?;
-    let tokenizer_json = args.out.join("tokenizer.json");
-    loaded.tokenizer.save(&tokenizer_json)?;
     // ANCHOR: train
     let mut trainer = match &args.resume {
-        Some(dir) => JokesTrainer::resume(dir, &tokenized, &args.out, &args.common.device()?)?,
-        None => JokesTrainer::new(
-            &loaded.weights,
-            &loaded.config,
-            &tokenized,
-            args.settings()?,
-            &args.out,
-            &tokenizer_json,
-        )?,
+        Some(dir) => LmFineTuner::resume(dir, tokenized, &args.out, &args.common.device()?)?,
+        None => LmFineTuner::new(&loaded.weights, &loaded.config, tokenized, args.settings()?)?
+            .save_checkpoints(&args.out, &loaded.tokenizer)?,
     };
     // ANCHOR_END: train
     // The trainer keeps its own trainable copy: the loaded weights would only hold a model's
@@ -167,20 +158,18 @@ fn main() -> anyhow::Result<()> {
         println!("Data: {jokes}");
         println!("{}", settings.describe(trainer.state().total_steps));
     }
-    let options = RunOptions {
-        bars: bars_wanted(args.quiet),
-        nan_at_step: args.nan_at_step,
-    };
+    trainer = trainer.show_progress(bars_wanted(args.quiet));
+    trainer.inject_nan_at_step(args.nan_at_step);
     // ANCHOR: run
-    let report = trainer.run(&options)?;
+    let report = trainer.run()?;
     let history = &report.history;
     history.write(&args.out)?;
     let figure = args.out.join("loss_lr.svg");
     write_svg(&figure, &history.chart()?)?;
     // ANCHOR_END: run
 
-    let weights = trainer.train.weights()?;
-    let cfg = trainer.train.config().clone();
+    let weights = trainer.weights()?;
+    let cfg = trainer.config().clone();
     let mut generated = Vec::new();
     for prompt in ["JOKE:", "My dog is cute and"] {
         let text = continue_prompt(&weights, &cfg, &loaded.tokenizer, prompt, 40, settings.seed)?;
@@ -194,15 +183,15 @@ fn main() -> anyhow::Result<()> {
             recipe: settings.recipe.to_string(),
             settings: &settings,
             jokes_read: jokes.len(),
-            jokes_skipped: jokes.skipped + report.jokes_too_long,
+            jokes_skipped: jokes.skipped + report.texts_too_long,
             sequences: report.sequences,
             optimizer_steps: report.optimizer_steps,
             losses: history.steps.iter().map(|r| r.loss).collect(),
             mean_losses: history.steps.iter().map(|r| r.mean_loss).collect(),
             lrs: history.steps.iter().map(|r| r.lr).collect(),
-            jokes_per_second: report.jokes_per_second,
+            jokes_per_second: report.texts_per_second,
             untrained_sequences: report.untrained_sequences,
-            untrained_jokes: report.untrained_jokes,
+            untrained_jokes: report.untrained_texts,
             checkpoint: report.checkpoint.clone(),
             generated,
         };
@@ -221,7 +210,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(report: &JokesReport) {
+fn print_summary(report: &FineTuneReport) {
     for e in &report.history.epochs {
         println!(
             "epoch {}: {} sequences, {} optimizer steps, lr {:.3e}",
@@ -235,18 +224,18 @@ fn print_summary(report: &JokesReport) {
         "{} sequences through forward and backward, {} optimizer steps; {} jokes in {:.1} s ({:.1} jokes/s)",
         report.sequences,
         report.optimizer_steps,
-        report.jokes_seen,
+        report.texts_seen,
         report.seconds,
-        report.jokes_per_second
+        report.texts_per_second
     );
-    if report.jokes_too_long > 0 {
-        let too_long = report.jokes_too_long;
+    if report.texts_too_long > 0 {
+        let too_long = report.texts_too_long;
         println!("Skipped {too_long} jokes longer than the longest sequence");
     }
-    if report.untrained_sequences + report.untrained_jokes > 0 {
+    if report.untrained_sequences + report.untrained_texts > 0 {
         println!(
             "Never trained (the tutorial's loop drops them): {} sequences of an unfinished step, {} jokes in the packing buffer",
-            report.untrained_sequences, report.untrained_jokes
+            report.untrained_sequences, report.untrained_texts
         );
     }
     if let Some(dir) = &report.checkpoint {

@@ -196,8 +196,6 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR_END: arguments
 
     std::fs::create_dir_all(&args.out)?;
-    let tokenizer_json = args.out.join("tokenizer.json");
-    loaded.tokenizer.save(&tokenizer_json)?;
     // ANCHOR: trainer
     let resume = match args.resume.as_deref() {
         Some("latest") => Some(latest_checkpoint(&args.out).ok_or_else(|| {
@@ -218,7 +216,7 @@ fn main() -> anyhow::Result<()> {
             collator,
             &train_rows,
             Some(&test_rows),
-            &tokenizer_json,
+            &loaded.tokenizer,
         )?,
     };
     // ANCHOR_END: trainer

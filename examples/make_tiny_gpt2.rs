@@ -14,7 +14,7 @@ use gpt2_tutorial::source::{bundled_model_dir, TINY_SEED};
 use gpt2_tutorial::{Gpt2Config, Weights};
 
 fn main() -> anyhow::Result<()> {
-    let dir = bundled_model_dir();
+    let dir = bundled_model_dir()?;
     std::fs::create_dir_all(&dir)?;
     let cfg = Gpt2Config::tiny();
     let weights = Weights::init(&cfg, TINY_SEED, &Device::Cpu)?;

@@ -13,17 +13,15 @@
 // ANCHOR: allocator
 // For programs that train: zeroed memory is written at once (see the page).
 #[global_allocator]
-static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
-    gpt2_tutorial::memory::ZeroFilledAllocator;
+static ALLOCATOR: gpt2_tutorial::prelude::ZeroFilledAllocator =
+    gpt2_tutorial::prelude::ZeroFilledAllocator;
 // ANCHOR_END: allocator
 
 // ANCHOR: program
-use candle_core::{DType, Device};
-use gpt2_tutorial::generation::{generate, GenerationConfig};
-use gpt2_tutorial::{Gpt2LmHeadModel, LoadedModel, ModelSource};
+use gpt2_tutorial::prelude::*;
 
 fn main() -> anyhow::Result<()> {
-    gpt2_tutorial::memory::reuse_freed_buffers(); // keep large freed buffers for the next step
+    reuse_freed_buffers(); // keep large freed buffers for the next step
     let name = std::env::args().nth(1).unwrap_or_else(|| "bundled".into());
     let source: ModelSource = name.parse()?; // a Hub id, a directory, or "bundled"
     let model = LoadedModel::load(&source, &Device::Cpu, DType::F32)?;

@@ -45,33 +45,55 @@ fn default_true() -> bool {
 /// The hyper-parameters of a GPT-2 model, with the key names of Hugging Face's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpt2Config {
+    /// Number of tokens in the vocabulary: the rows of the token embedding `wte`, and the
+    /// width V of the logits `(B, T, V)`. 50257 for GPT-2.
     pub vocab_size: usize,
+    /// The context length: the most positions a sequence can have, the rows of the position
+    /// embedding `wpe` (`max_position_embeddings` in transformers). 1024 for GPT-2.
     pub n_positions: usize,
+    /// The width of the residual stream, `hidden_size` in transformers: 768 for gpt2.
     pub n_embd: usize,
+    /// Number of transformer blocks, `num_hidden_layers` in transformers: 12 for gpt2.
     pub n_layer: usize,
+    /// Number of attention heads per block, `num_attention_heads` in transformers: 12 for
+    /// gpt2. Must divide `n_embd`.
     pub n_head: usize,
     /// Width of the MLP's hidden layer; `None` means the usual 4 × `n_embd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_inner: Option<usize>,
+    /// The MLP's non-linearity: `gelu_new` (GPT-2's tanh approximation of GELU, the
+    /// default) or `gelu_pytorch_tanh` (the same), `gelu` (the exact, erf one) or `relu`.
     #[serde(default = "default_act")]
     pub activation_function: String,
+    /// The epsilon added to the variance in every LayerNorm: 1e-5.
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
+    /// Dropout probability on the output of each attention and MLP sub-layer, before it is
+    /// added to the residual stream. 0.1; only active in training.
     #[serde(default = "default_pdrop", serialize_with = "f32_as_written")]
     pub resid_pdrop: f32,
+    /// Dropout probability on the sum of token and position embeddings. 0.1.
     #[serde(default = "default_pdrop", serialize_with = "f32_as_written")]
     pub embd_pdrop: f32,
+    /// Dropout probability on the attention weights, after the softmax. 0.1.
     #[serde(default = "default_pdrop", serialize_with = "f32_as_written")]
     pub attn_pdrop: f32,
+    /// Standard deviation of the normal distribution new weights are drawn from: 0.02.
+    /// Used here for a freshly initialised classification head.
     #[serde(default = "default_init_range")]
     pub initializer_range: f64,
     /// Divide attention scores by sqrt(head size), as the paper does.
     #[serde(default = "default_true")]
     pub scale_attn_weights: bool,
+    /// The beginning-of-sequence token: `<|endoftext|>` (50256) in GPT-2's configs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bos_token_id: Option<u32>,
+    /// The end-of-sequence token generation stops at: `<|endoftext|>` (50256) in GPT-2's
+    /// configs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eos_token_id: Option<u32>,
+    /// The padding token. GPT-2 has none (`None`): set it (usually to 50256) to classify
+    /// padded batches. Generation pads finished rows with it, else with `eos_token_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_token_id: Option<u32>,
     /// Number of classes for the classification heads (transformers derives it from `id2label`).
@@ -81,10 +103,14 @@ pub struct Gpt2Config {
     /// [`Gpt2Config::token_classifier_dropout`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier_dropout: Option<f32>,
+    /// transformers' fallback for the token classifier's dropout when `classifier_dropout`
+    /// is unset (see [`Gpt2Config::token_classifier_dropout`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden_dropout: Option<f32>,
+    /// transformers' model family: `"gpt2"`. Kept so a written `config.json` loads there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
+    /// The transformers class the checkpoint was saved from, such as `["GPT2LMHeadModel"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
 }

@@ -24,13 +24,13 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         s if s == "cuda" || s.starts_with("cuda:") => {
             if !candle_core::utils::cuda_is_available() {
                 return Err(Error::InvalidArgument(format!(
-                    "--device {s}: this build has no CUDA support; rebuild with `--features cuda`"
+                    "device {s:?}: this build has no CUDA support; rebuild with `--features cuda`"
                 )));
             }
             let ordinal = match s.strip_prefix("cuda:") {
                 Some(n) => n.parse::<usize>().map_err(|_| {
                     Error::InvalidArgument(format!(
-                        "--device {s}: expected cuda:N with N a GPU index"
+                        "device {s:?}: expected cuda:N with N a GPU index"
                     ))
                 })?,
                 None => 0,
@@ -38,12 +38,12 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             // Without a driver or a GPU, CUDA's own error (CUDA_ERROR_NO_DEVICE, ...) needs context.
             Device::new_cuda(ordinal).map_err(|e| {
                 Error::InvalidArgument(format!(
-                    "--device {s}: cannot open GPU {ordinal} ({e}); check that `nvidia-smi` lists it, or use --device cpu"
+                    "device {s:?}: cannot open GPU {ordinal} ({e}); check that `nvidia-smi` lists it, or use the CPU (`cpu`)"
                 ))
             })
         }
         other => Err(Error::InvalidArgument(format!(
-            "--device {other:?}: expected auto, cpu, cuda or cuda:N"
+            "device {other:?}: expected auto, cpu, cuda or cuda:N"
         ))),
     }
 }
@@ -59,7 +59,8 @@ pub fn device_name(device: &Device) -> String {
 }
 
 /// The precisions a model can run in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Precision {
     /// 32-bit floats: what the checkpoints store, and the reference for the others.
     #[default]
@@ -71,6 +72,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The candle dtype tensors take in this precision.
     pub fn dtype(self) -> DType {
         match self {
             Self::F32 => DType::F32,

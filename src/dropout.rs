@@ -54,6 +54,8 @@ impl Dropout {
         }
     }
 
+    /// Switches this layer between training (masks drawn) and evaluation (the identity):
+    /// PyTorch's `module.train()` / `module.eval()`. Layers made from it keep their own mode.
     pub fn set_training(&mut self, training: bool) {
         self.training = training;
     }
@@ -79,6 +81,9 @@ impl Dropout {
         Ok(())
     }
 
+    /// `x`, of any shape, with the next mask of the shared stream applied: elements zeroed
+    /// with probability `p`, the rest scaled by `1 / (1 - p)`. Outside training, or with
+    /// `p` 0, `x` itself and no draw from the stream.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let Some(mask) = self.next_mask() else {
             return Ok(x.clone());
@@ -106,8 +111,11 @@ impl Dropout {
 /// words). Saved in checkpoints; see [`Dropout::rng_state`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DropoutRngState {
+    /// The generator's 32-byte ChaCha key, made from the `u64` seed.
     pub seed: [u8; 32],
+    /// The ChaCha stream number (0 for a generator made by [`Dropout::seeded`]).
     pub stream: u64,
+    /// How far into the stream the generator has read, in 32-bit words.
     pub word_pos: u128,
 }
 

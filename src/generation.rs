@@ -13,8 +13,12 @@
 //! cache for all rows. A row that has produced `<|endoftext|>` is finished; like transformers,
 //! it keeps receiving the pad token (which for GPT-2 is `<|endoftext|>` again) until every row
 //! is finished or `max_length` is reached, so all rows come back with the same length.
+//!
+//! Two questions short of generating sit here too, since they read the same logits: which
+//! tokens the model expects next ([`top_k_next_tokens`]), and how likely it finds a whole text
+//! ([`Gpt2LmHeadModel::score`]: its loss and perplexity).
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::Serialize;
 
@@ -227,7 +231,9 @@ fn keep_top_k(probs: &mut [f32], k: usize) {
 /// tokens, all of the same length (finished rows padded), as transformers returns them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Generation {
+    /// The prompt's length in tokens: where the new tokens of each row start.
     pub prompt_len: usize,
+    /// `num_return_sequences` rows of token ids, prompt first.
     pub sequences: Vec<Vec<u32>>,
 }
 
@@ -358,4 +364,123 @@ pub fn uncached_greedy(
         }
     }
     Ok(ids)
+}
+
+/// A token the model may produce next, with its probability.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NextTokenProb {
+    /// The token's id (decode it with [`Gpt2Tokenizer::decode`](crate::Gpt2Tokenizer::decode)).
+    pub id: u32,
+    /// Its probability of coming next: the softmax of the last position's logits, in f32.
+    pub prob: f32,
+}
+
+/// The `k` most likely tokens to follow `ids`, most likely first, with their probabilities:
+/// one forward pass, the last position's logits, a softmax, and a sort (equal probabilities in
+/// id order, so the result does not depend on the sort). `k` larger than the vocabulary gives
+/// every token. An empty prompt is [`Error::EmptyPrompt`], `k` 0 is [`Error::ZeroSize`], and a
+/// prompt longer than the context is [`Error::ContextOverflow`].
+pub fn top_k_next_tokens(
+    model: &Gpt2LmHeadModel,
+    ids: &[u32],
+    k: usize,
+) -> Result<Vec<NextTokenProb>> {
+    if ids.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    check_k(k)?;
+    let n_positions = model.config().n_positions;
+    if ids.len() > n_positions {
+        return Err(Error::ContextOverflow {
+            len: ids.len(),
+            max: n_positions,
+        });
+    }
+    let input = Tensor::new(ids, model.transformer.device())?.unsqueeze(0)?; // (1, T)
+    let logits = model.forward_last(&input, None, None)?.squeeze(0)?; // (V)
+    top_k_of_logits(&logits, k)
+}
+
+/// The `k` most likely tokens of one row of logits `(V)`, most likely first: softmax (in f32),
+/// then [`top_k_next_tokens`]' order. For a caller that already has the logits.
+pub fn top_k_of_logits(logits: &Tensor, k: usize) -> Result<Vec<NextTokenProb>> {
+    check_k(k)?;
+    let logits = logits.to_dtype(DType::F32)?.unsqueeze(0)?; // (1, V)
+    let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)?
+        .squeeze(0)?
+        .to_vec1()?;
+    let k = k.min(probs.len());
+    // Most likely first, ties by id: a total order, so the partial selection is deterministic.
+    let rank = |a: &u32, b: &u32| {
+        probs[*b as usize]
+            .total_cmp(&probs[*a as usize])
+            .then(a.cmp(b))
+    };
+    let mut order: Vec<u32> = (0..probs.len() as u32).collect();
+    if k < order.len() {
+        order.select_nth_unstable_by(k, rank);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(rank);
+    Ok(order
+        .into_iter()
+        .map(|id| NextTokenProb {
+            id,
+            prob: probs[id as usize],
+        })
+        .collect())
+}
+
+/// `k` 0 asks for nothing, which is surely a mistake rather than a wish for an empty list.
+fn check_k(k: usize) -> Result<()> {
+    if k == 0 {
+        return Err(Error::ZeroSize {
+            what: "k",
+            why: "ask for at least one next token",
+        });
+    }
+    Ok(())
+}
+
+/// How well the language model predicts a text: [`Gpt2LmHeadModel::score`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TextScore {
+    /// The mean next-token cross-entropy in nats over the text's `tokens - 1` predictions:
+    /// transformers' `model(ids, labels=ids).loss`.
+    pub loss: f64,
+    /// `exp(loss)`: as if the model chose uniformly among this many tokens at each step, so
+    /// lower is better; GPT-2's vocabulary of 50257 is what a model that knows nothing scores.
+    pub perplexity: f64,
+    /// The text's tokens, the first of which is read but not predicted.
+    pub tokens: usize,
+}
+
+impl Gpt2LmHeadModel {
+    /// The loss and perplexity of the text `ids` under the model, as transformers computes
+    /// `model(ids, labels=ids).loss` and the perplexity guide takes `exp` of it: every token
+    /// after the first is predicted from those before it. Fewer than 2 tokens leave nothing to
+    /// predict ([`Error::EmptyPrompt`] for none, [`Error::InvalidArgument`] for one); more than
+    /// the context is [`Error::ContextOverflow`]. Dropout is on if the model is training, so
+    /// score a model in inference mode.
+    pub fn score(&self, ids: &[u32]) -> Result<TextScore> {
+        match ids.len() {
+            0 => return Err(Error::EmptyPrompt),
+            1 => {
+                return Err(Error::InvalidArgument(
+                    "the text has 1 token and nothing after it to predict: score needs at least 2 tokens".into(),
+                ))
+            }
+            _ => {}
+        }
+        let device = self.transformer.device();
+        let input = Tensor::new(ids, device)?.unsqueeze(0)?; // (1, T)
+        let labels = input.to_dtype(DType::I64)?; // (1, T): the text predicts itself, shifted inside
+        let loss = self.forward_with_labels(&input, None, &labels)?.loss;
+        let loss = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        Ok(TextScore {
+            loss,
+            perplexity: loss.exp(),
+            tokens: ids.len(),
+        })
+    }
 }

@@ -20,121 +20,15 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
 
 use crate::dropout::Dropout;
 use crate::loss::{lm_loss, sequence_classification_loss, token_classification_loss};
 use crate::weights::{is_head_key, normal_tensor};
 use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Model, Result, Weights};
 
-/// The model classes transformers builds on GPT-2, one per head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelClass {
-    /// `GPT2Model`: hidden states only.
-    Base,
-    /// `GPT2LMHeadModel`: next-token logits.
-    LmHead,
-    /// `GPT2ForSequenceClassification` with this many labels.
-    SequenceClassification(usize),
-    /// `GPT2ForTokenClassification` with this many labels.
-    TokenClassification(usize),
-    /// `GPT2ForQuestionAnswering`.
-    QuestionAnswering,
-}
+mod classes;
 
-impl ModelClass {
-    /// The transformers class name, as `print(model)` starts.
-    pub fn class_name(self) -> &'static str {
-        match self {
-            Self::Base => "GPT2Model",
-            Self::LmHead => "GPT2LMHeadModel",
-            Self::SequenceClassification(_) => "GPT2ForSequenceClassification",
-            Self::TokenClassification(_) => "GPT2ForTokenClassification",
-            Self::QuestionAnswering => "GPT2ForQuestionAnswering",
-        }
-    }
-
-    /// The five classes of the tutorial's chapter 4, the classifiers with `num_labels` classes.
-    pub fn all(num_labels: usize) -> [Self; 5] {
-        [
-            Self::Base,
-            Self::LmHead,
-            Self::SequenceClassification(num_labels),
-            Self::TokenClassification(num_labels),
-            Self::QuestionAnswering,
-        ]
-    }
-}
-
-/// The seed new head weights are drawn with unless a caller picks another.
-pub const HEAD_SEED: u64 = 42;
-
-/// The parameters `class` adds on top of the transformer, in checkpoint naming. These are
-/// `nn.Linear`s, so weights are `[out, in]` (unlike the transformer's `Conv1D`s).
-pub fn head_parameter_shapes(
-    cfg: &Gpt2Config,
-    class: ModelClass,
-) -> Result<Vec<(String, Vec<usize>)>> {
-    let c = cfg.n_embd;
-    let linear = |name: &str, out: usize, bias: bool| {
-        let mut v = vec![(format!("{name}.weight"), vec![out, c])];
-        if bias {
-            v.push((format!("{name}.bias"), vec![out]));
-        }
-        v
-    };
-    Ok(match class {
-        ModelClass::Base | ModelClass::LmHead => vec![],
-        ModelClass::SequenceClassification(0) | ModelClass::TokenClassification(0) => {
-            return Err(Error::NoLabels)
-        }
-        ModelClass::SequenceClassification(n) => linear("score", n, false),
-        ModelClass::TokenClassification(n) => linear("classifier", n, true),
-        ModelClass::QuestionAnswering => linear("qa_outputs", 2, true),
-    })
-}
-
-/// What building a class from a checkpoint did, as transformers' load report says it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct LoadReport {
-    /// Head parameters the checkpoint lacked, now freshly initialised ("newly initialized").
-    pub new_weights: Vec<String>,
-    /// Head parameters of another class that the checkpoint has and this class ignores.
-    pub unused_weights: Vec<String>,
-}
-
-/// A newly initialised weight, summarised.
-#[derive(Debug, Clone, Serialize)]
-pub struct NewWeight {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub mean: f32,
-    pub std: f32,
-}
-
-impl LoadReport {
-    /// Name, shape, mean and standard deviation of each new weight in `weights` (the weights
-    /// [`with_head`] returned): N(0, 0.02) draws for weights, zeros for biases.
-    pub fn describe_new(&self, weights: &Weights) -> Result<Vec<NewWeight>> {
-        self.new_weights
-            .iter()
-            .map(|name| {
-                let t = weights.get(name).ok_or_else(|| {
-                    Error::WeightMismatch(format!("{name} is not in these weights"))
-                })?;
-                let flat = t.to_dtype(DType::F32)?.flatten_all()?;
-                let mean = flat.mean_all()?;
-                let std = flat.broadcast_sub(&mean)?.sqr()?.mean_all()?.sqrt()?;
-                Ok(NewWeight {
-                    name: name.clone(),
-                    shape: t.dims().to_vec(),
-                    mean: mean.to_scalar()?,
-                    std: std.to_scalar()?,
-                })
-            })
-            .collect()
-    }
-}
+pub use classes::{head_parameter_shapes, LoadReport, ModelClass, NewWeight, HEAD_SEED};
 
 // ANCHOR: with_head
 /// `weights` completed for `class`: a head the checkpoint has is kept (its shape checked), a head
@@ -236,7 +130,9 @@ fn head_linear(
 /// Logits and the loss computed from them.
 #[derive(Debug, Clone)]
 pub struct WithLoss {
+    /// The head's outputs, as its `forward` returns them.
     pub logits: Tensor,
+    /// The mean loss over what the labels mark, a scalar tensor: what training differentiates.
     pub loss: Tensor,
 }
 
@@ -289,12 +185,16 @@ pub fn last_non_pad_positions(input_ids: &Tensor, pad_token_id: Option<u32>) -> 
 /// last real token's row is kept - in a causal model only that token has read the whole text.
 #[derive(Debug, Clone)]
 pub struct Gpt2ForSequenceClassification {
+    /// The GPT-2 underneath, whose hidden states the head scores.
     pub transformer: Gpt2Model,
     score: Linear, // C → num_labels, no bias
     pad_token_id: Option<u32>,
+    load_report: LoadReport, // which head weights `from_weights` initialised
 }
 
 impl Gpt2ForSequenceClassification {
+    /// Reads the transformer and the `score` head from `vb`, which must hold the head (see
+    /// [`with_head`]); for inference [`from_weights`](Self::from_weights) does both.
     pub fn load(
         vb: VarBuilder,
         cfg: &Gpt2Config,
@@ -308,6 +208,7 @@ impl Gpt2ForSequenceClassification {
             transformer: Gpt2Model::load(vb.clone(), cfg, dropout)?,
             score: head_linear(&vb, "score", cfg.n_embd, num_labels, false)?,
             pad_token_id: cfg.pad_token_id,
+            load_report: LoadReport::default(),
         })
     }
 
@@ -334,6 +235,7 @@ impl Gpt2ForSequenceClassification {
         self.pad_token_id = pad_token_id;
     }
 
+    /// Dropout on (training) or off (inference), as PyTorch's `train()` / `eval()`.
     pub fn set_training(&mut self, training: bool) {
         self.transformer.set_training(training);
     }
@@ -343,12 +245,16 @@ impl Gpt2ForSequenceClassification {
 /// `GPT2ForTokenClassification`: a label for every token (named entities, parts of speech).
 #[derive(Debug, Clone)]
 pub struct Gpt2ForTokenClassification {
+    /// The GPT-2 underneath, whose hidden states the head labels.
     pub transformer: Gpt2Model,
     dropout: Dropout,
-    classifier: Linear, // C → num_labels, with bias
+    classifier: Linear,      // C → num_labels, with bias
+    load_report: LoadReport, // which head weights `from_weights` initialised
 }
 
 impl Gpt2ForTokenClassification {
+    /// Reads the transformer and the `classifier` head from `vb`, which must hold the head (see
+    /// [`with_head`]); for inference [`from_weights`](Self::from_weights) does both.
     pub fn load(
         vb: VarBuilder,
         cfg: &Gpt2Config,
@@ -362,6 +268,7 @@ impl Gpt2ForTokenClassification {
             transformer: Gpt2Model::load(vb.clone(), cfg, dropout)?,
             dropout: dropout.with_p(cfg.token_classifier_dropout()),
             classifier: head_linear(&vb, "classifier", cfg.n_embd, num_labels, true)?,
+            load_report: LoadReport::default(),
         })
     }
 
@@ -375,9 +282,30 @@ impl Gpt2ForTokenClassification {
 // ANCHOR_END: token_classification
 
 impl Gpt2ForTokenClassification {
+    /// Dropout on (training) or off (inference), the head's own included.
     pub fn set_training(&mut self, training: bool) {
         self.transformer.set_training(training);
         self.dropout.set_training(training);
+    }
+}
+
+// Every class's `from_weights` is here, one return shape for all: the model, with the
+// classifiers' load report kept inside.
+impl Gpt2LmHeadModel {
+    /// Builds the model for inference (dropout off) from loaded or initialised weights. Like
+    /// every class's `from_weights` it returns the model alone; unlike the classifier heads it
+    /// has no load report, since its head is `wte` and nothing can be newly initialised.
+    pub fn from_weights(weights: &Weights, cfg: &Gpt2Config) -> Result<Self> {
+        Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
+    }
+}
+
+impl Gpt2Model {
+    /// Builds the base model for inference (dropout off) from loaded or initialised weights.
+    /// Like every class's `from_weights` it returns the model alone; it adds no head, so it has
+    /// no load report.
+    pub fn from_weights(weights: &Weights, cfg: &Gpt2Config) -> Result<Self> {
+        Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
     }
 }
 
@@ -387,17 +315,27 @@ macro_rules! classifier_methods {
     ($class:ident, $variant:ident, $loss:ident, $labels:literal) => {
         impl $class {
             /// Builds the class for inference from a checkpoint, with `num_labels` classes (see
-            /// [`Gpt2Head::from_weights`]).
+            /// [`Gpt2Head::from_weights`]); [`load_report`](Self::load_report) says which head
+            /// weights were new.
             pub fn from_weights(
                 weights: &Weights,
                 cfg: &Gpt2Config,
                 num_labels: usize,
-            ) -> Result<(Self, LoadReport)> {
+            ) -> Result<Self> {
                 let class = ModelClass::$variant(num_labels);
                 let (weights, report) = with_head(weights, cfg, class, HEAD_SEED)?;
-                let model =
+                let mut model =
                     Self::load(weights.var_builder(), cfg, num_labels, &Dropout::seeded(0))?;
-                Ok((model, report))
+                model.load_report = report;
+                Ok(model)
+            }
+
+            /// What [`from_weights`](Self::from_weights) found: the head weights it initialised
+            /// because the checkpoint lacked them (to be trained before the outputs mean
+            /// anything), and other classes' head weights it ignored. Empty when built with
+            /// `load`, whose weights already hold the head.
+            pub fn load_report(&self) -> &LoadReport {
+                &self.load_report
             }
 
             #[doc = concat!("Logits and the cross-entropy against ", $labels, ".")]
@@ -433,25 +371,33 @@ classifier_methods!(
 /// and how likely it ends there (extractive QA, as on SQuAD).
 #[derive(Debug, Clone)]
 pub struct Gpt2ForQuestionAnswering {
+    /// The GPT-2 underneath, whose hidden states the head scores.
     pub transformer: Gpt2Model,
-    qa_outputs: Linear, // C → 2
+    qa_outputs: Linear,      // C → 2
+    load_report: LoadReport, // which head weights `from_weights` initialised
 }
 
 /// The answer-span scores of every token.
 #[derive(Debug, Clone)]
 pub struct SpanLogits {
-    pub start_logits: Tensor, // (B, T)
-    pub end_logits: Tensor,   // (B, T)
+    /// How likely the answer starts at each token, `(B, T)`.
+    pub start_logits: Tensor,
+    /// How likely the answer ends at each token, `(B, T)`.
+    pub end_logits: Tensor,
 }
 
 impl Gpt2ForQuestionAnswering {
+    /// Reads the transformer and the `qa_outputs` head from `vb`, which must hold the head (see
+    /// [`with_head`]); for inference [`from_weights`](Self::from_weights) does both.
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         Ok(Self {
             transformer: Gpt2Model::load(vb.clone(), cfg, dropout)?,
             qa_outputs: head_linear(&vb, "qa_outputs", cfg.n_embd, 2, true)?,
+            load_report: LoadReport::default(),
         })
     }
 
+    /// The start and end scores of every token.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -468,14 +414,24 @@ impl Gpt2ForQuestionAnswering {
 // ANCHOR_END: question_answering
 
 impl Gpt2ForQuestionAnswering {
-    /// Builds the class for inference from a checkpoint.
-    pub fn from_weights(weights: &Weights, cfg: &Gpt2Config) -> Result<(Self, LoadReport)> {
+    /// Builds the class for inference from a checkpoint (see [`Gpt2Head::from_weights`]);
+    /// [`load_report`](Self::load_report) says which head weights were new.
+    pub fn from_weights(weights: &Weights, cfg: &Gpt2Config) -> Result<Self> {
         let class = ModelClass::QuestionAnswering;
         let (weights, report) = with_head(weights, cfg, class, HEAD_SEED)?;
-        let model = Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))?;
-        Ok((model, report))
+        let mut model = Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))?;
+        model.load_report = report;
+        Ok(model)
     }
 
+    /// What [`from_weights`](Self::from_weights) found: the head weights it initialised because
+    /// the checkpoint lacked them, and other classes' head weights it ignored. Empty when built
+    /// with `load`, whose weights already hold the head.
+    pub fn load_report(&self) -> &LoadReport {
+        &self.load_report
+    }
+
+    /// Dropout on (training) or off (inference), as PyTorch's `train()` / `eval()`.
     pub fn set_training(&mut self, training: bool) {
         self.transformer.set_training(training);
     }
@@ -484,10 +440,15 @@ impl Gpt2ForQuestionAnswering {
 /// Any of the five classes, chosen at run time (what transformers' `AutoModelFor...` picks).
 #[derive(Debug, Clone)]
 pub enum Gpt2Head {
+    /// `GPT2Model`.
     Base(Gpt2Model),
+    /// `GPT2LMHeadModel`.
     LmHead(Gpt2LmHeadModel),
+    /// `GPT2ForSequenceClassification`.
     SequenceClassification(Gpt2ForSequenceClassification),
+    /// `GPT2ForTokenClassification`.
     TokenClassification(Gpt2ForTokenClassification),
+    /// `GPT2ForQuestionAnswering`.
     QuestionAnswering(Gpt2ForQuestionAnswering),
 }
 
@@ -517,18 +478,40 @@ impl Gpt2Head {
 
     // ANCHOR: from_weights
     /// `GPT2For....from_pretrained(checkpoint)` for inference: the checkpoint's head if it has
-    /// one, else a new one drawn with [`HEAD_SEED`], and the report of which it was.
-    pub fn from_weights(
-        weights: &Weights,
-        cfg: &Gpt2Config,
-        class: ModelClass,
-    ) -> Result<(Self, LoadReport)> {
+    /// one, else a new one drawn with [`HEAD_SEED`]; [`load_report`](Self::load_report) says
+    /// which it was. Every class's `from_weights` returns the model alone, the report kept inside.
+    pub fn from_weights(weights: &Weights, cfg: &Gpt2Config, class: ModelClass) -> Result<Self> {
         let (weights, report) = with_head(weights, cfg, class, HEAD_SEED)?;
-        let model = Self::load(weights.var_builder(), cfg, class, &Dropout::seeded(0))?;
-        Ok((model, report))
+        let mut model = Self::load(weights.var_builder(), cfg, class, &Dropout::seeded(0))?;
+        match &mut model {
+            Self::SequenceClassification(m) => m.load_report = report,
+            Self::TokenClassification(m) => m.load_report = report,
+            Self::QuestionAnswering(m) => m.load_report = report,
+            // They add no parameters, so nothing is ever new; see `load_report`.
+            Self::Base(_) | Self::LmHead(_) => {}
+        }
+        Ok(model)
     }
     // ANCHOR_END: from_weights
 
+    /// The classifier heads' [`LoadReport`]: which head weights `from_weights` initialised.
+    /// The base model and the LM head add no parameters (the LM head is `wte` itself), so for
+    /// them it is always empty - other classes' head weights in the checkpoint included, which
+    /// they ignore unreported.
+    pub fn load_report(&self) -> &LoadReport {
+        static NOTHING_NEW: LoadReport = LoadReport {
+            new_weights: Vec::new(),
+            unused_weights: Vec::new(),
+        };
+        match self {
+            Self::SequenceClassification(m) => m.load_report(),
+            Self::TokenClassification(m) => m.load_report(),
+            Self::QuestionAnswering(m) => m.load_report(),
+            Self::Base(_) | Self::LmHead(_) => &NOTHING_NEW,
+        }
+    }
+
+    /// Which class this is, with its number of labels.
     pub fn class(&self) -> ModelClass {
         match self {
             Self::Base(_) => ModelClass::Base,
@@ -580,6 +563,7 @@ impl Gpt2Head {
         }
     }
 
+    /// The device the weights are on.
     pub fn device(&self) -> &Device {
         match self {
             Self::Base(m) => m.device(),

@@ -3,10 +3,8 @@
 //! It follows transformers' `modeling_gpt2.py` (the checkpoint layout) and nanoGPT's `model.py`
 //! (the reading order). Two GPT-2 details differ from the original Transformer and are worth
 //! spotting below: the LayerNorm comes *before* attention and MLP inside each block, and one more
-//! LayerNorm (`ln_f`) follows the last block.
-//!
-//! Shapes use nanoGPT's letters: B batch, T new tokens, S tokens attended to (past + new),
-//! C `n_embd`, nh heads, hs head size, V vocabulary.
+//! LayerNorm (`ln_f`) follows the last block. Shapes use nanoGPT's letters: B batch, T new
+//! tokens, S tokens attended to (past + new), C `n_embd`, nh heads, hs head size, V vocabulary.
 //!
 //! Each layer's arithmetic is written once as the formula, in candle's tensor operations: the
 //! `plain_*` functions, which the book shows. The entry points the model calls (`forward`,
@@ -39,6 +37,7 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Reads `weight` and `bias` (`size` each) from `vb`.
     pub fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: vb.get(size, "weight")?,
@@ -48,7 +47,7 @@ impl LayerNorm {
     }
 
     /// The formula, step by step. In f16 and bf16 the mean and variance are taken in f32.
-    pub fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let x32 = match x.dtype() {
             DType::F16 | DType::BF16 => x.to_dtype(DType::F32)?,
             _ => x.clone(),
@@ -91,6 +90,7 @@ pub struct Conv1D {
 }
 
 impl Conv1D {
+    /// Reads `weight` `(n_in, n_out)` and `bias` from `vb`, in the checkpoint's layout.
     pub fn load(vb: VarBuilder, n_in: usize, n_out: usize) -> Result<Self> {
         Ok(Self {
             weight: vb.get((n_in, n_out), "weight")?,
@@ -99,7 +99,7 @@ impl Conv1D {
     }
 
     /// `y = x @ W + b`.
-    pub fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, n_in) = x.dims3()?;
         let x = x.reshape((b * t, n_in))?; // (B*T, in)
         let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B*T, out)
@@ -122,6 +122,7 @@ pub struct CausalSelfAttention {
 }
 
 impl CausalSelfAttention {
+    /// Reads `c_attn` and `c_proj` from `vb`; dropout starts off (inference).
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         let c = cfg.n_embd;
         let hs = cfg.head_dim();
@@ -212,6 +213,7 @@ fn plain_scaled_masked_softmax(att: &Tensor, scale: f64, mask: Option<&Tensor>) 
 /// The most negative finite value of a float dtype, which masked attention scores are set to.
 /// It must be the dtype's *own*: f32's lowest (-3.4e38) becomes -inf in f16, and a row with
 /// every score -inf (a padding query) softmaxes to NaN, which the next layer spreads.
+#[doc(hidden)]
 pub fn lowest_finite(dtype: DType) -> f64 {
     match dtype {
         DType::F16 => f64::from(half::f16::MIN),
@@ -251,6 +253,7 @@ impl Activation {
 }
 
 impl Mlp {
+    /// Reads `c_fc` and `c_proj` from `vb`, with the config's activation (GPT-2's is `gelu_new`).
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         let activation = match cfg.activation_function.as_str() {
             "gelu" => Activation::GeluErf,
@@ -265,6 +268,7 @@ impl Mlp {
         })
     }
 
+    /// `(B, T, C)` in, `(B, T, C)` out: widen, activate, narrow, dropout.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.c_fc.forward(x)?; // (B, T, 4C)
         let h = self.activation.forward(&h)?; // (B, T, 4C)
@@ -285,6 +289,7 @@ pub struct Block {
 }
 
 impl Block {
+    /// Reads the block's two LayerNorms, attention and MLP from `vb` (`h.N`).
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         let (c, eps) = (cfg.n_embd, cfg.layer_norm_epsilon);
         Ok(Self {
@@ -295,6 +300,7 @@ impl Block {
         })
     }
 
+    /// One block on the residual stream `(B, T, C)`; `mask`, `cache` as in the attention's.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -322,6 +328,7 @@ pub struct Gpt2Model {
 }
 
 impl Gpt2Model {
+    /// Reads every layer from `vb` (for inference, [`from_weights`](Self::from_weights) is shorter).
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         let c = cfg.n_embd;
         let wte = Embedding::new(vb.get((cfg.vocab_size, c), "wte.weight")?, c);
@@ -340,6 +347,7 @@ impl Gpt2Model {
         })
     }
 
+    /// The configuration the model was built with.
     pub fn config(&self) -> &Gpt2Config {
         &self.config
     }
@@ -349,10 +357,12 @@ impl Gpt2Model {
         self.wte.embeddings()
     }
 
+    /// The device the weights are on.
     pub fn device(&self) -> &Device {
         self.wte().device()
     }
 
+    /// The precision the weights are in.
     pub fn dtype(&self) -> DType {
         self.wte().dtype()
     }
@@ -415,6 +425,7 @@ impl Gpt2Model {
 /// The attention mask, `(B or 1, 1, T, S)` u8, 1 where query `i` may look at key `j`:
 /// causal (`j <= past + i`) and, with an attention mask, not padding. `None` when nothing
 /// is masked, which is the case for every step of cached decoding without padding.
+#[doc(hidden)]
 pub fn causal_mask(
     b: usize,
     t: usize,
@@ -454,16 +465,19 @@ pub fn causal_mask(
 /// `v`'s embedding. The tied head adds no parameters.
 #[derive(Debug, Clone)]
 pub struct Gpt2LmHeadModel {
+    /// The transformer; its `wte` is the head's weight too.
     pub transformer: Gpt2Model,
 }
 
 impl Gpt2LmHeadModel {
+    /// Reads the transformer from `vb`: the head is `wte`, so there is nothing more to read.
     pub fn load(vb: VarBuilder, cfg: &Gpt2Config, dropout: &Dropout) -> Result<Self> {
         Ok(Self {
             transformer: Gpt2Model::load(vb, cfg, dropout)?,
         })
     }
 
+    /// The configuration the model was built with.
     pub fn config(&self) -> &Gpt2Config {
         self.transformer.config()
     }
@@ -480,7 +494,7 @@ impl Gpt2LmHeadModel {
     }
 
     /// The tied head on hidden states `(B, T, C)`: `logits = hidden @ wte^T`.
-    pub fn plain_logits(&self, hidden: &Tensor) -> Result<Tensor> {
+    pub(crate) fn plain_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
         let flat = hidden.reshape((b * t, c))?; // (B*T, C)
         let logits = flat.matmul(&self.transformer.wte().t()?)?; // (B*T, V)
@@ -503,20 +517,6 @@ impl Gpt2LmHeadModel {
 }
 // ANCHOR_END: lm_head
 
-impl Gpt2LmHeadModel {
-    /// Builds the model for inference from loaded or initialised weights.
-    pub fn from_weights(weights: &crate::Weights, cfg: &Gpt2Config) -> Result<Self> {
-        Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
-    }
-}
-
-impl Gpt2Model {
-    /// Builds the base model for inference from loaded or initialised weights.
-    pub fn from_weights(weights: &crate::Weights, cfg: &Gpt2Config) -> Result<Self> {
-        Self::load(weights.var_builder(), cfg, &Dropout::seeded(0))
-    }
-}
-
 // ----- The fast paths: where each layer leaves the plain code --------------------------------
 
 // ANCHOR: fast_paths
@@ -526,6 +526,7 @@ impl Gpt2Model {
 // tests/perf_paths.rs checks that both give the same numbers, forward and backward.
 
 impl LayerNorm {
+    /// Candle's fused kernel without gradients, a CPU kernel with them, else `plain_forward`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if !x.track_op() && !self.weight.track_op() && x.is_contiguous() {
             // No gradient wanted: candle's fused kernel, on any device.
@@ -538,6 +539,7 @@ impl LayerNorm {
 }
 
 impl Conv1D {
+    /// `y = x @ W + b`, through a CPU kernel where there is one, else `plain_forward`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let fast = kernels::linear(x, &self.weight, &self.bias)?;
         fast.map_or_else(|| self.plain_forward(x), Ok)

@@ -58,8 +58,9 @@ where
         .map_err(plot_err)
 }
 
-/// The loss curve's colour and the learning rate's; tests find the series by them.
+/// The loss curve's colour (tests find the series by it).
 pub const LOSS_COLOR: RGBColor = RGBColor(0x46, 0x82, 0xb4);
+/// The learning rate's colour.
 pub const LR_COLOR: RGBColor = RGBColor(0xd9, 0x5f, 0x02);
 const CURVES_SIZE: (u32, u32) = (760, 440);
 
@@ -68,7 +69,9 @@ const CURVES_SIZE: (u32, u32) = (760, 440);
 pub struct StepPoint {
     /// 1-based optimizer step.
     pub step: usize,
+    /// The loss of the step (the tutorial records its last sequence's).
     pub loss: f64,
+    /// The learning rate the step used.
     pub lr: f64,
 }
 

@@ -4,15 +4,14 @@
 //! `~/.cache/huggingface`), so a model downloaded by transformers is found here too.
 //! `HF_HUB_OFFLINE=1` forbids the network, as it does in Python.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use candle_core::{DType, Device};
 
 use crate::{Error, Gpt2Config, Gpt2Tokenizer, Result, Weights};
+
+pub use crate::tokenizer::{bundled_data_dir, DATA_DIR_ENV};
 
 /// The model the examples use unless told otherwise, as in the tutorial.
 pub const DEFAULT_MODEL: &str = "openai-community/gpt2";
@@ -26,14 +25,16 @@ pub const HUB_MODELS: [&str; 4] = [
 /// The seed the bundled tiny model was initialised with.
 pub const TINY_SEED: u64 = 1337;
 /// How long we wait to learn whether the Hub is reachable before falling back.
-const HUB_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+#[cfg(feature = "hub")]
+const HUB_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The directory of the tiny GPT-2 shipped with the crate.
-pub fn bundled_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tiny-gpt2")
+/// The directory of the tiny GPT-2 shipped with the crate, under [`bundled_data_dir`] (whose
+/// error this returns when the bundled files cannot be found).
+pub fn bundled_model_dir() -> Result<PathBuf> {
+    Ok(bundled_data_dir()?.join("tiny-gpt2"))
 }
 
-/// A model location as given on the command line.
+/// Where a model comes from; `"...".parse()` reads the spellings the examples' `--model` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// `bundled`: the tiny random-weight GPT-2 in `data/tiny-gpt2`.
@@ -45,23 +46,41 @@ pub enum ModelSource {
     Hub(String),
 }
 
+/// Whether `s` (trimmed, not `bundled`) names a local path rather than a Hub id. Hub ids are
+/// `owner/name` or a bare name; anything else that looks like a path - absolute, relative with
+/// `./` or `../`, from the home directory, with a backslash, with two or more `/` or a trailing
+/// one, or whose first component is a local directory (`ft-out/checkpoint-99` when `ft-out/`
+/// exists) - is a path, so that a mistyped one is reported as a missing directory rather than
+/// as a Hub model that cannot be had.
+fn looks_like_path(s: &str) -> bool {
+    let first = s.split('/').next().unwrap_or(s);
+    s.starts_with('.')
+        || s.starts_with('/')
+        || s.starts_with('~')
+        || s.contains('\\')
+        || s.ends_with('/')
+        || s.matches('/').count() >= 2
+        || (s.contains('/') && Path::new(first).is_dir())
+}
+
 impl FromStr for ModelSource {
     type Err = Error;
 
+    /// `bundled`; a local directory (anything that exists or looks like a path, see
+    /// `looks_like_path`); a short name of OpenAI's models (`gpt2`, `gpt2-xl`, ...); a Hub id
+    /// `owner/name`. Anything else is [`Error::MissingModelDir`].
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         if s.is_empty() {
             return Err(Error::InvalidArgument(
-                "--model is empty: give a Hub id, a directory or `bundled`".into(),
+                "the model source is empty: give a Hub id, a directory or `bundled`".into(),
             ));
         }
         if s == "bundled" {
             return Ok(Self::Bundled);
         }
         let path = Path::new(s);
-        let looks_like_path =
-            s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.contains('\\');
-        if path.exists() || looks_like_path {
+        if path.exists() || looks_like_path(s) {
             return Ok(Self::Local(path.to_path_buf()));
         }
         if let Some(full) = HUB_MODELS.iter().find(|m| m.rsplit('/').next() == Some(s)) {
@@ -79,7 +98,9 @@ impl FromStr for ModelSource {
 pub struct ModelFiles {
     /// A name for output: the Hub id, the directory, or `bundled`.
     pub name: String,
+    /// `config.json`.
     pub config: PathBuf,
+    /// `model.safetensors`.
     pub weights: PathBuf,
     /// `tokenizer.json` when the model has one; GPT-2's sizes share one vocabulary, so the
     /// bundled tokenizer serves otherwise.
@@ -91,7 +112,7 @@ impl ModelSource {
     pub fn resolve(&self) -> Result<ModelFiles> {
         match self {
             Self::Bundled => {
-                let mut files = local_files(&bundled_model_dir())?;
+                let mut files = local_files(&bundled_model_dir()?)?;
                 files.name = "bundled".into();
                 Ok(files)
             }
@@ -122,6 +143,7 @@ fn local_files(dir: &Path) -> Result<ModelFiles> {
     })
 }
 
+#[cfg(feature = "hub")]
 pub(crate) fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
@@ -130,7 +152,10 @@ pub(crate) fn offline() -> bool {
 
 /// Can we open a TCP connection to the Hub within a few seconds? Name resolution can hang on a
 /// closed network, so the whole probe runs on a thread we stop waiting for.
+#[cfg(feature = "hub")]
 pub(crate) fn hub_reachable() -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::sync::mpsc;
     let endpoint = std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".into());
     let rest = endpoint.split("://").nth(1).unwrap_or(&endpoint);
     let host = rest.split('/').next().unwrap_or(rest).to_string();
@@ -153,6 +178,16 @@ pub(crate) fn hub_reachable() -> bool {
     rx.recv_timeout(HUB_PROBE_TIMEOUT).unwrap_or(false)
 }
 
+/// Without the `hub` feature there is no Hub client: say how to get one, or what else to pass.
+#[cfg(not(feature = "hub"))]
+fn hub_files(repo: &str) -> Result<ModelFiles> {
+    Err(Error::Hub {
+        repo: repo.to_string(),
+        reason: "this build has no Hub support: enable the crate's `hub` feature (on by default), or pass a local directory".into(),
+    })
+}
+
+#[cfg(feature = "hub")]
 fn hub_files(repo: &str) -> Result<ModelFiles> {
     let hub_err = |reason: String| Error::Hub {
         repo: repo.to_string(),
@@ -205,9 +240,14 @@ fn hub_files(repo: &str) -> Result<ModelFiles> {
 /// A model ready to use: its name, config, weights and tokenizer.
 #[derive(Debug, Clone)]
 pub struct LoadedModel {
+    /// A name for output: the Hub id, the directory, or `bundled`.
     pub name: String,
+    /// The model's `config.json`.
     pub config: Gpt2Config,
+    /// Its tensors by checkpoint name, ready for `from_weights` of any class.
     pub weights: Weights,
+    /// The model's own `tokenizer.json`, else the bundled GPT-2 tokenizer (every GPT-2 size
+    /// shares one vocabulary).
     pub tokenizer: Gpt2Tokenizer,
 }
 
@@ -218,6 +258,7 @@ impl LoadedModel {
         Self::load_files(&files, device, dtype)
     }
 
+    /// Loads files already resolved (see [`ModelSource::resolve`]).
     pub fn load_files(files: &ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
         let config = Gpt2Config::from_file(&files.config)?;
         let weights = Weights::load(&files.weights, &config, device, dtype)?;
@@ -231,6 +272,13 @@ impl LoadedModel {
             weights,
             tokenizer,
         })
+    }
+
+    /// Writes the model to `dir` - `config.json`, `model.safetensors`, `tokenizer.json` - as
+    /// transformers' `save_pretrained` does for a model and its tokenizer (see
+    /// [`save_pretrained`]).
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
+        save_pretrained(dir.as_ref(), &self.weights, &self.config, &self.tokenizer)
     }
 
     // ANCHOR: fallback
@@ -253,4 +301,41 @@ impl LoadedModel {
         }
     }
     // ANCHOR_END: fallback
+}
+
+/// Writes a model directory - `config.json`, `model.safetensors`, `tokenizer.json` - that this
+/// crate ([`LoadedModel::load`] with the directory as source) and transformers
+/// (`from_pretrained(dir)`) both open: transformers' `save_pretrained` for the model and the
+/// tokenizer at once. Creates `dir` if needed; files already there are replaced.
+pub fn save_pretrained(
+    dir: &Path,
+    weights: &Weights,
+    config: &Gpt2Config,
+    tokenizer: &Gpt2Tokenizer,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_model_files(dir, weights, config)?;
+    tokenizer.save(&dir.join("tokenizer.json"))
+}
+
+/// `model.safetensors` and `config.json`, with `torch_dtype` naming the weights' dtype as
+/// transformers writes it (`float32`, `float16`, `bfloat16`), so that `from_pretrained` loads
+/// them as they are.
+pub(crate) fn write_model_files(dir: &Path, weights: &Weights, config: &Gpt2Config) -> Result<()> {
+    weights.save(&dir.join("model.safetensors"))?;
+    let mut json =
+        serde_json::to_value(config).map_err(|e| Error::InvalidArgument(format!("config: {e}")))?;
+    if let Some(obj) = json.as_object_mut() {
+        let torch_dtype = match weights.dtype() {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            _ => "float32",
+        };
+        obj.insert("torch_dtype".into(), torch_dtype.into());
+        obj.entry("model_type").or_insert_with(|| "gpt2".into());
+    }
+    let path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&json)
+        .map_err(|e| Error::InvalidArgument(format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }

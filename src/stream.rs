@@ -21,6 +21,7 @@ pub struct TokenOutputStream<'a> {
 }
 
 impl<'a> TokenOutputStream<'a> {
+    /// An empty stream decoding with `tokenizer`.
     pub fn new(tokenizer: &'a Gpt2Tokenizer) -> Self {
         Self {
             tokenizer,

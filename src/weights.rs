@@ -252,6 +252,8 @@ impl Weights {
         })
     }
 
+    /// The tensor named `name` in checkpoint naming (`h.0.attn.c_attn.weight`, base keys
+    /// without the `transformer.` prefix; `score.weight` for a head), if there is one.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name)
     }
@@ -268,10 +270,12 @@ impl Weights {
         v
     }
 
+    /// The device the tensors live on.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The dtype the tensors are kept in (f32, or f16/bf16 for a half-precision model).
     pub fn dtype(&self) -> DType {
         self.dtype
     }

@@ -195,5 +195,8 @@ fn using_finetune_example_runs_and_learns() {
         .filter_map(|w| w.parse().ok())
         .collect();
     assert!(numbers[2] < numbers[0] - 0.5, "{line}");
-    assert!(stdout.contains("checkpoint-"), "{stdout}");
+    assert!(
+        stdout.contains("saved: ") && stdout.contains("final"),
+        "{stdout}"
+    );
 }

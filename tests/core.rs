@@ -355,7 +355,7 @@ fn missing_directory_is_a_clear_error() {
 fn missing_safetensors_is_a_clear_error() {
     let dir = tempdir("nosafetensors");
     std::fs::copy(
-        bundled_model_dir().join("config.json"),
+        bundled_model_dir().unwrap().join("config.json"),
         dir.join("config.json"),
     )
     .unwrap();
@@ -369,11 +369,11 @@ fn missing_safetensors_is_a_clear_error() {
 fn truncated_or_corrupt_safetensors_is_a_clear_error() {
     let dir = tempdir("corrupt");
     std::fs::copy(
-        bundled_model_dir().join("config.json"),
+        bundled_model_dir().unwrap().join("config.json"),
         dir.join("config.json"),
     )
     .unwrap();
-    let bytes = std::fs::read(bundled_model_dir().join("model.safetensors")).unwrap();
+    let bytes = std::fs::read(bundled_model_dir().unwrap().join("model.safetensors")).unwrap();
     // Truncated: half of the file.
     std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&dir);
@@ -399,7 +399,7 @@ fn config_and_weights_that_disagree_are_a_clear_error() {
     };
     std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
     std::fs::copy(
-        bundled_model_dir().join("model.safetensors"),
+        bundled_model_dir().unwrap().join("model.safetensors"),
         dir.join("model.safetensors"),
     )
     .unwrap();
@@ -467,4 +467,180 @@ fn prompt_longer_than_the_context_is_a_clear_error() {
     assert!(e.to_string().contains("shorten the prompt"), "{e}");
     let e = generation::greedy(&model, &ids[..1000], 30).unwrap_err();
     assert!(matches!(e, Error::ContextOverflow { len: 1030, .. }), "{e}");
+}
+
+// ----- batches, sources and the bundled files, as a library user meets them -------------------
+
+#[test]
+fn a_batch_is_right_padded_with_its_mask_as_transformers_pads_it() {
+    let tok = &bundled().tokenizer;
+    let fx = fixture_json("core");
+    let texts = ["Hello, I'm a language model,", "Hi", ""];
+    let batch = tok.encode_batch(&texts, 50256, &Device::Cpu).unwrap();
+    let rows: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| tok.encode_allow_empty(t).unwrap())
+        .collect();
+    assert_eq!(rows[0], common::ids(&fx["prompts"][0]["input_ids"]));
+    assert_eq!(batch.lengths, [8, rows[1].len(), 0]);
+    // transformers' `tokenizer(texts, padding=True)`: each row, then the pad token, to the longest.
+    let padded: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|r| [r.clone(), vec![50256; 8 - r.len()]].concat())
+        .collect();
+    let mask: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|r| [vec![1; r.len()], vec![0; 8 - r.len()]].concat())
+        .collect();
+    assert_eq!(batch.input_ids.to_vec2::<u32>().unwrap(), padded);
+    assert_eq!(batch.attention_mask.to_vec2::<u32>().unwrap(), mask);
+    // With the mask, a padded row's real positions get the logits the row gets alone.
+    let lm = bundled_lm();
+    let logits = lm
+        .forward(&batch.input_ids, Some(&batch.attention_mask), None)
+        .unwrap(); // (3, 8, V)
+    for (i, row) in rows.iter().enumerate().take(2) {
+        let alone = lm.forward(&input(row), None, None).unwrap().i(0).unwrap();
+        let in_batch = logits.i((i, 0..row.len())).unwrap();
+        assert_close(&format!("row {i} padded"), &in_batch, &alone, LOGITS_TOL);
+    }
+    // Chapter 7's collate pads through the same code.
+    let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    let longest = gpt2_tutorial::data::collate::Padding::Longest;
+    let collated =
+        gpt2_tutorial::data::collate::collate(&refs, &[0, 1, 0], longest, 8, 50256, &Device::Cpu)
+            .unwrap();
+    assert_eq!(collated.input_ids.to_vec2::<u32>().unwrap(), padded);
+    assert_eq!(collated.attention_mask.to_vec2::<u32>().unwrap(), mask);
+    assert_eq!(collated.real_tokens, 8 + rows[1].len());
+}
+
+#[test]
+fn a_batch_without_tokens_is_a_clear_error() {
+    let tok = &bundled().tokenizer;
+    let e = tok.encode_batch(&[], 50256, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("at least one text")),
+        "{e}"
+    );
+    let e = tok
+        .encode_batch(&["", ""], 50256, &Device::Cpu)
+        .unwrap_err();
+    assert!(matches!(e, Error::EmptyPrompt), "{e}");
+}
+
+#[test]
+fn a_source_that_looks_like_a_path_is_a_missing_directory_not_a_hub_model() {
+    let parse = |s: &str| s.parse::<ModelSource>().unwrap();
+    // The tests run from the crate root, where `data/` and `tests/` exist.
+    for s in [
+        "/abs/model",
+        "./m",
+        "../m",
+        "~/m",
+        "a\\b",
+        "a/b/c",
+        "owner/",
+        "data/checkpoint-99",
+        "tests/ft-out",
+    ] {
+        assert_eq!(parse(s), ModelSource::Local(s.into()), "{s}");
+    }
+    assert_eq!(
+        parse("someone/tiny-gpt2"),
+        ModelSource::Hub("someone/tiny-gpt2".into())
+    );
+    assert_eq!(
+        parse("gpt2"),
+        ModelSource::Hub("openai-community/gpt2".into())
+    );
+    // A mistyped checkpoint under an existing folder: the missing directory is what is reported.
+    let e = LoadedModel::load(&parse("data/checkpoint-99"), &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(&e, Error::MissingModelDir(p) if p.ends_with("checkpoint-99")),
+        "{e}"
+    );
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // Library errors name the argument, not a command-line flag.
+    let e = "".parse::<ModelSource>().unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("model source is empty") && !text.contains("--"),
+        "{text}"
+    );
+}
+
+/// Runs this binary's test [`bundled_data_child`] alone, in a child process with
+/// `GPT2_TUTORIAL_DATA` set: every test that loads `bundled` reads the variable, so it is never
+/// set in this process, where they run in parallel.
+fn run_bundled_data_child(data_dir: &std::path::Path, expect: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["bundled_data_child", "--exact", "--nocapture"])
+        .env(gpt2_tutorial::source::DATA_DIR_ENV, data_dir)
+        .env("GPT2_TUTORIAL_TEST_EXPECT", expect)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "child ({expect}) failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("child checked: {expect}")),
+        "{stdout}"
+    );
+    stdout
+}
+
+#[test]
+fn the_environment_variable_says_where_the_bundled_files_are() {
+    let copy = tempdir("bundled-copy");
+    for sub in ["tiny-gpt2", "gpt2-tokenizer"] {
+        let from = root().join("data").join(sub);
+        std::fs::create_dir_all(copy.join(sub)).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, copy.join(sub).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    run_bundled_data_child(&copy, "found");
+    std::fs::remove_dir_all(&copy).ok();
+    run_bundled_data_child(&copy, "missing");
+}
+
+/// The child half of [`the_environment_variable_says_where_the_bundled_files_are`]; without
+/// its variables (every ordinary run) it does nothing.
+#[test]
+fn bundled_data_child() {
+    let Ok(expect) = std::env::var("GPT2_TUTORIAL_TEST_EXPECT") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(std::env::var_os("GPT2_TUTORIAL_DATA").unwrap());
+    let found = gpt2_tutorial::source::bundled_data_dir();
+    let load = LoadedModel::load(&ModelSource::Bundled, &Device::Cpu, DType::F32);
+    match expect.as_str() {
+        "found" => {
+            assert_eq!(found.unwrap(), dir);
+            let files = ModelSource::Bundled.resolve().unwrap();
+            assert!(files.config.starts_with(&dir), "{}", files.config.display());
+            assert_eq!(load.unwrap().config, bundled().config);
+        }
+        "missing" => {
+            for e in [
+                found.unwrap_err(),
+                load.unwrap_err(),
+                gpt2_tutorial::Gpt2Tokenizer::bundled().unwrap_err(),
+            ] {
+                assert!(
+                    matches!(&e, Error::BundledDataMissing { tried } if tried.as_slice() == [dir.as_path()]),
+                    "{e:?}"
+                );
+                let text = e.to_string();
+                assert!(text.contains("GPT2_TUTORIAL_DATA"), "{text}");
+            }
+        }
+        other => panic!("unknown expectation {other}"),
+    }
+    println!("child checked: {expect}");
 }

@@ -495,7 +495,7 @@ fn the_bundled_sample_has_283_jokes_ending_in_50256() {
 #[test]
 fn a_tokenizer_without_endoftext_is_an_error() {
     // A tokenizer whose vocabulary lacks <|endoftext|>: GPT-2's with the added token removed.
-    let path = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
+    let path = gpt2_tutorial::tokenizer::bundled_tokenizer_path().unwrap();
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     json["added_tokens"] = serde_json::json!([]);
@@ -649,4 +649,37 @@ fn bundled_packing_matches_the_pytorch_reference() {
             }
         }
     }
+}
+
+/// A library's errors name the argument, not the examples' command-line flags.
+#[test]
+fn empty_sources_and_zero_lengths_are_named_as_arguments() {
+    let jokes = "".parse::<JokesSource>().unwrap_err().to_string();
+    let imdb = ""
+        .parse::<gpt2_tutorial::data::ImdbSource>()
+        .unwrap_err()
+        .to_string();
+    for text in [&jokes, &imdb] {
+        assert!(
+            text.contains("dataset source is empty") && !text.contains("--"),
+            "{text}"
+        );
+    }
+    let tokenizer = Gpt2Tokenizer::bundled().unwrap();
+    let e =
+        gpt2_tutorial::data::collate::tokenize_truncated(&tokenizer, &["a".into()], 0).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ZeroSize {
+                what: "max_length",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = gpt2_tutorial::device::parse_device("gpu")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("invalid argument: device \"gpu\""), "{e}");
 }

@@ -859,3 +859,63 @@ fn tutorial_gpt2_xl_figures() {
         loaded.name
     );
 }
+
+// ----- the top-k next tokens, as a library call ------------------------------------------------
+
+#[test]
+fn top_k_next_tokens_match_transformers() {
+    let fx = fixture();
+    let want = &fx["next_token"];
+    let prompt = ids(&want["input_ids"]);
+    let top = generation::top_k_next_tokens(&bundled_lm(), &prompt, 10).unwrap();
+    let got: Vec<u32> = top.iter().map(|t| t.id).collect();
+    assert_eq!(got, ids(&want["top10_ids"]));
+    for (t, p) in top.iter().zip(floats(&want["top10_probs"])) {
+        assert!((t.prob - p as f32).abs() <= PROB_TOL, "{t:?} vs {p}");
+    }
+    // The tutorial's walk-through ranks through the same function, and adds the text.
+    let step = next_token(&bundled_lm(), &bundled().tokenizer, TUTORIAL_PROMPT, 10).unwrap();
+    for (shown, t) in step.top.iter().zip(&top) {
+        assert_eq!(shown.id, t.id);
+        assert!(
+            (shown.prob - t.prob).abs() <= PROB_TOL,
+            "{shown:?} vs {t:?}"
+        );
+        assert_eq!(shown.text, bundled().tokenizer.decode(&[t.id]).unwrap());
+    }
+}
+
+#[test]
+fn top_k_next_tokens_cover_the_vocabulary_in_order() {
+    let lm = bundled_lm();
+    let all = generation::top_k_next_tokens(&lm, &encode(TUTORIAL_PROMPT), 1_000_000).unwrap();
+    assert_eq!(
+        all.len(),
+        50257,
+        "k beyond the vocabulary gives every token once"
+    );
+    let sum: f64 = all.iter().map(|t| f64::from(t.prob)).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
+    for w in all.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        assert!(
+            a.prob > b.prob || (a.prob == b.prob && a.id < b.id),
+            "{a:?} before {b:?}"
+        );
+    }
+}
+
+#[test]
+fn top_k_next_tokens_say_what_is_wrong() {
+    let lm = bundled_lm();
+    let e = generation::top_k_next_tokens(&lm, &[], 5).unwrap_err();
+    assert!(matches!(e, Error::EmptyPrompt), "{e}");
+    let e = generation::top_k_next_tokens(&lm, &[11], 0).unwrap_err();
+    assert!(matches!(e, Error::ZeroSize { what: "k", .. }), "{e}");
+    let n = lm.config().n_positions;
+    let e = generation::top_k_next_tokens(&lm, &vec![11; n + 1], 5).unwrap_err();
+    assert!(
+        matches!(e, Error::ContextOverflow { len, max } if len == n + 1 && max == n),
+        "{e}"
+    );
+}

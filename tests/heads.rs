@@ -144,7 +144,8 @@ fn new_head_weights_are_reported_like_transformers() {
             ("LM checkpoint", &m.weights),
             ("base checkpoint", &base.weights),
         ] {
-            let (_, report) = Gpt2Head::from_weights(weights, &m.config, class).unwrap();
+            let head = Gpt2Head::from_weights(weights, &m.config, class).unwrap();
+            let report = head.load_report();
             assert_eq!(
                 report.new_weights,
                 want,
@@ -230,8 +231,8 @@ fn a_checkpoint_that_has_the_head_loads_it() {
     assert!(raw.contains_key("score.weight") && raw.contains_key("transformer.wte.weight"));
     let back =
         LoadedModel::load(&ModelSource::Local(dir.clone()), &Device::Cpu, DType::F32).unwrap();
-    let (_, report) = Gpt2ForSequenceClassification::from_weights(&back.weights, cfg, 5).unwrap();
-    assert!(report.new_weights.is_empty());
+    let model = Gpt2ForSequenceClassification::from_weights(&back.weights, cfg, 5).unwrap();
+    assert!(model.load_report().new_weights.is_empty());
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -242,8 +243,8 @@ fn a_transformers_written_classifier_loads_here() {
     let m = LoadedModel::load(&ModelSource::Local(dir), &Device::Cpu, DType::F32).unwrap();
     assert_eq!(m.config.pad_token_id, Some(999));
     let n = fx["hf_written"]["num_labels"].as_u64().unwrap() as usize;
-    let (model, report) =
-        Gpt2ForSequenceClassification::from_weights(&m.weights, &m.config, n).unwrap();
+    let model = Gpt2ForSequenceClassification::from_weights(&m.weights, &m.config, n).unwrap();
+    let report = model.load_report();
     assert!(report.new_weights.is_empty(), "{report:?}");
     let logits = model
         .forward(&batch(&fx["hf_written"]["input_ids"]), None)
@@ -254,6 +255,32 @@ fn a_transformers_written_classifier_loads_here() {
         &tensors["hf_written.logits"],
         HEAD_TOL,
     );
+}
+
+#[test]
+fn every_class_returns_the_model_with_its_load_report_inside() {
+    let m = bundled();
+    let (w, cfg) = (&m.weights, &m.config);
+    let seq = Gpt2ForSequenceClassification::from_weights(w, cfg, 3).unwrap();
+    assert_eq!(seq.load_report().new_weights, ["score.weight"]);
+    let tok = Gpt2ForTokenClassification::from_weights(w, cfg, 3).unwrap();
+    let classifier = ["classifier.bias", "classifier.weight"];
+    assert_eq!(tok.load_report().new_weights, classifier);
+    let qa = Gpt2ForQuestionAnswering::from_weights(w, cfg).unwrap();
+    let qa_outputs = ["qa_outputs.bias", "qa_outputs.weight"];
+    assert_eq!(qa.load_report().new_weights, qa_outputs);
+    // The base model and the LM head add nothing that could be new.
+    for class in [ModelClass::Base, ModelClass::LmHead] {
+        let head = Gpt2Head::from_weights(w, cfg, class).unwrap();
+        assert_eq!(head.load_report(), &LoadReport::default());
+    }
+    // Built with `load` from weights that already hold the head, nothing is new either.
+    let class = ModelClass::SequenceClassification(3);
+    let (with, _) = with_head(w, cfg, class, HEAD_SEED).unwrap();
+    let loaded =
+        Gpt2ForSequenceClassification::load(with.var_builder(), cfg, 3, &Dropout::seeded(0))
+            .unwrap();
+    assert_eq!(loaded.load_report(), &LoadReport::default());
 }
 
 // ----- outputs --------------------------------------------------------------------------------
@@ -269,8 +296,8 @@ fn every_head_matches_transformers() {
         bundled().tokenizer.encode(TUTORIAL_PROMPT).unwrap()
     );
     for class in ModelClass::all(5) {
-        let (head, report) = Gpt2Head::from_weights(&w, cfg, class).unwrap();
-        assert!(report.new_weights.is_empty());
+        let head = Gpt2Head::from_weights(&w, cfg, class).unwrap();
+        assert!(head.load_report().new_weights.is_empty());
         for (name, got) in head.forward(&ids, None).unwrap() {
             let what = format!("{} {name}", class.class_name());
             match (class, name) {
@@ -343,7 +370,7 @@ fn sequence_classification_pools_the_last_real_token_of_padded_batches() {
             want_at,
             "{name}"
         );
-        let (model, _) = Gpt2ForSequenceClassification::from_weights(&w, &cfg, 5).unwrap();
+        let model = Gpt2ForSequenceClassification::from_weights(&w, &cfg, 5).unwrap();
         let out = model
             .forward_with_labels(&ids, Some(&mask), &i64_tensor(&b["labels"]))
             .unwrap();
@@ -381,6 +408,45 @@ fn pooling_rule_of_transformers_5() {
 // ----- losses ---------------------------------------------------------------------------------
 
 #[test]
+fn score_is_the_lm_loss_of_the_text_and_its_exponential() {
+    let (fx, _) = fixture();
+    let lm = bundled_lm();
+    let text = common::ids(&fx["prompt"]["input_ids"]);
+    let score = lm.score(&text).unwrap();
+    assert_eq!(score.tokens, text.len());
+    // `model(ids, labels=ids).loss`: the forward pass with labels, to the bit, and transformers'.
+    let ids = prompt_ids(&fx);
+    let labels = ids.to_dtype(DType::I64).unwrap();
+    let with_labels = lm.forward_with_labels(&ids, None, &labels).unwrap();
+    assert_eq!(score.loss, f64::from(scalar(&with_labels.loss)));
+    let want = fx["lm"]["loss"].as_f64().unwrap();
+    assert!(
+        (score.loss - want).abs() <= f64::from(LOSS_TOL),
+        "{score:?} vs {want}"
+    );
+    assert_eq!(score.perplexity, score.loss.exp());
+    // A random model over 50257 tokens is about as unsure as a uniform guess.
+    assert!(
+        score.perplexity > 10_000.0 && score.perplexity < 100_000.0,
+        "{score:?}"
+    );
+}
+
+#[test]
+fn score_needs_a_token_to_read_and_one_to_predict() {
+    let lm = bundled_lm();
+    assert!(matches!(lm.score(&[]).unwrap_err(), Error::EmptyPrompt));
+    let e = lm.score(&[11]).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("at least 2 tokens")),
+        "{e}"
+    );
+    let n = lm.config().n_positions;
+    let e = lm.score(&vec![11; n + 1]).unwrap_err();
+    assert!(matches!(e, Error::ContextOverflow { .. }), "{e}");
+}
+
+#[test]
 fn losses_match_transformers() {
     let (fx, tensors) = fixture();
     let w = weights_with_fixture_heads(&tensors);
@@ -406,7 +472,7 @@ fn losses_match_transformers() {
         &fx["lm"]["loss_with_ignored"],
     );
 
-    let (seq, _) = Gpt2ForSequenceClassification::from_weights(&w, cfg, 5).unwrap();
+    let seq = Gpt2ForSequenceClassification::from_weights(&w, cfg, 5).unwrap();
     let label = Tensor::new(&[fx["seq"]["label"].as_i64().unwrap()], &Device::Cpu).unwrap();
     let out = seq.forward_with_labels(&ids, None, &label).unwrap();
     assert_loss(
@@ -415,7 +481,7 @@ fn losses_match_transformers() {
         &fx["seq"]["loss"],
     );
 
-    let (tok, _) = Gpt2ForTokenClassification::from_weights(&w, cfg, 5).unwrap();
+    let tok = Gpt2ForTokenClassification::from_weights(&w, cfg, 5).unwrap();
     let labels = i64_tensor(&fx["token"]["labels"]).unsqueeze(0).unwrap();
     let out = tok.forward_with_labels(&ids, None, &labels).unwrap();
     assert_loss("token classification loss", &out.loss, &fx["token"]["loss"]);
@@ -545,7 +611,7 @@ fn trainable_heads_drop_out_only_in_training() {
     let varmap = w.to_varmap().unwrap();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let mut head = Gpt2Head::load(vb, &m.config, class, &Dropout::seeded(1)).unwrap();
-    let (inference, _) = Gpt2Head::from_weights(&m.weights, &m.config, class).unwrap();
+    let inference = Gpt2Head::from_weights(&m.weights, &m.config, class).unwrap();
     let ids = Tensor::new(&[[15496u32, 11, 314, 1101]], &Device::Cpu).unwrap();
     let logits = |h: &Gpt2Head| h.forward(&ids, None).unwrap().remove(0).1;
     let eval = logits(&head);
@@ -597,13 +663,13 @@ fn labels_shaped_unlike_the_input_are_a_clear_error() {
 
     let w = weights_with_fixture_heads(&tensors);
     let cfg = &bundled().config;
-    let (seq, _) = Gpt2ForSequenceClassification::from_weights(&w, cfg, 5).unwrap();
+    let seq = Gpt2ForSequenceClassification::from_weights(&w, cfg, 5).unwrap();
     let per_token = ids.to_dtype(DType::I64).unwrap();
     let e = seq.forward_with_labels(&ids, None, &per_token).unwrap_err();
     assert!(matches!(e, Error::LabelShape { .. }), "{e}");
     assert!(e.to_string().contains("one class per sequence"), "{e}");
 
-    let (tok, _) = Gpt2ForTokenClassification::from_weights(&w, cfg, 5).unwrap();
+    let tok = Gpt2ForTokenClassification::from_weights(&w, cfg, 5).unwrap();
     let e = tok
         .forward_with_labels(&ids, None, &Tensor::new(&[1i64], &Device::Cpu).unwrap())
         .unwrap_err();
@@ -647,7 +713,7 @@ fn a_padded_batch_without_a_pad_token_id_is_a_clear_error() {
     let w = weights_with_fixture_heads(&tensors);
     let cfg = &bundled().config;
     assert_eq!(cfg.pad_token_id, None, "GPT-2 has no pad token");
-    let (mut seq, _) = Gpt2ForSequenceClassification::from_weights(&w, cfg, 5).unwrap();
+    let mut seq = Gpt2ForSequenceClassification::from_weights(&w, cfg, 5).unwrap();
     let b = &fx["seq"]["batches"]["pad_eq_eos"];
     let ids = batch(&b["input_ids"]);
     let e = seq

@@ -8,9 +8,8 @@ use std::path::Path;
 
 use common::*;
 use gpt2_tutorial::data::{Jokes, JokesSource};
-use gpt2_tutorial::tokenizer::bundled_tokenizer_path;
 use gpt2_tutorial::train::{
-    load_checkpoint, History, JokesReport, JokesSettings, JokesTrainer, RunOptions,
+    load_checkpoint, FineTuneReport, FineTuneSettings, History, LmFineTuner,
 };
 use gpt2_tutorial::Error;
 
@@ -27,31 +26,25 @@ fn temp_dir(tag: &str) -> common::Scratch {
 
 /// Small sequences and steps, so a test trains many steps in seconds; dropout stays on (the
 /// tiny model's 0.1), so the seed matters.
-fn small(max_steps: usize) -> JokesSettings {
-    JokesSettings {
+fn small(max_steps: usize) -> FineTuneSettings {
+    FineTuneSettings {
         max_seq_len: 48,
         accumulate: 2,
         max_steps: Some(max_steps),
-        ..JokesSettings::fixed()
+        ..FineTuneSettings::fixed()
     }
 }
 
 fn run(
-    settings: JokesSettings,
+    settings: FineTuneSettings,
     out: &Path,
-    options: &RunOptions,
-) -> gpt2_tutorial::Result<JokesReport> {
+    nan_at_step: Option<usize>,
+) -> gpt2_tutorial::Result<FineTuneReport> {
     let m = bundled();
-    let jokes = tokenized();
-    let mut trainer = JokesTrainer::new(
-        &m.weights,
-        &m.config,
-        &jokes,
-        settings,
-        out,
-        &bundled_tokenizer_path(),
-    )?;
-    trainer.run(options)
+    let mut trainer = LmFineTuner::new(&m.weights, &m.config, tokenized(), settings)?
+        .save_checkpoints(out, &m.tokenizer)?;
+    trainer.inject_nan_at_step(nan_at_step);
+    trainer.run()
 }
 
 /// Breaks `text` into lines of at most `width` characters at spaces, for the book.
@@ -71,15 +64,15 @@ fn textwrap(text: &str, width: usize) -> String {
     lines.join("\n")
 }
 
-fn losses(report: &JokesReport) -> Vec<f64> {
+fn losses(report: &FineTuneReport) -> Vec<f64> {
     report.history.steps.iter().map(|r| r.loss).collect()
 }
 
 #[test]
 fn the_same_seed_gives_the_same_first_20_losses() {
     let (a, b, c) = (temp_dir("seed-a"), temp_dir("seed-b"), temp_dir("seed-c"));
-    let first = run(small(20), &a, &RunOptions::default()).unwrap();
-    let again = run(small(20), &b, &RunOptions::default()).unwrap();
+    let first = run(small(20), &a, None).unwrap();
+    let again = run(small(20), &b, None).unwrap();
     assert_eq!(losses(&first).len(), 20);
     assert_eq!(
         losses(&first),
@@ -87,12 +80,12 @@ fn the_same_seed_gives_the_same_first_20_losses() {
         "same seed, different losses"
     );
     let other = run(
-        JokesSettings {
+        FineTuneSettings {
             seed: 7,
             ..small(20)
         },
         &c,
-        &RunOptions::default(),
+        None,
     )
     .unwrap();
     assert_ne!(losses(&first), losses(&other), "the seed changes nothing");
@@ -104,23 +97,22 @@ fn the_same_seed_gives_the_same_first_20_losses() {
 #[test]
 fn a_resumed_run_continues_bit_for_bit() {
     let (whole, part) = (temp_dir("resume-whole"), temp_dir("resume-part"));
-    let settings = JokesSettings {
+    let settings = FineTuneSettings {
         save_steps: Some(5),
         ..small(12)
     };
-    let uninterrupted = run(settings, &whole, &RunOptions::default()).unwrap();
+    let uninterrupted = run(settings, &whole, None).unwrap();
     assert!(whole.join("checkpoint-5").is_dir() && whole.join("checkpoint-10").is_dir());
 
     // Continue from step 5 of that run into another directory.
-    let jokes = tokenized();
-    let mut resumed = JokesTrainer::resume(
+    let mut resumed = LmFineTuner::resume(
         &whole.join("checkpoint-5"),
-        &jokes,
+        tokenized(),
         &part,
         bundled().weights.device(),
     )
     .unwrap();
-    let report = resumed.run(&RunOptions::default()).unwrap();
+    let report = resumed.run().unwrap();
     assert_eq!(report.optimizer_steps, 12);
     // The history carries the first 5 steps from the checkpoint; every step matches.
     assert_eq!(losses(&report), losses(&uninterrupted));
@@ -141,15 +133,11 @@ fn a_resumed_run_continues_bit_for_bit() {
 #[test]
 fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
     let out = temp_dir("nan");
-    let settings = JokesSettings {
+    let settings = FineTuneSettings {
         save_steps: Some(2),
         ..small(10)
     };
-    let options = RunOptions {
-        nan_at_step: Some(4),
-        ..RunOptions::default()
-    };
-    let err = run(settings, &out, &options).unwrap_err();
+    let err = run(settings, &out, Some(4)).unwrap_err();
     let msg = err.to_string();
     eprintln!("{msg}");
     match &err {
@@ -169,7 +157,7 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
         "{msg}"
     );
     assert!(
-        msg.contains("--resume"),
+        msg.contains("lower learning rate"),
         "the message says how to go on: {msg}"
     );
     // The message as chapter 6 shows it, for a run whose --out is target/jokes-finetune.
@@ -198,12 +186,12 @@ fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
 fn the_loss_falls_on_the_bundled_jokes() {
     let out = temp_dir("falls");
     let report = run(
-        JokesSettings {
+        FineTuneSettings {
             lr: 1e-3,
             ..small(40)
         },
         &out,
-        &RunOptions::default(),
+        None,
     )
     .unwrap();
     let l = report
@@ -224,18 +212,18 @@ fn the_loss_falls_on_the_bundled_jokes() {
 #[test]
 fn the_tutorial_loop_drops_what_the_tutorial_drops() {
     let out = temp_dir("tutorial");
-    let settings = JokesSettings {
+    let settings = FineTuneSettings {
         epochs: 1,
         max_seq_len: 64,
         accumulate: 4,
         shuffle: false,
-        ..JokesSettings::tutorial()
+        ..FineTuneSettings::tutorial()
     };
-    let report = run(settings, &out, &RunOptions::default()).unwrap();
+    let report = run(settings, &out, None).unwrap();
     assert_eq!(report.sequences, 113);
     assert_eq!(report.optimizer_steps, 28);
     assert_eq!(report.untrained_sequences, 1);
-    assert!(report.untrained_jokes >= 1);
+    assert!(report.untrained_texts >= 1);
     // Warm-up over 5,000 steps from 0: step k runs at 3e-6 · ((k-1)/5000), as LambdaLR computes it.
     let lrs: Vec<f64> = report.history.steps.iter().map(|r| r.lr).collect();
     assert_eq!(lrs[0], 0.0);
@@ -283,7 +271,7 @@ fn bad_input_is_a_clear_error() {
     assert!(msg.contains("not a training checkpoint"), "{msg}");
 
     let msg = fails(&["--accumulate", "0", "--out", out]);
-    assert!(msg.contains("--accumulate 0"), "{msg}");
+    assert!(msg.contains("accumulate is 0"), "{msg}");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -414,14 +402,14 @@ fn transformers_reads_our_checkpoints_as_we_do() {
     use candle_core::{DType, Device, Tensor, D};
     let fx = fixture_json("checkpoint");
     let out = temp_dir("hf-checkpoint");
-    let settings = JokesSettings {
+    let settings = FineTuneSettings {
         max_seq_len: 48,
         accumulate: 2,
         max_steps: Some(2),
         shuffle: false,
-        ..JokesSettings::fixed()
+        ..FineTuneSettings::fixed()
     };
-    run(settings, &out, &RunOptions::default()).unwrap();
+    run(settings, &out, None).unwrap();
     let dir = out.join(fx["checkpoint"].as_str().unwrap());
     let loaded = gpt2_tutorial::LoadedModel::load(
         &gpt2_tutorial::ModelSource::Local(dir),

@@ -24,17 +24,22 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The layer of each top-level module, 0 at the top, read from the table in `src/lib.rs`'s
-/// doc (rows `//! | layer | [`a`], [`b`] | ... |`).
+/// doc (rows `//! | layer | [`a`], `b` | ... |`: a doc link, or a code span for a module hidden
+/// from the docs).
 fn layers() -> HashMap<String, usize> {
     let lib = std::fs::read_to_string(src_dir().join("lib.rs")).unwrap();
     let mut layers = HashMap::new();
     let rows = lib
         .lines()
         .filter_map(|l| l.strip_prefix("//! | "))
-        .filter(|row| row.contains("[`"));
+        .filter(|row| {
+            row.split(" | ")
+                .nth(1)
+                .is_some_and(|m| m.starts_with(['`', '[']))
+        });
     for (layer, row) in rows.enumerate() {
         let modules = row.split(" | ").nth(1).expect("a modules column");
-        // Each entry is a doc link: [`name`] or [`name`](mod@name).
+        // Each entry is a doc link, [`name`] or [`name`](mod@name), or a code span `name`.
         for entry in modules.split(", ") {
             let name = entry.split('`').nth(1).expect("a module name in backticks");
             layers.insert(name.to_string(), layer);

@@ -129,18 +129,9 @@ fn trainer_refusing(m: &LoadedModel, data: &LabelledRows) -> Error {
         ..TrainingArguments::tutorial("unused")
     };
     let collator = collator(Padding::Longest, 8);
-    Trainer::new(
-        &weights,
-        &cfg,
-        2,
-        args,
-        collator,
-        data,
-        None,
-        Path::new("unused"),
-    )
-    .err()
-    .unwrap()
+    Trainer::new(&weights, &cfg, 2, args, collator, data, None, &tokenizer())
+        .err()
+        .unwrap()
 }
 
 fn probe_checks(padding: &str, at: &str, weights: &Weights, want: &Value) {
@@ -201,7 +192,7 @@ fn replay(padding: Padding) {
     let (weights, cfg) = fixture_model(&fx);
     let out = temp_dir(&format!("replay-{padding}"));
     let collator = collator(padding, max_length);
-    let tok_json = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
+    let tok = tokenizer();
     let mut trainer = Trainer::new(
         &weights,
         &cfg,
@@ -210,7 +201,7 @@ fn replay(padding: Padding) {
         collator,
         &train,
         Some(&test),
-        &tok_json,
+        &tok,
     )
     .unwrap();
     let output = trainer.train().unwrap();
@@ -418,9 +409,8 @@ fn default_run_total_flos_for_both_paddings() {
         save_strategy: Interval::No,
         ..TrainingArguments::tutorial(out.to_path_buf())
     };
-    let tok_json = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
-    let mut trainer =
-        Trainer::new(&weights, &cfg, 2, args, collator, &train, None, &tok_json).unwrap();
+    let tok = tokenizer();
+    let mut trainer = Trainer::new(&weights, &cfg, 2, args, collator, &train, None, &tok).unwrap();
     let output = trainer.train().unwrap();
     assert_eq!(output.global_step, 45);
     let mut tokens = 0;
@@ -491,7 +481,7 @@ fn padded_batches_pool_the_last_non_pad_token() {
             collator,
             &test,
             None,
-            Path::new("unused"),
+            &tokenizer(),
         )
         .unwrap();
         trainer.predict(&test).unwrap().0.logits
@@ -499,8 +489,7 @@ fn padded_batches_pool_the_last_non_pad_token() {
     let (max_length, longest) = (logits(Padding::MaxLength), logits(Padding::Longest));
     let model =
         gpt2_tutorial::heads::Gpt2ForSequenceClassification::from_weights(&weights, &cfg, 2)
-            .unwrap()
-            .0;
+            .unwrap();
     for (i, row) in test.ids.iter().enumerate() {
         let alone: Vec<f32> = model
             .forward(
@@ -548,7 +537,7 @@ fn resume_from_a_checkpoint_continues_the_same_losses() {
         save_strategy: Interval::Steps(2),
         ..TrainingArguments::tutorial(out)
     };
-    let tok_json = gpt2_tutorial::tokenizer::bundled_tokenizer_path();
+    let tok = tokenizer();
     let out = temp_dir("resume");
     let mut whole = Trainer::new(
         &weights,
@@ -558,7 +547,7 @@ fn resume_from_a_checkpoint_continues_the_same_losses() {
         collator,
         &train,
         Some(&test),
-        &tok_json,
+        &tok,
     )
     .unwrap();
     let full = whole.train().unwrap();
@@ -756,8 +745,7 @@ fn batch_size_zero_is_an_error() {
     };
     let err = args.validate().unwrap_err();
     assert!(
-        err.to_string()
-            .contains("per_device_train_batch_size (--batch-size) is 0"),
+        err.to_string().contains("per_device_train_batch_size is 0"),
         "{err}"
     );
     let out = example(
@@ -773,7 +761,7 @@ fn batch_size_zero_is_an_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("--batch-size) is 0: a batch needs at least one row"),
+        stderr.contains("per_device_train_batch_size is 0: a batch needs at least one row"),
         "{stderr}"
     );
 }

@@ -14,15 +14,17 @@ use std::str::FromStr;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::tokenizer::EncodedBatch;
 use crate::{Error, Gpt2Tokenizer, Result};
 
 // ANCHOR: padding
 /// How far a batch's rows are padded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Padding {
     /// Every row to `max_length` tokens (the tutorial's `padding="max_length"`).
-    #[value(name = "max_length")]
+    #[cfg_attr(feature = "cli", value(name = "max_length"))]
     MaxLength,
     /// Each batch to its longest row (`DataCollatorWithPadding`, `padding="longest"`).
     Longest,
@@ -46,7 +48,7 @@ impl FromStr for Padding {
             "max_length" => Ok(Self::MaxLength),
             "longest" => Ok(Self::Longest),
             other => Err(Error::InvalidArgument(format!(
-                "unknown padding {other:?}: use max_length (every row padded to --max-length, as the tutorial) or longest (each batch to its longest row)"
+                "unknown padding {other:?}: use max_length (every row padded to max_length, as the tutorial) or longest (each batch to its longest row)"
             ))),
         }
     }
@@ -60,9 +62,10 @@ pub fn tokenize_truncated(
     max_length: usize,
 ) -> Result<Vec<Vec<u32>>> {
     if max_length == 0 {
-        return Err(Error::InvalidArgument(
-            "--max-length 0: a row needs at least one token".into(),
-        ));
+        return Err(Error::ZeroSize {
+            what: "max_length",
+            why: "a row needs at least one token",
+        });
     }
     let encodings = tokenizer
         .inner()
@@ -125,22 +128,33 @@ pub fn collate(
         Padding::MaxLength => max_length,
         Padding::Longest => longest,
     };
-    let mut ids = Vec::with_capacity(rows.len() * t);
-    let mut mask = Vec::with_capacity(rows.len() * t);
-    for row in rows {
-        ids.extend_from_slice(row);
-        ids.extend(std::iter::repeat_n(pad_token_id, t - row.len()));
-        mask.extend(std::iter::repeat_n(1u32, row.len()));
-        mask.extend(std::iter::repeat_n(0u32, t - row.len()));
-    }
+    // The padding and the mask are the tokenizer's batch encoding: right-padded, 1 per real token.
+    let padded = EncodedBatch::pad(rows, t, pad_token_id, device)?;
     let b = rows.len();
     Ok(Batch {
-        input_ids: Tensor::from_vec(ids, (b, t), device)?, // (B, T)
-        attention_mask: Tensor::from_vec(mask, (b, t), device)?, // (B, T)
-        labels: Tensor::new(labels, device)?,              // (B)
+        input_ids: padded.input_ids,           // (B, T)
+        attention_mask: padded.attention_mask, // (B, T)
+        labels: Tensor::new(labels, device)?,  // (B)
         rows: b,
         tokens: b * t,
-        real_tokens: rows.iter().map(|r| r.len()).sum(),
+        real_tokens: padded.lengths.iter().sum(),
     })
 }
 // ANCHOR_END: collate
+
+/// Checks every label of split `split` is a class of a `num_labels`-way classifier:
+/// `0..num_labels`; the first that is not is an error naming its row.
+pub fn check_labels(split: &str, labels: &[i64], num_labels: usize) -> Result<()> {
+    let bad = labels
+        .iter()
+        .position(|&l| l < 0 || l as u64 >= num_labels as u64);
+    match bad {
+        None => Ok(()),
+        Some(row) => Err(Error::LabelOutOfRange {
+            split: split.to_string(),
+            row,
+            label: labels[row],
+            num_labels,
+        }),
+    }
+}

@@ -8,12 +8,13 @@
 //! those whose name starts with the split's name. The number of classes comes from the data, as
 //! the tutorial's `num_clases`: the distinct labels of the training split.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::hub::{hub_parquet_files, HubFiles};
 use super::packing::epoch_order;
 use super::parquet::{parquet_files, read_columns_of, ColumnKind};
+use crate::tokenizer::bundled_data_dir;
 use crate::{Error, Result};
 
 /// The tutorial's dataset on the Hub.
@@ -25,12 +26,13 @@ pub const LABEL_COLUMN: &str = "label";
 /// The names of IMDB's two classes, by label.
 pub const IMDB_LABEL_NAMES: [&str; 2] = ["negative", "positive"];
 
-/// The sample shipped with the crate (240 + 80 sentences, see `data/imdb-sample/PROVENANCE.md`).
-pub fn bundled_imdb_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/imdb-sample")
+/// The sample shipped with the crate (240 + 80 sentences, see `data/imdb-sample/PROVENANCE.md`),
+/// under [`bundled_data_dir`] (whose error this returns when the bundled files cannot be found).
+pub fn bundled_imdb_dir() -> Result<PathBuf> {
+    Ok(bundled_data_dir()?.join("imdb-sample"))
 }
 
-/// Where the reviews come from, as given by `--data`.
+/// Where the reviews come from; `"...".parse()` reads the spellings the example's `--data` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImdbSource {
     /// `hub`: [`IMDB_DATASET`] through `hf-hub` (or `hub:owner/name` for another dataset with
@@ -49,7 +51,7 @@ impl FromStr for ImdbSource {
         let s = s.trim();
         match s {
             "" => Err(Error::InvalidArgument(
-                "--data is empty: give `hub`, `bundled`, or a directory with train-*.parquet and test-*.parquet".into(),
+                "the dataset source is empty: give `hub`, `bundled`, or a directory with train-*.parquet and test-*.parquet".into(),
             )),
             "hub" => Ok(Self::Hub(IMDB_DATASET.into())),
             "bundled" => Ok(Self::Bundled),
@@ -71,8 +73,11 @@ impl FromStr for ImdbSource {
 pub struct Split {
     /// `train` or `test`.
     pub name: String,
+    /// The parquet files read.
     pub files: Vec<PathBuf>,
+    /// The reviews, in file order.
     pub texts: Vec<String>,
+    /// Each review's class, row for row with `texts`.
     pub labels: Vec<i64>,
     /// Rows skipped because their text was null or empty, or their label null.
     pub skipped: usize,
@@ -111,10 +116,12 @@ impl Split {
         })
     }
 
+    /// The number of rows.
     pub fn len(&self) -> usize {
         self.texts.len()
     }
 
+    /// Whether there are no rows (a loaded split never is).
     pub fn is_empty(&self) -> bool {
         self.texts.is_empty()
     }
@@ -143,29 +150,16 @@ impl Split {
     }
 }
 
-/// Checks every label of split `split` is a class of a `num_labels`-way classifier:
-/// `0..num_labels`; the first that is not is an error naming its row.
-pub fn check_labels(split: &str, labels: &[i64], num_labels: usize) -> Result<()> {
-    let bad = labels
-        .iter()
-        .position(|&l| l < 0 || l as u64 >= num_labels as u64);
-    match bad {
-        None => Ok(()),
-        Some(row) => Err(Error::LabelOutOfRange {
-            split: split.to_string(),
-            row,
-            label: labels[row],
-            num_labels,
-        }),
-    }
-}
+pub use super::collate::check_labels;
 
 /// IMDB's two labelled splits, and the number of classes.
 #[derive(Debug, Clone)]
 pub struct Imdb {
     /// Where the splits came from: the Hub id, `bundled sample (...)` or the path.
     pub origin: String,
+    /// The reviews to train on.
     pub train: Split,
+    /// The reviews to evaluate on.
     pub test: Split,
     /// The number of distinct labels in the training split (the tutorial's `num_clases`).
     pub num_labels: usize,
@@ -196,7 +190,7 @@ impl Imdb {
             ImdbSource::Bundled => {
                 // Named relative to the crate, so that output is the same on every machine.
                 let origin = "bundled sample (data/imdb-sample)".to_string();
-                (origin, parquet_files(&bundled_imdb_dir())?)
+                (origin, parquet_files(&bundled_imdb_dir()?)?)
             }
             ImdbSource::Local(dir) => (dir.display().to_string(), parquet_files(dir)?),
             ImdbSource::Hub(repo) => (repo.clone(), hub_split_files(repo)?),

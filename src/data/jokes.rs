@@ -8,12 +8,13 @@
 //! The Hub dataset goes through `hf-hub` like the models (`src/source.rs`): it is cached in
 //! `HF_HOME`, found there offline, and `HF_HUB_OFFLINE=1` forbids the network.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::hub::{hub_parquet_files, HubFiles};
 use super::parquet::{parquet_files, read_columns_of, ColumnKind};
 use crate::config::EOS_TOKEN_ID;
+use crate::tokenizer::bundled_data_dir;
 use crate::{Error, Gpt2Tokenizer, Result};
 
 /// The tutorial's dataset on the Hub.
@@ -23,12 +24,13 @@ pub const JOKE_COLUMN: &str = "Joke";
 /// GPT-2's end-of-text token, which ends every joke's text.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
-/// The sample shipped with the crate (283 jokes, see `data/jokes-sample/PROVENANCE.md`).
-pub fn bundled_jokes_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/jokes-sample/jokes.parquet")
+/// The sample shipped with the crate (283 jokes, see `data/jokes-sample/PROVENANCE.md`), under
+/// [`bundled_data_dir`] (whose error this returns when the bundled files cannot be found).
+pub fn bundled_jokes_path() -> Result<PathBuf> {
+    Ok(bundled_data_dir()?.join("jokes-sample/jokes.parquet"))
 }
 
-/// Where the jokes come from, as given by `--data`.
+/// Where the jokes come from; `"...".parse()` reads the spellings the example's `--data` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JokesSource {
     /// `hub`: [`JOKES_DATASET`] (or `hub:owner/name` for another dataset with a `Joke` column).
@@ -52,7 +54,7 @@ impl FromStr for JokesSource {
         let s = s.trim();
         match s {
             "" => Err(Error::InvalidArgument(
-                "--data is empty: give `hub`, `bundled`, or a .parquet file or directory".into(),
+                "the dataset source is empty: give `hub`, `bundled`, or a .parquet file or directory".into(),
             )),
             "hub" => Ok(Self::default()),
             "bundled" => Ok(Self::Bundled),
@@ -98,7 +100,7 @@ impl Jokes {
     pub fn load(source: &JokesSource) -> Result<Self> {
         match source {
             JokesSource::Bundled => {
-                let path = bundled_jokes_path();
+                let path = bundled_jokes_path()?;
                 let origin = format!("bundled sample ({})", path.display());
                 Self::from_files(&[path], origin)
             }
@@ -147,10 +149,12 @@ impl Jokes {
         })
     }
 
+    /// The number of jokes.
     pub fn len(&self) -> usize {
         self.jokes.len()
     }
 
+    /// Whether there are none (loaded jokes never are).
     pub fn is_empty(&self) -> bool {
         self.jokes.is_empty()
     }

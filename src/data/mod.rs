@@ -11,22 +11,31 @@
 //! - [`collate`](mod@collate): reviews into padded batches, to `max_length` (the tutorial) or
 //!   to each batch's longest row.
 //! - [`hub`]: a Hub dataset's parquet files, cached in `HF_HOME` like the models.
+//!
+//! Reading files needs the `parquet` feature (on by default); packing and collating do not.
 
 pub mod collate;
+#[cfg(feature = "parquet")]
 pub mod hub;
+#[cfg(feature = "parquet")]
 pub mod imdb;
+#[cfg(feature = "parquet")]
 pub mod jokes;
 pub mod packing;
+#[cfg(feature = "parquet")]
 pub mod parquet;
 
+#[cfg(feature = "parquet")]
 pub use self::parquet::{
     column_names, parquet_files, read_columns, read_columns_of, ColumnKind, ColumnValues, Columns,
 };
-pub use collate::{collate, tokenize_truncated, Batch, Padding};
+pub use collate::{check_labels, collate, tokenize_truncated, Batch, Padding};
+#[cfg(feature = "parquet")]
 pub use imdb::{
     bundled_imdb_dir, Imdb, ImdbSource, Split, IMDB_DATASET, IMDB_LABEL_NAMES, LABEL_COLUMN,
     TEXT_COLUMN,
 };
+#[cfg(feature = "parquet")]
 pub use jokes::{
     bundled_jokes_path, joke_text, tokenize_jokes, Jokes, JokesSource, END_OF_TEXT, JOKES_DATASET,
     JOKE_COLUMN,

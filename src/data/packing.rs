@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// How jokes are packed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum PackingMode {
     /// The tutorial's: an appended joke loses its first token, the last buffer is dropped.
@@ -144,10 +145,12 @@ impl Packer {
         Ok(out)
     }
 
+    /// How jokes are joined: the tutorial's way or the fixed recipe's.
     pub fn mode(&self) -> PackingMode {
         self.mode
     }
 
+    /// The most tokens a packed sequence may hold (the tutorial's `MAX_SEQ_LEN`, 500).
     pub fn max_seq_len(&self) -> usize {
         self.max_seq_len
     }

@@ -42,7 +42,9 @@ impl ColumnKind {
 /// The values of one column, one entry per row kept.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ColumnValues {
+    /// A [`ColumnKind::Text`] column: non-empty UTF-8 strings.
     Text(Vec<String>),
+    /// A [`ColumnKind::Int`] column, widened to `i64`.
     Int(Vec<i64>),
 }
 
@@ -68,6 +70,7 @@ impl Columns {
         self.rows_read - self.skipped
     }
 
+    /// Whether no row was kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

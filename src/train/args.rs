@@ -16,8 +16,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Interval {
+    /// Never (`"no"`).
     No,
+    /// At the end of every epoch (`"epoch"`).
     Epoch,
+    /// Every this many optimizer steps (`"steps"` with `eval_steps`/`save_steps` N).
     Steps(usize),
 }
 
@@ -49,8 +52,11 @@ pub struct TrainingArguments {
     pub output_dir: PathBuf,
     /// The peak learning rate, reached at once (no warm-up) and decayed linearly to 0.
     pub learning_rate: f64,
+    /// Rows per training batch (one device here, so the whole batch).
     pub per_device_train_batch_size: usize,
+    /// Rows per batch when evaluating; larger than training's, as no gradients are kept.
     pub per_device_eval_batch_size: usize,
+    /// Passes over the training rows, unless `max_steps` is given.
     pub num_train_epochs: usize,
     /// AdamW's decoupled weight decay, on every parameter but biases and LayerNorm weights.
     pub weight_decay: f64,
@@ -58,14 +64,20 @@ pub struct TrainingArguments {
     pub warmup_steps: usize,
     /// Clip the gradients' global norm to this (transformers' default: 1.0).
     pub max_grad_norm: Option<f64>,
+    /// AdamW's decay rate of the first moment, the gradients' running mean: 0.9.
     pub adam_beta1: f64,
+    /// AdamW's decay rate of the second moment, the squared gradients' running mean: 0.999.
     pub adam_beta2: f64,
+    /// Added to the square root of the second moment before dividing by it: 1e-8.
     pub adam_epsilon: f64,
     /// Seeds the shuffling, dropout and nothing else (the new `score` is drawn at loading).
     pub seed: u64,
     /// Print the mean training loss every this many optimizer steps (every step is recorded).
     pub logging_steps: usize,
+    /// When to evaluate on the evaluation rows during training (the tutorial: every epoch).
     pub eval_strategy: Interval,
+    /// When to write a `checkpoint-N/` (the tutorial: every epoch); unless it is
+    /// [`Interval::No`], the last step is saved too.
     pub save_strategy: Interval,
     /// Stop after this many optimizer steps, overriding `num_train_epochs`.
     pub max_steps: Option<usize>,
@@ -121,7 +133,7 @@ impl TrainingArguments {
         let zero = |what, why| Err(Error::ZeroSize { what, why });
         if self.per_device_train_batch_size == 0 {
             return zero(
-                "per_device_train_batch_size (--batch-size)",
+                "per_device_train_batch_size",
                 "a batch needs at least one row; the tutorial uses 16",
             );
         }
@@ -133,12 +145,12 @@ impl TrainingArguments {
         }
         if self.num_train_epochs == 0 && self.max_steps.is_none() {
             return zero(
-                "num_train_epochs (--epochs)",
+                "num_train_epochs",
                 "train for at least one epoch, or give max_steps",
             );
         }
         if self.max_steps == Some(0) {
-            return zero("max_steps (--max-steps)", "nothing would be trained");
+            return zero("max_steps", "nothing would be trained");
         }
         if self.gradient_accumulation_steps == 0 {
             return zero(
@@ -163,6 +175,7 @@ impl TrainingArguments {
         self.train_precision().map(|_| ())
     }
 
+    /// `precision` parsed; an unknown name is an error.
     pub fn train_precision(&self) -> Result<TrainPrecision> {
         TrainPrecision::parse(&self.precision)
     }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `model.safetensors` | the weights, Hugging Face names, in the training dtype |
 //! | `config.json` | the model's config, with `torch_dtype` naming that dtype |
-//! | `tokenizer.json` | the tokenizer, copied |
+//! | `tokenizer.json` | the tokenizer |
 //! | `optimizer.safetensors` | AdamW's moments by parameter name, its step count and config |
 //! | `train_step.json` | the step's own state: precision, dropout and its generator, loss scale |
 //! | `trainer_state.json` | the caller's state: step, epoch, data position, history, recipe |
@@ -18,14 +18,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::adamw::AdamWState;
 use super::step::{TrainStep, TrainStepState};
 use super::TrainPrecision;
-use crate::{Error, Gpt2Config, Result, Weights};
+use crate::source::write_model_files;
+use crate::{Error, Gpt2Config, Gpt2Tokenizer, Result, Weights};
 
 /// The files of a checkpoint directory.
 pub const CHECKPOINT_FILES: [&str; 6] = [
@@ -39,11 +40,16 @@ pub const CHECKPOINT_FILES: [&str; 6] = [
 
 /// A checkpoint read back by [`load_checkpoint`].
 pub struct Checkpoint {
+    /// The checkpoint directory it was read from.
     pub dir: PathBuf,
+    /// The model's `config.json`.
     pub config: Gpt2Config,
     /// The weights in the dtype they were trained in.
     pub weights: Weights,
+    /// AdamW's saved moments, step count and hyper-parameters (`optimizer.safetensors`).
     pub optimizer: AdamWState,
+    /// The training step's own state (`train_step.json`): precision, dropout stream and
+    /// loss scale.
     pub train_step: TrainStepState,
     /// The caller's `trainer_state.json`, as JSON (see [`Checkpoint::state`]).
     pub state: serde_json::Value,
@@ -76,15 +82,6 @@ fn bad_json(dir: &Path, file: &str, e: serde_json::Error) -> Error {
     }
 }
 
-/// transformers' name of a dtype, as `config.json`'s `torch_dtype` holds it.
-fn torch_dtype(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F16 => "float16",
-        DType::BF16 => "bfloat16",
-        _ => "float32",
-    }
-}
-
 /// `dir` with `suffix` added to its last component: `out/ckpt` → `out/ckpt.tmp`.
 fn sibling(dir: &Path, suffix: &str) -> Result<PathBuf> {
     let name = dir.file_name().ok_or_else(|| {
@@ -109,14 +106,14 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 // ANCHOR: save
-/// Writes `train`'s weights, config, optimizer and own state, `tokenizer_json` and the
-/// caller's `state` as the checkpoint directory `dir`, replacing an earlier checkpoint there
+/// Writes `train`'s weights, config, optimizer and own state, `tokenizer` and the caller's
+/// `state` as the checkpoint directory `dir`, replacing an earlier checkpoint there
 /// only once the new one is complete. A `dir` that exists but is not a checkpoint is refused,
 /// so a mistyped path never deletes anything.
 pub fn save_checkpoint(
     dir: &Path,
     train: &TrainStep,
-    tokenizer_json: &Path,
+    tokenizer: &Gpt2Tokenizer,
     state: &impl Serialize,
 ) -> Result<()> {
     let optimizer = train.optimizer();
@@ -135,7 +132,7 @@ pub fn save_checkpoint(
         io(&tmp, std::fs::remove_dir_all(&tmp))?;
     }
     io(&tmp, std::fs::create_dir_all(&tmp))?;
-    let written = write_files(&tmp, train, optimizer, tokenizer_json, state);
+    let written = write_files(&tmp, train, optimizer, tokenizer, state);
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp); // best effort: the error matters more
         return Err(e);
@@ -159,27 +156,11 @@ fn write_files(
     tmp: &Path,
     train: &TrainStep,
     optimizer: &super::AdamW,
-    tokenizer_json: &Path,
+    tokenizer: &Gpt2Tokenizer,
     state: &impl Serialize,
 ) -> Result<()> {
-    let weights = train.weights()?;
-    weights.save(&tmp.join("model.safetensors"))?;
-    let mut config = serde_json::to_value(train.config())
-        .map_err(|e| Error::InvalidArgument(format!("config: {e}")))?;
-    if let Some(obj) = config.as_object_mut() {
-        obj.insert("torch_dtype".into(), torch_dtype(weights.dtype()).into());
-        obj.entry("model_type").or_insert_with(|| "gpt2".into());
-    }
-    write_json(&tmp.join("config.json"), &config)?;
-    if !tokenizer_json.is_file() {
-        return Err(Error::MissingFile {
-            path: tokenizer_json.to_path_buf(),
-        });
-    }
-    io(
-        tokenizer_json,
-        std::fs::copy(tokenizer_json, tmp.join("tokenizer.json")),
-    )?;
+    write_model_files(tmp, &train.weights()?, train.config())?;
+    tokenizer.save(&tmp.join("tokenizer.json"))?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     write_json(&tmp.join("train_step.json"), &train.state()?)?;
     write_json(&tmp.join("trainer_state.json"), state)

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "plot")]
 use crate::plot::{loss_lr_chart, StepPoint};
 use crate::{Error, Result};
 
@@ -41,7 +42,9 @@ pub struct EpochEnd {
 /// Every optimizer step of a run, in order, and every epoch's end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
+    /// Every optimizer step, in order.
     pub steps: Vec<StepRecord>,
+    /// Every finished epoch, in order (a JSON file without it reads as none).
     #[serde(default)]
     pub epochs: Vec<EpochEnd>,
 }
@@ -49,6 +52,7 @@ pub struct History {
 const CSV_HEADER: &str = "step,epoch,loss,mean_loss,lr";
 
 impl History {
+    /// Records one more optimizer step.
     pub fn push(&mut self, record: StepRecord) {
         self.steps.push(record);
     }
@@ -66,6 +70,7 @@ impl History {
     }
 
     /// The points a loss-and-lr chart draws.
+    #[cfg(feature = "plot")]
     pub fn points(&self) -> Vec<StepPoint> {
         self.steps
             .iter()
@@ -78,7 +83,8 @@ impl History {
     }
 
     /// The tutorial's figure of this run: loss and learning rate per optimizer step on one log
-    /// axis, a dashed line at each epoch's end (SVG text).
+    /// axis, a dashed line at each epoch's end (SVG text). With the `plot` feature.
+    #[cfg(feature = "plot")]
     pub fn chart(&self) -> Result<String> {
         loss_lr_chart(
             "Loss and learning rate per optimizer step",

@@ -35,7 +35,9 @@ pub fn floating_point_ops(non_embedding_parameters: usize, tokens: usize) -> f64
 /// transformers' `EvalPrediction`: every evaluated row's logits and its label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalPrediction {
+    /// One row of `num_labels` logits per evaluated row, in f32: `(N, num_labels)`.
     pub logits: Vec<Vec<f32>>,
+    /// Each row's true class, aligned with `logits`.
     pub labels: Vec<i64>,
 }
 
@@ -114,11 +116,19 @@ pub(crate) fn round_to(x: f64, digits: i32) -> f64 {
 /// The metrics of `train()`, named as transformers names them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainMetrics {
+    /// Wall-clock seconds of this `train()` call, rounded to 4 decimals.
     pub train_runtime: f64,
+    /// Training rows per second, counted as transformers counts them: rows × epochs, or
+    /// `max_steps` full batches when `max_steps` is set.
     pub train_samples_per_second: f64,
+    /// The run's total optimizer steps per second of `train_runtime`.
     pub train_steps_per_second: f64,
+    /// Floating-point operations of every training batch so far, estimated by
+    /// [`floating_point_ops`] (transformers' `total_flos`).
     pub total_flos: f64,
+    /// The mean of every optimizer step's loss, as [`TrainOutput::training_loss`].
     pub train_loss: f64,
+    /// Epochs done, as a fraction: 3.0 after three full epochs.
     pub epoch: f64,
 }
 
@@ -126,9 +136,11 @@ pub struct TrainMetrics {
 /// What `Trainer.train()` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutput {
+    /// Optimizer steps taken over the whole run.
     pub global_step: usize,
     /// The mean of every optimizer step's loss.
     pub training_loss: f64,
+    /// The run's speed, size and loss, as transformers names them.
     pub metrics: TrainMetrics,
 }
 // ANCHOR_END: train_output
@@ -168,12 +180,19 @@ pub fn python_dict(items: &[(&str, f64)]) -> String {
 /// prefix (`eval_accuracy`), the timing and the epoch reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalOutput {
+    /// The mean cross-entropy loss over the evaluated rows.
     pub eval_loss: f64,
+    /// `compute_metrics`' numbers, each name prefixed with `eval_` (`eval_accuracy`); empty
+    /// without `compute_metrics`.
     #[serde(flatten)]
     pub metrics: BTreeMap<String, f64>,
+    /// Wall-clock seconds of the evaluation, rounded to 4 decimals.
     pub eval_runtime: f64,
+    /// Evaluated rows per second.
     pub eval_samples_per_second: f64,
+    /// Evaluation batches (of `per_device_eval_batch_size` rows) per second.
     pub eval_steps_per_second: f64,
+    /// Epochs of training done when it ran, as a fraction.
     pub epoch: f64,
 }
 // ANCHOR_END: eval_output
@@ -202,8 +221,11 @@ impl std::fmt::Display for EvalOutput {
 /// What the tutorial's `get_sentiment` computes for one sentence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sentiment {
+    /// The sentence, as given.
     pub text: String,
+    /// Its token ids, unpadded.
     pub ids: Vec<u32>,
+    /// The classifier's `num_labels` logits for it, in f32.
     pub logits: Vec<f32>,
     /// The predicted class.
     pub label: usize,

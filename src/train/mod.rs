@@ -25,13 +25,17 @@
 //! ([`save_checkpoint`], [`load_checkpoint`]). Chapter 7 adds transformers' `Trainer` on top:
 //! [`TrainingArguments`], [`Trainer`] (`train`, `evaluate`, checkpoints that resume) and what it
 //! reports ([`TrainOutput`], [`EvalOutput`], accuracy, `total_flos`).
+//!
+//! For texts of your own, [`LmFineTuner`] is chapter 6's loop with typed
+//! [`FineTuneSettings`]: give it texts (or token ids), optionally a directory for checkpoints,
+//! run it, and take back a model ready for inference or save it where transformers opens it.
 
 mod adamw;
 mod args;
 mod checkpoint;
 mod clip;
 mod history;
-mod jokes_loop;
+mod lm_finetune;
 mod metrics;
 mod precision;
 mod progress;
@@ -45,16 +49,14 @@ pub use args::{Interval, TrainingArguments};
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CHECKPOINT_FILES};
 pub use clip::{clip_grad_norm, grad_norm};
 pub use history::{EpochEnd, History, StepRecord};
-pub use jokes_loop::{
-    continue_prompt, DataFingerprint, JokesReport, JokesTrainer, LoopState, RunOptions,
-};
+pub use lm_finetune::{continue_prompt, DataFingerprint, FineTuneReport, LmFineTuner, LoopState};
 pub use metrics::{
     accuracy, floating_point_ops, get_sentiment, num_parameters_exclude_embeddings, python_dict,
     python_float, ComputeMetrics, EvalOutput, EvalPrediction, Sentiment, TrainMetrics, TrainOutput,
 };
 pub use precision::{LossScaler, TrainPrecision};
-pub use progress::{bars_wanted, EpochBar};
-pub use recipe::{JokesSettings, Recipe};
+pub use progress::bars_wanted;
+pub use recipe::{FineTuneSettings, Recipe};
 pub use schedule::LinearSchedule;
 pub use step::{StepReport, TaskHead, TrainSettings, TrainStep, TrainStepState, UpdateReport};
 pub use trainer::{

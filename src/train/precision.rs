@@ -63,6 +63,28 @@ impl std::fmt::Display for TrainPrecision {
     }
 }
 
+impl std::str::FromStr for TrainPrecision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+// As its name (`"mixed-bf16"`), the spelling checkpoints and `--json` outputs have always used.
+impl serde::Serialize for TrainPrecision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TrainPrecision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(d)?;
+        Self::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 // ANCHOR: loss_scaler
 /// Dynamic loss scaling, with the rules and defaults of PyTorch's `torch.amp.GradScaler`: start
 /// at 2^16; after an overflow (a gradient that is inf or NaN) skip the update and halve the
@@ -83,6 +105,8 @@ impl Default for LossScaler {
 }
 
 impl LossScaler {
+    /// A scaler starting at `init_scale` that doubles after `growth_interval` steps in a row
+    /// without an overflow (PyTorch's defaults are 2^16 and 2000).
     pub fn new(init_scale: f64, growth_interval: usize) -> Self {
         Self {
             scale: init_scale,
@@ -93,6 +117,7 @@ impl LossScaler {
         }
     }
 
+    /// The factor the loss is multiplied by now.
     pub fn scale(&self) -> f64 {
         self.scale
     }

@@ -1,19 +1,32 @@
 //! Progress bars for long training runs, as tqdm draws them in the tutorial's notebooks: one
-//! bar per epoch with the loss, the learning rate and the throughput.
+//! bar per epoch with the loss, the learning rate and the throughput. Drawn with indicatif
+//! under the `progress` feature; without it the bars are hidden and cost nothing.
 
 use std::io::IsTerminal;
 use std::time::Instant;
 
+#[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Whether to draw bars: not with `--quiet`, and not when standard output goes to a file or a
-/// pipe (a log full of redraws helps no one).
+/// Without the `progress` feature: a bar that draws nothing.
+#[cfg(not(feature = "progress"))]
+struct ProgressBar;
+
+#[cfg(not(feature = "progress"))]
+impl ProgressBar {
+    fn set_position(&self, _pos: u64) {}
+    fn set_message(&self, _message: String) {}
+    fn finish(&self) {}
+}
+
+/// Whether to draw bars: not when `quiet`, not when standard output goes to a file or a pipe
+/// (a log full of redraws helps no one), and never in a build without the `progress` feature.
 pub fn bars_wanted(quiet: bool) -> bool {
-    !quiet && std::io::stdout().is_terminal()
+    cfg!(feature = "progress") && !quiet && std::io::stdout().is_terminal()
 }
 
 /// One epoch's bar, counting `unit`s (jokes, samples).
-pub struct EpochBar {
+pub(crate) struct EpochBar {
     bar: ProgressBar,
     unit: &'static str,
     started: Instant,
@@ -25,17 +38,26 @@ pub struct EpochBar {
 impl EpochBar {
     /// A bar over `len` units, drawn on standard error, or a hidden one when `visible` is false.
     pub fn new(epoch: usize, epochs: usize, len: u64, unit: &'static str, visible: bool) -> Self {
-        let bar = if visible {
-            ProgressBar::new(len)
-        } else {
-            ProgressBar::hidden()
+        #[cfg(feature = "progress")]
+        let bar = {
+            let bar = if visible {
+                ProgressBar::new(len)
+            } else {
+                ProgressBar::hidden()
+            };
+            let style = ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+            bar
         };
-        let style = ProgressStyle::with_template(
-            "{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style);
-        bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+        #[cfg(not(feature = "progress"))]
+        let bar = {
+            let _ = (epoch, epochs, len, visible);
+            ProgressBar
+        };
         Self {
             bar,
             unit,
@@ -71,6 +93,7 @@ impl EpochBar {
         self.done.saturating_sub(self.start) as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
+    /// Leaves the finished bar on screen.
     pub fn finish(&self) {
         self.bar.finish();
     }

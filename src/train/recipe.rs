@@ -1,6 +1,8 @@
-//! Chapter 6's two recipes for fine-tuning on jokes: the tutorial's, choice for choice, and one
-//! that fixes what it gets wrong.
+//! The settings of a causal-LM fine-tune, and chapter 6's two recipes for them: the tutorial's
+//! jokes loop, choice for choice, and one that fixes what it gets wrong. Either fine-tunes any
+//! texts, not only jokes.
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
 use super::adamw::AdamWConfig;
@@ -10,7 +12,8 @@ use crate::data::PackingMode;
 use crate::{Error, Result};
 
 /// Which recipe a run follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Recipe {
     /// Every choice of the tutorial's loop.
@@ -29,11 +32,15 @@ impl std::fmt::Display for Recipe {
 }
 
 // ANCHOR: settings
-/// Everything a jokes fine-tune is run with. [`JokesSettings::tutorial`] and
-/// [`JokesSettings::fixed`] give each recipe's values; the example's flags override them.
+/// Everything a causal-LM fine-tune ([`LmFineTuner`](super::LmFineTuner)) is run with.
+/// [`FineTuneSettings::tutorial`] and [`FineTuneSettings::fixed`] give each recipe's values;
+/// change the fields you want with struct update syntax (`..FineTuneSettings::fixed()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JokesSettings {
+pub struct FineTuneSettings {
+    /// The recipe these settings started from (reported, and the default of the precision rule
+    /// in [`FineTuneSettings::set_dtype`]).
     pub recipe: Recipe,
+    /// Passes over the texts.
     pub epochs: usize,
     /// The peak learning rate.
     pub lr: f64,
@@ -54,8 +61,8 @@ pub struct JokesSettings {
     pub max_grad_norm: Option<f64>,
     /// The optimiser, its learning rate set from `lr` and the schedule each step.
     pub adamw: AdamWConfig,
-    /// Written by `TrainPrecision`'s `Display`: `f32`, `mixed-bf16`, `f16`, ...
-    pub precision: String,
+    /// The number formats of training (in JSON by name: `f32`, `mixed-bf16`, `f16`, ...).
+    pub precision: TrainPrecision,
     /// Shuffle the jokes each epoch (the tutorial's `DataLoader(shuffle=True)`).
     pub shuffle: bool,
     /// Seeds the shuffling and dropout.
@@ -66,7 +73,7 @@ pub struct JokesSettings {
     pub save_steps: Option<usize>,
 }
 
-impl JokesSettings {
+impl FineTuneSettings {
     /// The tutorial's loop: lr 3e-6 warming up over 5,000 steps and never decaying, 32
     /// sequences of up to 500 tokens per step with their gradients summed, the tutorial's
     /// packing, transformers 4's `AdamW` (eps 1e-6), 5 epochs, no clipping.
@@ -83,7 +90,7 @@ impl JokesSettings {
             decay: false,
             max_grad_norm: None,
             adamw: AdamWConfig::tutorial(3e-6),
-            precision: TrainPrecision::F32.to_string(),
+            precision: TrainPrecision::F32,
             shuffle: true,
             seed: 42,
             max_steps: None,
@@ -107,7 +114,7 @@ impl JokesSettings {
             decay: true,
             max_grad_norm: Some(1.0),
             adamw: AdamWConfig::torch(1e-4),
-            precision: TrainPrecision::F32.to_string(),
+            precision: TrainPrecision::F32,
             shuffle: true,
             seed: 42,
             max_steps: None,
@@ -116,6 +123,7 @@ impl JokesSettings {
     }
     // ANCHOR_END: settings
 
+    /// The settings of `recipe`.
     pub fn for_recipe(recipe: Recipe) -> Self {
         match recipe {
             Recipe::Tutorial => Self::tutorial(),
@@ -123,47 +131,53 @@ impl JokesSettings {
         }
     }
 
-    /// Sets the precision from `--dtype`: `f32`; `f16`/`bf16` mean pure half precision in the
-    /// tutorial's recipe (its `model.half()`) and mixed precision with f32 master weights in the
-    /// fixed one; `mixed-f16`/`mixed-bf16` ask for mixed precision in either.
+    /// Sets the precision from a dtype's name as the recipe reads it: `f32`; `f16`/`bf16` mean
+    /// pure half precision in the tutorial's recipe (its `model.half()`) and mixed precision
+    /// with f32 master weights in the fixed one; `mixed-f16`/`mixed-bf16` ask for mixed
+    /// precision in either.
     pub fn set_dtype(&mut self, dtype: &str) -> Result<()> {
-        let precision = match (self.recipe, TrainPrecision::parse(dtype)?) {
+        self.precision = match (self.recipe, TrainPrecision::parse(dtype)?) {
             (Recipe::Fixed, TrainPrecision::Pure(half)) => TrainPrecision::Mixed(half),
             (_, precision) => precision,
         };
-        self.precision = precision.to_string();
         Ok(())
     }
 
-    /// The precision, parsed.
-    pub fn train_precision(&self) -> Result<TrainPrecision> {
-        TrainPrecision::parse(&self.precision)
-    }
-
-    /// Checks the numbers make a run.
+    /// Checks the numbers make a run; the error names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidArgument(what));
         if self.epochs == 0 {
-            return bad("--epochs 0: train for at least one epoch".into());
+            return bad("epochs is 0: train for at least one epoch".into());
         }
         if self.accumulate == 0 {
-            return bad("--accumulate 0: an optimizer step needs at least one sequence".into());
+            return bad("accumulate is 0: an optimizer step needs at least one sequence".into());
         }
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return bad(format!(
-                "--lr {}: a learning rate is a finite number >= 0",
+                "lr is {}: a learning rate is a finite number >= 0",
                 self.lr
             ));
         }
         if self.max_steps == Some(0) {
-            return bad("--max-steps 0: nothing would be trained".into());
+            return bad("max_steps is Some(0): nothing would be trained".into());
         }
         if self.save_steps == Some(0) {
             return bad(
-                "--save-steps 0: give the number of optimizer steps between checkpoints".into(),
+                "save_steps is Some(0): give the number of optimizer steps between checkpoints"
+                    .into(),
             );
         }
-        self.train_precision().map(|_| ())
+        match self.precision {
+            TrainPrecision::Mixed(d) | TrainPrecision::Pure(d)
+                if !matches!(d, DType::F16 | DType::BF16) =>
+            {
+                bad(format!(
+                    "precision is {}: the half type is f16 or bf16",
+                    self.precision
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The schedule for a run of `total_steps` optimizer steps.

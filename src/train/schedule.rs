@@ -19,12 +19,19 @@ use serde::{Deserialize, Serialize};
 /// steps - so its learning rate only ever rose, to 1.16e-6.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinearSchedule {
+    /// The peak learning rate, reached at the end of warm-up: the optimizer's `lr` that
+    /// `LambdaLR` multiplies.
     pub base_lr: f64,
+    /// Optimizer steps of linear warm-up from 0 (`num_warmup_steps`); 0 starts at `base_lr`.
     pub warmup_steps: usize,
+    /// The optimizer step at which the decay reaches 0 (`num_training_steps`); `None` is
+    /// transformers' `-1` (see above).
     pub total_steps: Option<usize>,
 }
 
 impl LinearSchedule {
+    /// The schedule `get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)`
+    /// gives an optimizer whose learning rate is `base_lr`.
     pub fn new(base_lr: f64, warmup_steps: usize, total_steps: Option<usize>) -> Self {
         Self {
             base_lr,

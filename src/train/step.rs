@@ -258,10 +258,12 @@ impl TrainStep {
         self.halt_on_non_finite = halt;
     }
 
+    /// The number formats this step trains in.
     pub fn precision(&self) -> TrainPrecision {
         self.precision
     }
 
+    /// The config of the model trained.
     pub fn config(&self) -> &Gpt2Config {
         &self.cfg
     }
@@ -317,6 +319,11 @@ impl TrainStep {
     /// precision, one over half-precision casts of the masters, made now so that it sees the
     /// latest update. The casts are operations on the masters, so the backward pass carries
     /// the gradients through them into f32.
+    ///
+    /// This is the model *in training*: its dropout is as the step has it (on for the
+    /// Trainer), so it generates differently from the same weights saved and loaded again. For
+    /// inference take `Gpt2LmHeadModel::from_weights(&step.weights()?, step.config())` (dropout
+    /// off), or [`LmFineTuner::model`](super::LmFineTuner::model) after a fine-tune.
     pub fn model(&self) -> Result<Gpt2LmHeadModel> {
         match self.task_model()? {
             TaskModel::Lm(model) => Ok(model),

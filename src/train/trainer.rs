@@ -8,6 +8,8 @@
 //! with the weights and the optimizer in each `checkpoint-N/`, so a resumed run continues with
 //! the same batches, dropout masks and losses.
 
+mod rows;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,71 +26,24 @@ use super::progress::EpochBar;
 use super::schedule::LinearSchedule;
 use super::step::{TaskHead, TrainSettings, TrainStep};
 use super::TrainPrecision;
-use crate::data::{collate, epoch_order, Batch, Padding};
+use crate::data::epoch_order;
 use crate::dropout::Dropout;
 use crate::heads::Gpt2ForSequenceClassification;
 use crate::loss::sequence_classification_loss;
-use crate::{Error, Gpt2Config, Result, Weights};
+use crate::{Error, Gpt2Config, Gpt2Tokenizer, Result, Weights};
 
-/// A tokenized split: each row's token ids (already truncated) and its class.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LabelledRows {
-    pub ids: Vec<Vec<u32>>,
-    pub labels: Vec<i64>,
-}
-
-impl LabelledRows {
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// Rows, tokens and the sum of the labels: what a resumed run checks it is given the same
-    /// data as before.
-    fn fingerprint(&self) -> [u64; 3] {
-        [
-            self.len() as u64,
-            self.ids.iter().map(|r| r.len() as u64).sum(),
-            self.labels.iter().map(|&l| l as u64).sum(),
-        ]
-    }
-}
-
-/// How rows become batches (transformers' `data_collator` and the tokenizer's padding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Collator {
-    pub padding: Padding,
-    pub max_length: usize,
-    pub pad_token_id: u32,
-}
-
-impl Collator {
-    /// The rows `picked` of `data` as one padded batch.
-    pub fn batch(&self, data: &LabelledRows, picked: &[usize], device: &Device) -> Result<Batch> {
-        let rows: Vec<&[u32]> = picked.iter().map(|&i| data.ids[i].as_slice()).collect();
-        let labels: Vec<i64> = picked.iter().map(|&i| data.labels[i]).collect();
-        collate(
-            &rows,
-            &labels,
-            self.padding,
-            self.max_length,
-            self.pad_token_id,
-            device,
-        )
-    }
-}
+pub use rows::{Collator, LabelledRows};
 
 /// One optimizer step of the run, as transformers' `log_history` holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
+    /// The optimizer step, from 1.
     pub step: usize,
     /// Epochs done, counting the batches of the one under way (0.5 halfway through the first).
     pub epoch: f64,
     /// The step's loss: the mean over its rows (and its accumulated batches).
     pub loss: f64,
+    /// The learning rate the step was taken with, from the schedule.
     pub learning_rate: f64,
     /// The gradients' norm before clipping.
     pub grad_norm: f64,
@@ -97,9 +52,13 @@ pub struct StepLog {
 /// One evaluation during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalLog {
+    /// Optimizer steps done when it ran.
     pub step: usize,
+    /// Epochs done when it ran, as a fraction.
     pub epoch: f64,
+    /// The mean loss over the evaluation rows.
     pub eval_loss: f64,
+    /// The share of rows classified right, when `compute_metrics` reports `accuracy`.
     pub eval_accuracy: Option<f64>,
 }
 
@@ -108,13 +67,20 @@ pub struct EvalLog {
 pub enum Logged {
     /// Every `logging_steps` steps: the mean loss since the last such line.
     Train {
+        /// The optimizer step just taken.
         step: usize,
+        /// Epochs done, as a fraction.
         epoch: f64,
+        /// The mean of the steps' losses since the last line.
         loss: f64,
+        /// The last step's gradient norm, before clipping.
         grad_norm: f64,
+        /// The last step's learning rate.
         learning_rate: f64,
     },
+    /// An evaluation, as `eval_strategy` asks.
     Eval(EvalLog),
+    /// A checkpoint written, as `save_strategy` asks: its directory.
     Saved(PathBuf),
 }
 
@@ -123,17 +89,23 @@ pub enum Logged {
 /// optimizer, so that a resumed run continues exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
+    /// The run's arguments.
     pub args: TrainingArguments,
+    /// How its rows are batched.
     pub collator: Collator,
+    /// The classifier's number of classes.
     pub num_labels: usize,
     /// The optimizer steps of the whole run (where the learning rate reaches 0).
     pub max_steps: usize,
     /// The epoch under way, from 0, and the next batch in its order.
     pub epoch: usize,
+    /// The next batch of the epoch's order, from 0.
     pub batch: usize,
     /// `floating_point_ops` summed over every training batch so far.
     pub total_flos: f64,
+    /// Every optimizer step taken, in order (transformers' `log_history`, every step kept).
     pub log_history: Vec<StepLog>,
+    /// Every evaluation run during training, in order.
     pub eval_history: Vec<EvalLog>,
     data: [u64; 3],
 }
@@ -141,6 +113,7 @@ pub struct TrainerState {
 
 /// transformers' `Trainer` for `GPT2ForSequenceClassification`.
 pub struct Trainer<'a> {
+    /// The model, optimizer and precision being trained: what one optimizer step updates.
     pub train_step: TrainStep,
     state: TrainerState,
     train_data: &'a LabelledRows,
@@ -148,7 +121,7 @@ pub struct Trainer<'a> {
     compute_metrics: Option<ComputeMetrics>,
     schedule: LinearSchedule,
     non_embedding_parameters: usize,
-    tokenizer_json: PathBuf,
+    tokenizer: Gpt2Tokenizer,
     device: Device,
 }
 
@@ -164,7 +137,7 @@ impl<'a> Trainer<'a> {
         collator: Collator,
         train_data: &'a LabelledRows,
         eval_data: Option<&'a LabelledRows>,
-        tokenizer_json: &Path,
+        tokenizer: &Gpt2Tokenizer,
     ) -> Result<Self> {
         args.validate()?;
         if cfg.pad_token_id != Some(collator.pad_token_id) {
@@ -197,7 +170,7 @@ impl<'a> Trainer<'a> {
             eval_history: Vec::new(),
             data: train_data.fingerprint(),
         };
-        Self::assemble(train_step, state, train_data, eval_data, tokenizer_json)
+        Self::assemble(train_step, state, train_data, eval_data, tokenizer.clone())
     }
 
     /// Continues the run saved in checkpoint `dir` (`trainer.train(resume_from_checkpoint=dir)`),
@@ -212,7 +185,7 @@ impl<'a> Trainer<'a> {
         let state: TrainerState = checkpoint.state()?;
         if state.data != train_data.fingerprint() {
             return Err(Error::InvalidArgument(format!(
-                "checkpoint {} was trained on other rows ({} rows, {} tokens) than these ({} rows, {} tokens): resume with the same --data, --train-limit, --max-length and --seed",
+                "checkpoint {} was trained on other rows ({} rows, {} tokens) than these ({} rows, {} tokens): resume with the same rows, tokenized to the same max_length",
                 dir.display(),
                 state.data[0],
                 state.data[1],
@@ -221,8 +194,8 @@ impl<'a> Trainer<'a> {
             )));
         }
         let train_step = checkpoint.train_step()?;
-        let tokenizer_json = dir.join("tokenizer.json");
-        Self::assemble(train_step, state, train_data, eval_data, &tokenizer_json)
+        let tokenizer = Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+        Self::assemble(train_step, state, train_data, eval_data, tokenizer)
     }
 
     fn assemble(
@@ -230,7 +203,7 @@ impl<'a> Trainer<'a> {
         state: TrainerState,
         train_data: &'a LabelledRows,
         eval_data: Option<&'a LabelledRows>,
-        tokenizer_json: &Path,
+        tokenizer: Gpt2Tokenizer,
     ) -> Result<Self> {
         let wants_eval = state.args.eval_strategy != Interval::No;
         if wants_eval && eval_data.is_none_or(LabelledRows::is_empty) {
@@ -249,7 +222,7 @@ impl<'a> Trainer<'a> {
             eval_data,
             compute_metrics: Some(accuracy),
             non_embedding_parameters,
-            tokenizer_json: tokenizer_json.to_path_buf(),
+            tokenizer,
             device,
         })
     }
@@ -259,10 +232,12 @@ impl<'a> Trainer<'a> {
         self.compute_metrics = f;
     }
 
+    /// Where the run is: epoch, batch, flos and history.
     pub fn state(&self) -> &TrainerState {
         &self.state
     }
 
+    /// The learning rate of every optimizer step of the run.
     pub fn schedule(&self) -> &LinearSchedule {
         &self.schedule
     }
@@ -429,7 +404,7 @@ impl<'a> Trainer<'a> {
 
     fn save(&self) -> Result<PathBuf> {
         let dir = self.checkpoint_dir(self.train_step.step_count());
-        save_checkpoint(&dir, &self.train_step, &self.tokenizer_json, &self.state)?;
+        save_checkpoint(&dir, &self.train_step, &self.tokenizer, &self.state)?;
         Ok(dir)
     }
 
@@ -563,7 +538,7 @@ fn check_rows(split: &str, data: &LabelledRows, num_labels: usize) -> Result<()>
             data.labels.len()
         )));
     }
-    crate::data::imdb::check_labels(split, &data.labels, num_labels)
+    crate::data::check_labels(split, &data.labels, num_labels)
 }
 
 /// The checkpoint of `output_dir` with the highest step (`get_last_checkpoint`), if any.

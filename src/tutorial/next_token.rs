@@ -5,9 +5,10 @@
 //! In Python that is `tokenizer(prompt, return_tensors="pt")`, `model(**inputs).logits`,
 //! `logits[0, -1]`, `torch.softmax(..., dim=-1)` and `argmax()`.
 
-use candle_core::{DType, IndexOp, Tensor, D};
+use candle_core::{DType, IndexOp, Tensor};
 use serde::Serialize;
 
+use crate::generation::{top_k_of_logits, NextTokenProb};
 use crate::{Error, Gpt2LmHeadModel, Gpt2Tokenizer, Result};
 
 /// How many of the last position's logits are shown (the tutorial prints three).
@@ -23,18 +24,35 @@ pub fn format_prob(p: f32) -> String {
     }
 }
 
-/// A token with its probability of coming next.
+/// A token with its probability of coming next: the library's [`NextTokenProb`] with the
+/// token's text, which the chapter prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TokenProb {
+    /// The token's id.
     pub id: u32,
+    /// What it decodes to.
     pub text: String,
+    /// Its probability of coming next.
     pub prob: f32,
+}
+
+impl TokenProb {
+    /// `next` with its text decoded by `tokenizer`.
+    pub fn new(next: NextTokenProb, tokenizer: &Gpt2Tokenizer) -> Result<Self> {
+        Ok(Self {
+            id: next.id,
+            text: tokenizer.decode(&[next.id])?,
+            prob: next.prob,
+        })
+    }
 }
 
 /// Everything the one-step walk-through shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct NextToken {
+    /// The prompt's token ids.
     pub input_ids: Vec<u32>,
+    /// 1 for each prompt token (one prompt has no padding).
     pub attention_mask: Vec<u32>,
     /// The text of each prompt token.
     pub tokens: Vec<String>,
@@ -79,32 +97,22 @@ pub fn next_token(
                                                             // ANCHOR_END: forward
 
     // ANCHOR: last_position
-    // The last position's logits score every token as the continuation of the whole prompt.
+    // The last position's logits score every token as the continuation of the whole prompt; a
+    // softmax makes them probabilities, ranked most likely first (the first is the argmax).
     let t = input_ids.len();
     let last = logits.i((0, t - 1))?.to_dtype(DType::F32)?; // (V)
-    let probs = candle_nn::ops::softmax_last_dim(&last.unsqueeze(0)?)?.squeeze(0)?; // (V)
-    let next_id = probs.argmax(D::Minus1)?.to_scalar::<u32>()?;
+    let ranked = top_k_of_logits(&last, top_k.max(1))?;
+    let next = ranked[0];
     // ANCHOR_END: last_position
 
-    let probs: Vec<f32> = probs.to_vec1()?;
-    let mut order: Vec<u32> = (0..probs.len() as u32).collect();
-    // Most likely first; equal probabilities keep id order, so the result is deterministic.
-    order.sort_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]));
-    let token_prob = |id: u32| -> Result<TokenProb> {
-        Ok(TokenProb {
-            id,
-            text: tokenizer.decode(&[id])?,
-            prob: probs[id as usize],
-        })
-    };
     Ok(NextToken {
         logits_shape: logits.dims().to_vec(),
         last_logits: last.narrow(0, 0, LOGITS_SHOWN)?.to_vec1()?,
-        next: token_prob(next_id)?,
-        top: order
-            .iter()
+        next: TokenProb::new(next, tokenizer)?,
+        top: ranked
+            .into_iter()
             .take(top_k)
-            .map(|&id| token_prob(id))
+            .map(|p| TokenProb::new(p, tokenizer))
             .collect::<Result<_>>()?,
         input_ids,
         attention_mask,

@@ -28,13 +28,23 @@ pub enum HalfMoments {
 /// AdamW's hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
+    /// The learning rate of the next step; a schedule changes it before each one.
     pub lr: f64,
+    /// Decay rate of the first moment `m`, the gradients' running mean (PyTorch's
+    /// `betas[0]`): 0.9.
     pub beta1: f64,
+    /// Decay rate of the second moment `v`, the squared gradients' running mean (PyTorch's
+    /// `betas[1]`): 0.999.
     pub beta2: f64,
+    /// Added to `sqrt(v)` in the denominator so a tiny `v` cannot blow the step up: 1e-8
+    /// in PyTorch, 1e-6 in transformers 4's `AdamW`.
     pub eps: f64,
     /// Applied to the parameters [`decays`] picks; the others get none.
     pub weight_decay: f64,
+    /// PyTorch's AdamW or transformers 4's: they order `eps`, bias correction and decay
+    /// differently.
     pub variant: AdamWVariant,
+    /// Where the moments live and the arithmetic happens when the weights are f16 or bf16.
     pub half_moments: HalfMoments,
 }
 

@@ -89,10 +89,12 @@ impl AdamW {
         Self::new(named_vars(varmap)?, config)
     }
 
+    /// The hyper-parameters, with the learning rate of the next step.
     pub fn config(&self) -> &AdamWConfig {
         &self.config
     }
 
+    /// The learning rate of the next step.
     pub fn lr(&self) -> f64 {
         self.config.lr
     }
@@ -270,13 +272,18 @@ impl AdamW {
 /// What [`AdamW::save`] wrote, read back: the moments by key, the step count and the config.
 #[derive(Clone)]
 pub struct AdamWState {
+    /// The file it was read from (`optimizer.safetensors` in a checkpoint), for errors.
     pub path: std::path::PathBuf,
+    /// The hyper-parameters it was saved with, learning rate included.
     pub config: AdamWConfig,
+    /// Optimizer steps taken when it was saved (the `t` of the bias correction).
     pub step: usize,
     tensors: HashMap<String, Tensor>,
 }
 
 impl AdamWState {
+    /// Reads the state file at `path` onto `device`, checking it is one [`AdamW::save`]
+    /// wrote; matching it to a model's parameters is [`AdamW::from_state`]'s work.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let bad = |reason: String| Error::OptimizerState {
             path: path.to_path_buf(),

@@ -17,7 +17,10 @@ pub enum TaskHead {
     LanguageModel,
     /// `GPT2ForSequenceClassification` with this many labels: the cross-entropy of the logits
     /// at each row's last non-pad token against the row's label.
-    SequenceClassification { num_labels: usize },
+    SequenceClassification {
+        /// The number of classes (transformers' `num_labels`).
+        num_labels: usize,
+    },
 }
 // ANCHOR_END: task_head
 
@@ -25,8 +28,11 @@ pub enum TaskHead {
 /// the seed of its dropout masks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainSettings {
+    /// The model class trained, and so its loss.
     pub task: TaskHead,
+    /// The number formats of weights, activations and gradients.
     pub precision: TrainPrecision,
+    /// The optimiser (its learning rate is set again at each [`apply`](super::TrainStep::apply)).
     pub adamw: AdamWConfig,
     /// Seeds the generator every dropout layer draws its masks from.
     pub seed: u64,
@@ -61,9 +67,15 @@ impl TrainSettings {
 pub struct TrainStepState {
     /// [`TrainPrecision`] as written by its `Display` (`f32`, `mixed-bf16`, `f16`, ...).
     pub precision: String,
+    /// Whether dropout was on (the Trainer's `model.train()`; the tutorial's jokes loop has it
+    /// off).
     pub dropout: bool,
+    /// Where the dropout masks' generator stands, so the next mask is the one an
+    /// uninterrupted run would draw.
     pub dropout_rng: DropoutRngState,
+    /// Mixed f16's loss scaler, with its scale and count of good steps.
     pub loss_scaler: Option<LossScaler>,
+    /// Optimizer steps taken (checked against the optimizer's own count on resume).
     pub optimizer_steps: usize,
     /// The model class trained (checkpoints written before chapter 7 lack it: LM).
     #[serde(default)]

@@ -13,7 +13,7 @@
 //! 3. [`real_step`]: the bundled model's real gradients in pure f16, summed over sequences as the
 //!    tutorial sums them: which band each gradient falls in, and which weights one update at
 //!    the tutorial's learning rates changes; and the rows of `wte` of tokens never seen.
-//! 4. [`activations`]: the largest activation of each layer in f32, and whether f16 inference
+//! 4. [`activations`](fn@activations): the largest activation of each layer in f32, and whether f16 inference
 //!    overflows - on the bundled model and on a gpt2-size model with random weights.
 //!
 //! No pretrained weights are used (none can be had offline): what holds for real gpt2-xl stays

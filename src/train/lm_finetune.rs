@@ -1,6 +1,7 @@
-//! Chapter 6's training loop: fine-tune a causal language model on jokes packed into
-//! sequences, one sequence at a time, an optimizer step every `accumulate` sequences - the
-//! tutorial's loop, whichever [`Recipe`](super::Recipe) sets its numbers.
+//! Fine-tuning a causal language model on texts: the texts packed into sequences, one sequence
+//! at a time, an optimizer step every `accumulate` sequences - chapter 6's loop, the tutorial's
+//! on jokes, whichever [`Recipe`](super::Recipe) sets its numbers, and the loop for any texts
+//! of your own ([`LmFineTuner::on_texts`]).
 //!
 //! The loop's whole position is data: the epoch, the index into that epoch's order, the packing
 //! buffer, the history. A checkpoint saves it beside the weights and the optimizer after an
@@ -15,24 +16,29 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::history::{EpochEnd, History, StepRecord};
 use super::progress::EpochBar;
-use super::recipe::JokesSettings;
+use super::recipe::FineTuneSettings;
 use super::schedule::LinearSchedule;
 use super::step::{TrainSettings, TrainStep};
 use crate::data::{epoch_order, Packer};
 use crate::generation::{generate, GenerationConfig};
-use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer, Result, Weights};
+use crate::source::save_pretrained;
+use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer, LoadedModel, Result, Weights};
 
 /// What a resumed run checks it is given the same data as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataFingerprint {
-    pub jokes: usize,
+    /// How many texts.
+    #[serde(alias = "jokes")]
+    pub texts: usize,
+    /// How many tokens in all.
     pub tokens: usize,
 }
 
 impl DataFingerprint {
+    /// The fingerprint of tokenized texts.
     pub fn of(tokenized: &[Vec<u32>]) -> Self {
         Self {
-            jokes: tokenized.len(),
+            texts: tokenized.len(),
             tokens: tokenized.iter().map(Vec::len).sum(),
         }
     }
@@ -43,7 +49,9 @@ impl DataFingerprint {
 /// hold for a resumed run to continue exactly (`trainer_state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoopState {
-    pub settings: JokesSettings,
+    /// What the run was started with.
+    pub settings: FineTuneSettings,
+    /// The texts it trains on, to check a resume is given the same.
     pub data: DataFingerprint,
     /// The optimizer steps the whole run will make (the schedule decays to 0 at the last).
     pub total_steps: usize,
@@ -52,62 +60,84 @@ pub struct LoopState {
     pub total_sequences: usize,
     /// The epoch under way, from 0.
     pub epoch: usize,
-    /// The next position in this epoch's order of jokes.
+    /// The next position in this epoch's order of texts.
     pub position: usize,
     /// The packing buffer, carried from one epoch into the next as the tutorial's is.
     pub packer: Packer,
     /// Sequences trained so far.
     pub sequences: usize,
-    /// Jokes read so far (each epoch reads every joke once).
-    pub jokes_seen: usize,
+    /// Texts read so far (each epoch reads every text once).
+    #[serde(alias = "jokes_seen")]
+    pub texts_seen: usize,
+    /// Every optimizer step's loss and learning rate, and the epochs' ends.
     pub history: History,
 }
 // ANCHOR_END: loop_state
 
 /// How a run ended.
 #[derive(Debug, Clone, Serialize)]
-pub struct JokesReport {
+pub struct FineTuneReport {
+    /// Every optimizer step's loss and learning rate, and the epochs' ends.
     pub history: History,
+    /// Sequences trained.
     pub sequences: usize,
+    /// Optimizer steps made, in all (a resumed run counts those before it too).
     pub optimizer_steps: usize,
-    pub jokes_seen: usize,
-    /// Jokes skipped for being longer than `max_seq_len` (counted once per epoch).
-    pub jokes_too_long: usize,
+    /// Texts read, in all.
+    pub texts_seen: usize,
+    /// Texts skipped for being longer than `max_seq_len` (counted once, not per epoch).
+    pub texts_too_long: usize,
     /// Sequences left in an unfinished accumulation at the end, never trained (tutorial recipe).
     pub untrained_sequences: usize,
-    /// Jokes left in the packing buffer at the end, never trained (tutorial recipe).
-    pub untrained_jokes: usize,
+    /// Texts left in the packing buffer at the end, never trained (tutorial recipe).
+    pub untrained_texts: usize,
     /// Seconds of the loop, without the checkpoint saved at the end.
     pub seconds: f64,
-    pub jokes_per_second: f64,
-    /// The last checkpoint written.
+    /// Texts read per second of this run.
+    pub texts_per_second: f64,
+    /// The last checkpoint written (`None` without [`LmFineTuner::save_checkpoints`]).
     pub checkpoint: Option<PathBuf>,
 }
 
-/// Options of a run that are not part of its recipe.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Draw progress bars.
-    pub bars: bool,
-    /// For testing the guard: make the loss of this optimizer step's first sequence NaN.
-    pub nan_at_step: Option<usize>,
+/// Where checkpoints go, and the tokenizer each one holds.
+struct Checkpoints {
+    out_dir: PathBuf,
+    tokenizer: Gpt2Tokenizer,
 }
 
-/// A jokes fine-tune: the training step, the tokenized jokes and where the run is.
-pub struct JokesTrainer<'a> {
-    pub train: TrainStep,
-    tokenized: &'a [Vec<u32>],
+/// A causal-LM fine-tune: the training step, the tokenized texts and where the run is.
+///
+/// ```no_run
+/// use gpt2_tutorial::prelude::*;
+///
+/// # fn main() -> gpt2_tutorial::Result<()> {
+/// let m = LoadedModel::load(&ModelSource::Bundled, &Device::Cpu, DType::F32)?;
+/// let texts = ["The cat sat on the mat.", "The dog sat on the log."];
+/// let settings = FineTuneSettings { epochs: 3, ..FineTuneSettings::fixed() };
+/// let mut tuner = LmFineTuner::on_texts(&m, &texts, settings)?
+///     .save_checkpoints("out", &m.tokenizer)?; // optional: checkpoints that resume
+/// let report = tuner.run()?;
+/// tuner.save_pretrained("out/final", &m.tokenizer)?; // transformers opens it too
+/// let lm = tuner.into_model()?; // ready for inference: dropout off
+/// # Ok(())
+/// # }
+/// ```
+pub struct LmFineTuner {
+    train: TrainStep,
+    tokenized: Vec<Vec<u32>>,
     state: LoopState,
     schedule: LinearSchedule,
-    out_dir: PathBuf,
-    tokenizer_json: PathBuf,
+    checkpoints: Option<Checkpoints>,
     /// The last checkpoint written or resumed from: the one a divergence leaves intact.
     last_checkpoint: Option<PathBuf>,
+    progress: bool,
+    /// A test hook: the optimizer step whose gradients are made NaN.
+    nan_at_step: Option<usize>,
 }
 
 /// How many sequences each epoch packs, the whole run through (the fixed recipe's schedule
 /// needs its number of steps before the first one).
-fn count_sequences(settings: &JokesSettings, tokenized: &[Vec<u32>]) -> Result<usize> {
+fn count_sequences(settings: &FineTuneSettings, tokenized: &[Vec<u32>]) -> Result<usize> {
     let mut packer = Packer::new(settings.packing, settings.max_seq_len)?;
     for epoch in 0..settings.epochs {
         let order = epoch_order(
@@ -124,26 +154,24 @@ fn count_sequences(settings: &JokesSettings, tokenized: &[Vec<u32>]) -> Result<u
     Ok(packer.sequences())
 }
 
-impl<'a> JokesTrainer<'a> {
-    /// A fresh run of `settings` on `weights`, writing checkpoints and the history under
-    /// `out_dir`; `tokenizer_json` is copied into each checkpoint.
+impl LmFineTuner {
+    /// A fresh run of `settings` on `weights`, over `tokenized` texts (token ids, one list per
+    /// text). It saves nothing unless [`LmFineTuner::save_checkpoints`] says where.
     pub fn new(
         weights: &Weights,
         cfg: &Gpt2Config,
-        tokenized: &'a [Vec<u32>],
-        settings: JokesSettings,
-        out_dir: &Path,
-        tokenizer_json: &Path,
+        tokenized: Vec<Vec<u32>>,
+        settings: FineTuneSettings,
     ) -> Result<Self> {
         settings.validate()?;
         if settings.max_seq_len > cfg.n_positions {
             return Err(Error::InvalidArgument(format!(
-                "--max-seq-len {} is longer than the model's context of {} positions: pick at most {}",
+                "max_seq_len {} is longer than the model's context of {} positions: pick at most {}",
                 settings.max_seq_len, cfg.n_positions, cfg.n_positions
             )));
         }
-        crate::data::check_max_seq_len(tokenized, settings.max_seq_len)?;
-        let sequences = count_sequences(&settings, tokenized)?;
+        crate::data::check_max_seq_len(&tokenized, settings.max_seq_len)?;
+        let sequences = count_sequences(&settings, &tokenized)?;
         // The tutorial's loop steps only on full accumulations; the fixed one also on the last,
         // partial one.
         let mut total_steps = if settings.packing == crate::data::PackingMode::Full {
@@ -156,68 +184,84 @@ impl<'a> JokesTrainer<'a> {
         }
         if total_steps == 0 {
             return Err(Error::InvalidArgument(format!(
-                "{sequences} sequences make no optimizer step of {} sequences: lower --accumulate or --max-seq-len, or add --epochs",
+                "{sequences} sequences make no optimizer step of {} sequences: lower accumulate or max_seq_len, or train more epochs",
                 settings.accumulate
             )));
         }
         let mut adamw = settings.adamw;
         adamw.lr = settings.lr;
-        let step = TrainSettings::new(settings.train_precision()?, adamw).seed(settings.seed);
+        let step = TrainSettings::new(settings.precision, adamw).seed(settings.seed);
         let train = TrainStep::new(weights, cfg, step)?;
         let state = LoopState {
-            data: DataFingerprint::of(tokenized),
+            data: DataFingerprint::of(&tokenized),
             total_steps,
             total_sequences: sequences,
             epoch: 0,
             position: 0,
             packer: Packer::new(settings.packing, settings.max_seq_len)?,
             sequences: 0,
-            jokes_seen: 0,
+            texts_seen: 0,
             history: History::default(),
             settings,
         };
-        Ok(Self::assemble(
-            train,
-            tokenized,
-            state,
-            out_dir,
-            tokenizer_json,
-        ))
+        Ok(Self::assemble(train, tokenized, state, None))
     }
 
-    /// Continues the run saved in checkpoint `dir`, on the same jokes.
+    /// A fresh run of `settings` on `model`'s weights over `texts`, each tokenized with
+    /// `<|endoftext|>` appended, so that the model learns where a text stops (the tutorial's
+    /// jokes end the same way).
+    pub fn on_texts(
+        model: &LoadedModel,
+        texts: &[impl AsRef<str>],
+        settings: FineTuneSettings,
+    ) -> Result<Self> {
+        let tokenized = texts
+            .iter()
+            .map(|t| {
+                let mut ids = model.tokenizer.encode(t.as_ref())?;
+                ids.push(crate::config::EOS_TOKEN_ID);
+                Ok(ids)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::new(&model.weights, &model.config, tokenized, settings)
+    }
+
+    /// Continues the run saved in checkpoint `dir`, on the same texts, writing its next
+    /// checkpoints under `out_dir` (each with the checkpoint's tokenizer).
     pub fn resume(
         dir: &Path,
-        tokenized: &'a [Vec<u32>],
+        tokenized: Vec<Vec<u32>>,
         out_dir: &Path,
         device: &Device,
     ) -> Result<Self> {
         let checkpoint = load_checkpoint(dir, device)?;
         let state: LoopState = checkpoint.state()?;
-        let data = DataFingerprint::of(tokenized);
+        let data = DataFingerprint::of(&tokenized);
         if state.data != data {
             return Err(Error::InvalidArgument(format!(
-                "checkpoint {} was trained on {} jokes ({} tokens), these are {} jokes ({} tokens): resume with the same --data and --max-seq-len",
+                "checkpoint {} was trained on {} texts ({} tokens), these are {} texts ({} tokens): resume with the same data and max_seq_len",
                 dir.display(),
-                state.data.jokes,
+                state.data.texts,
                 state.data.tokens,
-                data.jokes,
+                data.texts,
                 data.tokens
             )));
         }
         let train = checkpoint.train_step()?;
-        let tokenizer_json = dir.join("tokenizer.json");
-        let mut trainer = Self::assemble(train, tokenized, state, out_dir, &tokenizer_json);
-        trainer.last_checkpoint = Some(dir.to_path_buf());
-        Ok(trainer)
+        let checkpoints = Checkpoints {
+            out_dir: out_dir.to_path_buf(),
+            tokenizer: Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?,
+        };
+        let mut tuner = Self::assemble(train, tokenized, state, Some(checkpoints));
+        tuner.last_checkpoint = Some(dir.to_path_buf());
+        Ok(tuner)
     }
 
     fn assemble(
         train: TrainStep,
-        tokenized: &'a [Vec<u32>],
+        tokenized: Vec<Vec<u32>>,
         state: LoopState,
-        out_dir: &Path,
-        tokenizer_json: &Path,
+        checkpoints: Option<Checkpoints>,
     ) -> Self {
         let schedule = state.settings.schedule(state.total_steps);
         Self {
@@ -225,32 +269,116 @@ impl<'a> JokesTrainer<'a> {
             tokenized,
             state,
             schedule,
-            out_dir: out_dir.to_path_buf(),
-            tokenizer_json: tokenizer_json.to_path_buf(),
+            checkpoints,
             last_checkpoint: None,
+            progress: false,
+            nan_at_step: None,
         }
     }
 
-    pub fn settings(&self) -> &JokesSettings {
+    /// Saves checkpoints under `out_dir` (`checkpoint-N/`, every `save_steps` optimizer steps
+    /// and at the end), each a model directory transformers opens, with `tokenizer`, and a
+    /// state that [`LmFineTuner::resume`] continues exactly. Creates `out_dir` now, so a
+    /// directory that cannot be made fails here rather than after the first steps.
+    pub fn save_checkpoints(
+        mut self,
+        out_dir: impl Into<PathBuf>,
+        tokenizer: &Gpt2Tokenizer,
+    ) -> Result<Self> {
+        let out_dir = out_dir.into();
+        std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+        self.checkpoints = Some(Checkpoints {
+            out_dir,
+            tokenizer: tokenizer.clone(),
+        });
+        Ok(self)
+    }
+
+    /// Draws a progress bar per epoch on standard error (with the `progress` feature; without
+    /// it there is nothing to draw).
+    pub fn show_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// Testing the divergence guard: make optimizer step `step`'s gradients NaN.
+    #[cfg(feature = "examples")]
+    #[doc(hidden)]
+    pub fn inject_nan_at_step(&mut self, step: Option<usize>) {
+        self.nan_at_step = step;
+    }
+
+    /// What the run was started with.
+    pub fn settings(&self) -> &FineTuneSettings {
         &self.state.settings
     }
 
+    /// The learning rate's schedule over the run.
     pub fn schedule(&self) -> &LinearSchedule {
         &self.schedule
     }
 
+    /// Where the run is: epoch, position, history.
     pub fn state(&self) -> &LoopState {
         &self.state
     }
 
-    /// The directory of the checkpoint after optimizer step `step`.
-    pub fn checkpoint_dir(&self, step: usize) -> PathBuf {
-        self.out_dir.join(format!("checkpoint-{step}"))
+    /// The training step underneath: its model is the one being trained (dropout as training
+    /// has it), its optimizer, its counts.
+    pub fn train_step(&self) -> &TrainStep {
+        &self.train
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &Gpt2Config {
+        self.train.config()
+    }
+
+    /// The weights as trained so far, in the dtype they train in.
+    pub fn weights(&self) -> Result<Weights> {
+        self.train.weights()
+    }
+
+    /// The trained model, ready for inference: built from the weights as they are now, with
+    /// dropout off (transformers' `model.eval()`), so that it generates what the saved
+    /// checkpoint, loaded again, generates.
+    pub fn model(&self) -> Result<Gpt2LmHeadModel> {
+        Gpt2LmHeadModel::from_weights(&self.train.weights()?, self.train.config())
+    }
+
+    /// [`LmFineTuner::model`], giving up the training state (the optimizer's moments are
+    /// freed).
+    pub fn into_model(self) -> Result<Gpt2LmHeadModel> {
+        self.model()
+    }
+
+    /// Writes the model as it is now to `dir` - `config.json`, `model.safetensors`,
+    /// `tokenizer.json` - a directory this crate ([`LoadedModel::load`]) and transformers
+    /// (`from_pretrained`) both open.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>, tokenizer: &Gpt2Tokenizer) -> Result<()> {
+        save_pretrained(
+            dir.as_ref(),
+            &self.train.weights()?,
+            self.config(),
+            tokenizer,
+        )
+    }
+
+    /// The directory of the checkpoint after optimizer step `step` (`None` when the run saves
+    /// no checkpoints).
+    pub fn checkpoint_dir(&self, step: usize) -> Option<PathBuf> {
+        let checkpoints = self.checkpoints.as_ref()?;
+        Some(checkpoints.out_dir.join(format!("checkpoint-{step}")))
     }
 
     fn save(&mut self) -> Result<()> {
-        let dir = self.checkpoint_dir(self.train.step_count());
-        save_checkpoint(&dir, &self.train, &self.tokenizer_json, &self.state)?;
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let dir = checkpoints
+            .out_dir
+            .join(format!("checkpoint-{}", self.train.step_count()));
+        save_checkpoint(&dir, &self.train, &checkpoints.tokenizer, &self.state)?;
         self.last_checkpoint = Some(dir);
         Ok(())
     }
@@ -259,9 +387,9 @@ impl<'a> JokesTrainer<'a> {
     /// Trains to the end of the last epoch (or `max_steps`), saving checkpoints as the settings
     /// say and at the end. A loss or gradient that is not finite stops the run with an error
     /// that names the step and the last checkpoint, which stays as it was.
-    pub fn run(&mut self, options: &RunOptions) -> Result<JokesReport> {
+    pub fn run(&mut self) -> Result<FineTuneReport> {
         let started = Instant::now();
-        let jokes_at_start = self.state.jokes_seen;
+        let texts_at_start = self.state.texts_seen;
         let settings = self.state.settings.clone();
         let n = self.tokenized.len();
         let mut pending: Vec<f32> = Vec::new(); // losses of the accumulation under way
@@ -269,17 +397,17 @@ impl<'a> JokesTrainer<'a> {
         while !done && self.state.epoch < settings.epochs {
             let epoch = self.state.epoch;
             let order = epoch_order(n, settings.seed, epoch as u64, settings.shuffle);
-            let mut bar = EpochBar::new(epoch, settings.epochs, n as u64, "jokes", options.bars);
+            let mut bar = EpochBar::new(epoch, settings.epochs, n as u64, "texts", self.progress);
             bar.resume_at(self.state.position as u64);
             while self.state.position < n {
-                let joke = &self.tokenized[order[self.state.position]];
+                let text = &self.tokenized[order[self.state.position]];
                 self.state.position += 1;
-                self.state.jokes_seen += 1;
+                self.state.texts_seen += 1;
                 bar.set_position(self.state.position as u64);
-                let Some(sequence) = self.state.packer.push(joke) else {
+                let Some(sequence) = self.state.packer.push(text) else {
                     continue;
                 };
-                if let Some(step) = self.train_sequence(&sequence, &mut pending, options)? {
+                if let Some(step) = self.train_sequence(&sequence, &mut pending)? {
                     bar.show(step.loss, step.lr);
                     self.maybe_save()?;
                     if self.done() {
@@ -304,34 +432,34 @@ impl<'a> JokesTrainer<'a> {
         // partial accumulation; the tutorial's loop drops both.
         if !done && settings.packing == crate::data::PackingMode::Full {
             if let Some(sequence) = self.state.packer.finish() {
-                self.train_sequence(&sequence, &mut pending, options)?;
+                self.train_sequence(&sequence, &mut pending)?;
             }
             if !pending.is_empty() && !self.done() {
                 self.update(&mut pending)?;
             }
         }
         let untrained_sequences = pending.len();
-        let untrained_jokes = self.state.packer.buffered_jokes();
+        let untrained_texts = self.state.packer.buffered_jokes();
         // The rate is the loop's: the tutorial's loop is timed without its final save too.
         let seconds = started.elapsed().as_secs_f64();
-        if self.last_checkpoint.as_ref() != Some(&self.checkpoint_dir(self.train.step_count())) {
+        if self.last_checkpoint != self.checkpoint_dir(self.train.step_count()) {
             self.save()?;
         }
-        let jokes = self.state.jokes_seen - jokes_at_start;
-        Ok(JokesReport {
+        let texts = self.state.texts_seen - texts_at_start;
+        Ok(FineTuneReport {
             history: self.state.history.clone(),
             sequences: self.state.sequences,
             optimizer_steps: self.train.step_count(),
-            jokes_seen: self.state.jokes_seen,
-            jokes_too_long: self
+            texts_seen: self.state.texts_seen,
+            texts_too_long: self
                 .tokenized
                 .iter()
                 .filter(|t| t.len() > settings.max_seq_len)
                 .count(),
             untrained_sequences,
-            untrained_jokes,
+            untrained_texts,
             seconds,
-            jokes_per_second: jokes as f64 / seconds.max(1e-9),
+            texts_per_second: texts as f64 / seconds.max(1e-9),
             checkpoint: self.last_checkpoint.clone(),
         })
     }
@@ -350,13 +478,12 @@ impl<'a> JokesTrainer<'a> {
         &mut self,
         sequence: &[u32],
         pending: &mut Vec<f32>,
-        options: &RunOptions,
     ) -> Result<Option<StepRecord>> {
         let settings = &self.state.settings;
         let weight = self.loss_weight(pending.len());
         let step = self.train.step_count() + 1;
         // The forced fault makes every gradient of the step NaN, as an overflow would.
-        let forced = options.nan_at_step == Some(step) && pending.is_empty();
+        let forced = self.nan_at_step == Some(step) && pending.is_empty();
         let loss = self
             .train
             .accumulate_ids(sequence, if forced { f64::NAN } else { weight });
@@ -401,7 +528,7 @@ impl<'a> JokesTrainer<'a> {
         pending.clear();
         let record = StepRecord {
             step: self.train.step_count(),
-            // The fixed recipe's last step comes after the last epoch's jokes: it is that epoch's.
+            // The fixed recipe's last step comes after the last epoch's texts: it is that epoch's.
             epoch: self.state.epoch.min(settings.epochs - 1),
             loss: f64::from(last),
             mean_loss: mean,
