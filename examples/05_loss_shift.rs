@@ -15,6 +15,7 @@ use candle_nn::ops::log_softmax;
 use clap::Parser;
 use gpt2_tutorial::cli::PromptArgs;
 use gpt2_tutorial::loss::IGNORE_INDEX;
+use gpt2_tutorial::Error;
 
 /// The LM loss from the model and by hand.
 #[derive(Parser)]
@@ -31,6 +32,14 @@ fn main() -> anyhow::Result<()> {
     let (model, lm) = args.common.load_lm()?;
     let ids = model.tokenizer.encode(&args.common.prompt)?;
     let device = model.weights.device();
+    if ids.len() < 2 {
+        // Checked here, not left to the loss, so that the message can name the flag to change.
+        return Err(Error::InvalidArgument(format!(
+            "the prompt {:?} is 1 token, but the loss needs at least 2 (one to read, one to predict): pass a longer --prompt, two words or more",
+            args.common.prompt
+        ))
+        .into());
+    }
 
     // ANCHOR: model_loss
     let input_ids = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?; // (1, T)

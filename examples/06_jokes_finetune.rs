@@ -21,12 +21,14 @@ static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
 use std::path::PathBuf;
 
 use clap::Parser;
-use gpt2_tutorial::cli::{noted, FinetuneArgs};
+use gpt2_tutorial::cli::{stop_on_ctrl_c, FinetuneArgs};
 use gpt2_tutorial::data::{Jokes, JokesSource};
 use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::train::{
-    bars_wanted, continue_prompt, FineTuneReport, FineTuneSettings, LmFineTuner, Recipe,
+    bars_wanted, check_checkpoint, continue_prompt, FineTuneReport, FineTuneSettings, LmFineTuner,
+    Recipe, ResumeChanges, RunDir,
 };
+use gpt2_tutorial::Gpt2Tokenizer;
 use serde::Serialize;
 
 /// Fine-tune GPT-2 on jokes with the tutorial's loop.
@@ -41,10 +43,11 @@ struct Args {
     /// mixed-f16 or mixed-bf16.
     #[arg(long, default_value = "f32", conflicts_with = "resume")]
     dtype: String,
-    #[arg(long, conflicts_with = "resume")]
+    /// Epochs [default: the recipe's, 5]; with --resume, to extend the run.
+    #[arg(long)]
     epochs: Option<usize>,
-    /// Stop after this many optimizer steps.
-    #[arg(long, conflicts_with = "resume")]
+    /// Stop after this many optimizer steps (with --resume: in all, to extend the run).
+    #[arg(long)]
     max_steps: Option<usize>,
     /// Sequences per optimizer step [default: the recipe's, 32 tutorial, 8 fixed].
     #[arg(long, conflicts_with = "resume")]
@@ -52,10 +55,12 @@ struct Args {
     /// The longest packed sequence in tokens [default: the recipe's, 500 tutorial, 128 fixed].
     #[arg(long, conflicts_with = "resume")]
     max_seq_len: Option<usize>,
-    #[arg(long, conflicts_with = "resume")]
+    /// The peak learning rate [default: the recipe's, 3e-6 tutorial, 1e-4 fixed]; with
+    /// --resume, from the next step on.
+    #[arg(long)]
     lr: Option<f64>,
     /// Warm-up steps [default: the recipe's, 5000 tutorial, a tenth of the steps fixed].
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long)]
     warmup: Option<usize>,
     /// Keep the jokes in file order (to compare with other implementations).
     #[arg(long, conflicts_with = "resume")]
@@ -65,13 +70,17 @@ struct Args {
     /// Save a checkpoint every N optimizer steps (one is always saved at the end).
     #[arg(long, conflicts_with = "resume")]
     save_steps: Option<usize>,
-    /// Continue the run saved in this checkpoint directory, with its own settings and model
-    /// (the flags that would change them are refused).
+    /// Continue the run saved in this checkpoint directory, with its own model, data and
+    /// packing (the flags that would change them are refused); --lr, --warmup, --max-steps
+    /// and --epochs change its schedule from the next step on.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Where the checkpoints, the history and the figure go.
+    /// Where the checkpoints, the history and the figure go: one run's folder.
     #[arg(long, default_value = "target/jokes-finetune")]
     out: PathBuf,
+    /// Let a fresh run replace another run's checkpoints and history in --out.
+    #[arg(long)]
+    overwrite: bool,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -84,6 +93,16 @@ struct Args {
 }
 
 impl Args {
+    /// What --resume may change: the schedule.
+    fn schedule_changes(&self) -> ResumeChanges {
+        ResumeChanges {
+            lr: self.lr,
+            warmup: self.warmup,
+            max_steps: self.max_steps,
+            epochs: self.epochs,
+        }
+    }
+
     /// The recipe's settings with the flags that were given.
     fn settings(&self) -> anyhow::Result<FineTuneSettings> {
         let mut s = FineTuneSettings::for_recipe(self.recipe);
@@ -130,35 +149,52 @@ struct Generated {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let loaded = args.common.load()?;
+    // The output folder first: a folder in use, or one that cannot be written, fails before
+    // a model is loaded.
+    let out = take_out_dir(&args)?;
+    // A resumed run's model and tokenizer are the checkpoint's: --model is not loaded.
+    let (loaded, tokenizer) = match &args.resume {
+        Some(dir) => (None, Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?),
+        None => {
+            let loaded = args.common.load()?;
+            let tokenizer = loaded.tokenizer.clone();
+            (Some(loaded), tokenizer)
+        }
+    };
+
+    let model_name = match (&args.resume, &loaded) {
+        (Some(dir), _) => format!("checkpoint {}", dir.display()),
+        (None, Some(m)) => m.name.clone(),
+        (None, None) => unreachable!("a fresh run loads its model"),
+    };
 
     // ANCHOR: data
     let source: JokesSource = args.common.data.parse()?;
-    let jokes = noted(Jokes::load_or_bundled(&source)?);
-    let tokenized = jokes.tokenize(&loaded.tokenizer)?;
+    let jokes = Jokes::load(&source)?; // what --data names, or an error: never another dataset
+    let tokenized = jokes.tokenize(&tokenizer)?;
     // ANCHOR_END: data
 
     // ANCHOR: train
-    let mut trainer = match &args.resume {
-        Some(dir) => LmFineTuner::resume(dir, tokenized, &args.out, &args.common.device()?)?,
-        None => LmFineTuner::new(&loaded.weights, &loaded.config, tokenized, args.settings()?)?
-            .save_checkpoints(&args.out, &loaded.tokenizer)?,
+    let mut trainer = match (&args.resume, loaded) {
+        (Some(dir), _) => {
+            let mut trainer = LmFineTuner::resume(dir, tokenized, out, &args.common.device()?)?;
+            trainer.change_schedule(args.schedule_changes())?;
+            trainer
+        }
+        (None, Some(m)) => LmFineTuner::new(&m.weights, &m.config, tokenized, args.settings()?)?
+            .save_checkpoints(out, &m.tokenizer),
+        (None, None) => unreachable!("a fresh run loads its model"),
     };
     // ANCHOR_END: train
-    // The trainer keeps its own trainable copy: the loaded weights would only hold a model's
-    // worth of memory through the run.
-    drop(loaded.weights);
     let settings = trainer.settings().clone();
-    let model_name = match &args.resume {
-        Some(dir) => format!("checkpoint {}", dir.display()),
-        None => loaded.name.clone(),
-    };
     if !args.json {
         println!("Model: {model_name}");
         println!("Data: {jokes}");
         println!("{}", settings.describe(trainer.state().total_steps));
     }
-    trainer = trainer.show_progress(bars_wanted(args.quiet));
+    trainer = trainer
+        .show_progress(bars_wanted(args.quiet || args.json))
+        .stop_when(stop_on_ctrl_c()?);
     trainer.inject_nan_at_step(args.nan_at_step);
     // ANCHOR: run
     let report = trainer.run()?;
@@ -167,12 +203,15 @@ fn main() -> anyhow::Result<()> {
     let figure = args.out.join("loss_lr.svg");
     write_svg(&figure, &history.chart()?)?;
     // ANCHOR_END: run
+    if report.interrupted {
+        stopped(&report, &args.out);
+    }
 
     let weights = trainer.weights()?;
     let cfg = trainer.config().clone();
     let mut generated = Vec::new();
     for prompt in ["JOKE:", "My dog is cute and"] {
-        let text = continue_prompt(&weights, &cfg, &loaded.tokenizer, prompt, 40, settings.seed)?;
+        let text = continue_prompt(&weights, &cfg, &tokenizer, prompt, 40, settings.seed)?;
         generated.push(Generated { prompt, text });
     }
 
@@ -208,6 +247,42 @@ fn main() -> anyhow::Result<()> {
         println!("{:?} → {:?}", g.prompt, g.text);
     }
     Ok(())
+}
+
+/// The run's folder, taken for this run: a fresh run refuses another run's files there unless
+/// --overwrite; a resumed one may find its own.
+fn take_out_dir(args: &Args) -> anyhow::Result<RunDir> {
+    let taken = match &args.resume {
+        Some(dir) => {
+            check_checkpoint(dir).and_then(|()| RunDir::resumed(&args.out, dir, args.overwrite))
+        }
+        None => RunDir::fresh(&args.out, args.overwrite),
+    };
+    taken.map_err(|e| match e {
+        gpt2_tutorial::Error::OutputHoldsAnotherRun { .. } => anyhow::anyhow!(
+            "{e}\n(--resume {}/checkpoint-N continues it; --overwrite starts afresh)",
+            args.out.display()
+        ),
+        other => other.into(),
+    })
+}
+
+/// A run stopped by Ctrl-C: where it is saved, how to go on, and exit status 130.
+fn stopped(report: &FineTuneReport, out: &std::path::Path) -> ! {
+    eprintln!(
+        "Stopped after optimizer step {}; history in {}.",
+        report.optimizer_steps,
+        out.display()
+    );
+    match &report.checkpoint {
+        Some(dir) => eprintln!(
+            "Saved {0}. Continue with:\n  cargo run --release --example 06_jokes_finetune -- --resume {0} --out {1}",
+            dir.display(),
+            out.display()
+        ),
+        None => eprintln!("No checkpoint: the run stopped before its first optimizer step."),
+    }
+    std::process::exit(130)
 }
 
 fn print_summary(report: &FineTuneReport) {

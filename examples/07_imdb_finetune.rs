@@ -21,18 +21,20 @@
 static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
     gpt2_tutorial::memory::ZeroFilledAllocator;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use gpt2_tutorial::cli::{noted, FinetuneArgs};
+use gpt2_tutorial::cli::{stop_on_ctrl_c, FinetuneArgs};
 use gpt2_tutorial::config::EOS_TOKEN_ID;
 use gpt2_tutorial::data::{tokenize_truncated, Imdb, ImdbSource, Padding, Split, IMDB_LABEL_NAMES};
 use gpt2_tutorial::heads::{for_sequence_classification, HEAD_SEED};
 use gpt2_tutorial::plot::{loss_accuracy_chart, write_svg};
 use gpt2_tutorial::train::{
-    bars_wanted, get_sentiment, latest_checkpoint, Collator, EvalOutput, Interval, LabelledRows,
-    Logged, Sentiment, TrainOutput, Trainer, TrainingArguments,
+    bars_wanted, check_checkpoint, get_sentiment, latest_checkpoint, Collator, EvalOutput,
+    Interval, LabelledRows, Logged, ResumeChanges, RunDir, Sentiment, TrainOutput, Trainer,
+    TrainerState, TrainingArguments,
 };
+use gpt2_tutorial::{Gpt2Tokenizer, LoadedModel};
 use serde::Serialize;
 
 /// Fine-tune GPT-2 to classify movie reviews, with transformers' Trainer.
@@ -40,43 +42,45 @@ use serde::Serialize;
 struct Args {
     #[command(flatten)]
     common: FinetuneArgs,
-    /// Training epochs (the tutorial's num_train_epochs).
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    /// Stop after this many optimizer steps.
+    /// Training epochs (the tutorial's num_train_epochs) [default: 3]; with --resume, in all,
+    /// to extend the run.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps (with --resume: in all, to extend the run).
     #[arg(long)]
     max_steps: Option<usize>,
     /// Pad every row to --max-length (the tutorial) or each batch to its longest row.
-    #[arg(long, value_enum, default_value_t = Padding::MaxLength)]
+    #[arg(long, value_enum, default_value_t = Padding::MaxLength, conflicts_with = "resume")]
     padding: Padding,
     /// Tokens per review at most (longer ones are cut); GPT-2's context is 1,024.
     #[arg(long, default_value_t = 1024)]
     max_length: usize,
     /// f32, mixed-f16, mixed-bf16, or f16/bf16 (pure half, the tutorial's `.half()`).
-    #[arg(long, default_value = "f32")]
+    #[arg(long, default_value = "f32", conflicts_with = "resume")]
     dtype: String,
     /// Training rows per batch (per_device_train_batch_size).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, conflicts_with = "resume")]
     batch_size: usize,
     /// Evaluation rows per batch (per_device_eval_batch_size).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, conflicts_with = "resume")]
     eval_batch_size: usize,
     /// Batches per optimizer step (gradient_accumulation_steps).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "resume")]
     accumulate: usize,
-    /// The peak learning rate (the tutorial's 2e-5).
-    #[arg(long, default_value_t = 2e-5)]
-    lr: f64,
+    /// The peak learning rate (the tutorial's 2e-5) [default: 2e-5]; with --resume, from the
+    /// next step on.
+    #[arg(long)]
+    lr: Option<f64>,
     /// When to evaluate during training: `epoch` (this crate's choice), `no` (transformers'
     /// default, what the tutorial ran) or every N optimizer steps.
-    #[arg(long, default_value = "epoch")]
+    #[arg(long, default_value = "epoch", conflicts_with = "resume")]
     eval_strategy: Interval,
     /// When to save a checkpoint: `epoch`, `no` or every N optimizer steps (transformers'
     /// default is 500).
-    #[arg(long, default_value = "epoch")]
+    #[arg(long, default_value = "epoch", conflicts_with = "resume")]
     save_strategy: Interval,
     /// Keep the training rows in file order (to compare with other implementations).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     no_shuffle: bool,
     /// Train on this many rows of the training split, drawn with --seed.
     #[arg(long)]
@@ -85,22 +89,41 @@ struct Args {
     #[arg(long)]
     eval_limit: Option<usize>,
     /// Print the mean training loss every N optimizer steps.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, conflicts_with = "resume")]
     logging_steps: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Continue from this checkpoint directory, or `latest` for the newest one under --out.
+    /// Continue from this checkpoint directory, or `latest` for the newest one under --out,
+    /// with its own model, data and batches (the flags that would change them are refused);
+    /// --lr, --epochs and --max-steps change its schedule from the next step on.
     #[arg(long)]
     resume: Option<String>,
-    /// Where the checkpoints, the history and the figure go (TrainingArguments' output_dir).
+    /// Where the checkpoints, the history and the figure go (TrainingArguments' output_dir):
+    /// one run's folder.
     #[arg(long, default_value = "target/imdb-finetune")]
     out: PathBuf,
+    /// Let a fresh run replace another run's checkpoints and history in --out
+    /// (overwrite_output_dir).
+    #[arg(long)]
+    overwrite: bool,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl Args {
+    /// What --resume may change: the schedule.
+    fn schedule_changes(&self) -> ResumeChanges {
+        ResumeChanges {
+            lr: self.lr,
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            warmup: None,
+        }
+    }
 }
 
 /// The `--json` output.
@@ -128,16 +151,30 @@ const SENTENCES: [&str; 2] = ["I hate this movie!", "I love this movie!"];
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = args.common.device()?;
-    let loaded = args.common.load()?;
+    // The output folder first: a folder in use, or one that cannot be written, fails before
+    // a model is loaded.
+    let resume = resume_dir(&args)?;
+    let out = take_out_dir(&args, resume.as_deref())?;
+    // A resumed run's model and tokenizer are the checkpoint's: --model is not loaded.
+    let loaded = match &resume {
+        Some(_) => None,
+        None => Some(args.common.load()?),
+    };
+    let tokenizer = match (&loaded, &resume) {
+        (Some(m), _) => m.tokenizer.clone(),
+        (None, Some(dir)) => Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?,
+        (None, None) => unreachable!("a fresh run loads its model"),
+    };
 
     // ANCHOR: data
     let source: ImdbSource = args.common.data.parse()?;
-    let imdb = noted(Imdb::load_or_bundled(&source)?);
-    let limit =
-        |split: &Split, n: Option<usize>| n.map_or(split.clone(), |n| split.subset(n, args.seed));
+    let imdb = Imdb::load(&source)?; // what --data names, or an error: never another dataset
+    let limit = |split: &Split, n: Option<usize>| {
+        n.map_or(Ok(split.clone()), |n| split.subset(n, args.seed))
+    };
     let (train_split, test_split) = (
-        limit(&imdb.train, args.train_limit),
-        limit(&imdb.test, args.eval_limit),
+        limit(&imdb.train, args.train_limit)?,
+        limit(&imdb.test, args.eval_limit)?,
     );
     // ANCHOR_END: data
 
@@ -145,91 +182,48 @@ fn main() -> anyhow::Result<()> {
     // The tutorial's `tokenizer.pad_token = tokenizer.eos_token` and
     // `tokenizer(text, padding="max_length", truncation=True)`: cut at max_length here, padded
     // with 50256 when batched.
-    if args.max_length > loaded.config.n_positions {
+    if let Some(m) = loaded
+        .as_ref()
+        .filter(|m| args.max_length > m.config.n_positions)
+    {
         anyhow::bail!(
             "--max-length {} is longer than the model's context ({} positions): use at most {1}",
             args.max_length,
-            loaded.config.n_positions
+            m.config.n_positions
         );
     }
     let tokenize = |split: &Split| -> anyhow::Result<LabelledRows> {
         Ok(LabelledRows {
-            ids: tokenize_truncated(&loaded.tokenizer, &split.texts, args.max_length)?,
+            ids: tokenize_truncated(&tokenizer, &split.texts, args.max_length)?,
             labels: split.labels.clone(),
         })
     };
     let (train_rows, test_rows) = (tokenize(&train_split)?, tokenize(&test_split)?);
     // ANCHOR_END: tokenize
 
-    // ANCHOR: model
-    // GPT2ForSequenceClassification.from_pretrained(model, num_labels=imdb.num_labels): a new
-    // `score` unless the checkpoint has one; then `model.config.pad_token_id = eos`.
-    let (weights, mut cfg, report) =
-        for_sequence_classification(&loaded.weights, &loaded.config, imdb.num_labels, HEAD_SEED)?;
-    let pad_token_id = *cfg.pad_token_id.get_or_insert(EOS_TOKEN_ID);
-    // ANCHOR_END: model
-    // DataCollatorWithPadding(tokenizer): batches padded with the model's pad token (eos, unless
-    // a classification checkpoint brings its own).
-    let collator = Collator {
-        padding: args.padding,
-        max_length: args.max_length,
-        pad_token_id,
-    };
-
-    // ANCHOR: arguments
-    let training_args = TrainingArguments {
-        num_train_epochs: args.epochs,
-        max_steps: args.max_steps,
-        learning_rate: args.lr,
-        per_device_train_batch_size: args.batch_size,
-        per_device_eval_batch_size: args.eval_batch_size,
-        gradient_accumulation_steps: args.accumulate,
-        precision: args.dtype.clone(),
-        shuffle: !args.no_shuffle,
-        seed: args.seed,
-        logging_steps: args.logging_steps,
-        eval_strategy: args.eval_strategy,
-        save_strategy: args.save_strategy,
-        progress_bars: bars_wanted(args.quiet || args.json),
-        ..TrainingArguments::tutorial(&args.out)
-    };
-    // ANCHOR_END: arguments
-
-    std::fs::create_dir_all(&args.out)?;
     // ANCHOR: trainer
-    let resume = match args.resume.as_deref() {
-        Some("latest") => Some(latest_checkpoint(&args.out).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--resume latest: no checkpoint-N directory under {}",
-                args.out.display()
-            )
-        })?),
-        other => other.map(PathBuf::from),
-    };
-    let mut trainer = match &resume {
-        Some(dir) => Trainer::resume(dir, &train_rows, Some(&test_rows), &device)?,
-        None => Trainer::new(
-            &weights,
-            &cfg,
-            imdb.num_labels,
-            training_args,
-            collator,
-            &train_rows,
-            Some(&test_rows),
-            &loaded.tokenizer,
-        )?,
+    let (mut trainer, new_weights) = match (&resume, &loaded) {
+        (Some(dir), _) => {
+            let mut trainer = Trainer::resume(dir, &train_rows, Some(&test_rows), &device)?;
+            trainer.change_schedule(args.schedule_changes())?;
+            (trainer, Vec::new())
+        }
+        (None, Some(m)) => fresh_trainer(&args, m, imdb.num_labels, &train_rows, &test_rows)?,
+        (None, None) => unreachable!("a fresh run loads its model"),
     };
     // ANCHOR_END: trainer
+    let model_name = match (&resume, &loaded) {
+        (Some(dir), _) => format!("checkpoint {}", dir.display()),
+        (None, Some(m)) => m.name.clone(),
+        (None, None) => unreachable!("a fresh run loads its model"),
+    };
     // The trainer keeps its own trainable copy: the loaded weights would only hold a model's
     // worth of memory through the run.
-    drop((weights, loaded.weights));
+    drop(loaded);
     // A resumed run writes where this command says, with or without bars as it says.
-    trainer.set_output(&args.out, bars_wanted(args.quiet));
+    trainer.set_output(out, bars_wanted(args.quiet || args.json));
+    trainer.stop_when(stop_on_ctrl_c()?);
 
-    let model_name = match &resume {
-        Some(dir) => format!("checkpoint {}", dir.display()),
-        None => loaded.name.clone(),
-    };
     if !args.json {
         println!("Model: {model_name}");
         println!("Data: {imdb}");
@@ -241,7 +235,7 @@ fn main() -> anyhow::Result<()> {
             trainer.state().collator.max_length
         );
         if resume.is_none() {
-            println!("Newly initialized: {:?}", report.new_weights);
+            println!("Newly initialized: {new_weights:?}");
         }
         let a = &trainer.state().args;
         println!(
@@ -261,44 +255,34 @@ fn main() -> anyhow::Result<()> {
             print_logged(logged);
         }
     })?;
+    if trainer.interrupted() {
+        write_history(trainer.state(), &args.out)?;
+        stopped(&trainer, &args.out);
+    }
     let eval = trainer.evaluate()?;
     let model = trainer.model()?;
     let sentiments = SENTENCES
         .iter()
-        .map(|s| get_sentiment(&model, &loaded.tokenizer, s, &IMDB_LABEL_NAMES))
+        .map(|s| get_sentiment(&model, &tokenizer, s, &IMDB_LABEL_NAMES))
         .collect::<gpt2_tutorial::Result<Vec<_>>>()?;
     // ANCHOR_END: train
 
-    // ANCHOR: figure
     let state = trainer.state();
-    let losses: Vec<(usize, f64)> = state.log_history.iter().map(|l| (l.step, l.loss)).collect();
-    let accuracy: Vec<(usize, f64)> = state
-        .eval_history
-        .iter()
-        .filter_map(|e| Some((e.step, e.eval_accuracy?)))
-        .collect();
-    let history = args.out.join("history.json");
-    std::fs::write(
-        &history,
-        serde_json::to_string_pretty(&(&losses, &accuracy))?,
-    )?;
-    let figure = args.out.join("loss_accuracy.svg");
-    let title = "Training loss and eval accuracy";
-    write_svg(&figure, &loss_accuracy_chart(title, &losses, &accuracy)?)?;
-    // ANCHOR_END: figure
+    let (history, figure) = write_history(state, &args.out)?;
+    let losses: Vec<f64> = state.log_history.iter().map(|l| l.loss).collect();
 
     if json {
         let report = Report {
             model: &model_name,
             data: imdb.to_string(),
             num_labels: imdb.num_labels,
-            new_weights: report.new_weights,
+            new_weights,
             args: &state.args,
             padding: state.collator.padding,
             max_length: state.collator.max_length,
             train_output: &train_output,
             eval: &eval,
-            losses: losses.iter().map(|l| l.1).collect(),
+            losses,
             eval_history: &state.eval_history,
             sentiments: &sentiments,
             checkpoint: latest_checkpoint(&args.out),
@@ -320,6 +304,131 @@ fn main() -> anyhow::Result<()> {
         figure.display()
     );
     Ok(())
+}
+
+/// The history (`history.json`: each step's loss, each evaluation's accuracy) and its figure.
+fn write_history(state: &TrainerState, out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    // ANCHOR: figure
+    let losses: Vec<(usize, f64)> = state.log_history.iter().map(|l| (l.step, l.loss)).collect();
+    let accuracy: Vec<(usize, f64)> = state
+        .eval_history
+        .iter()
+        .filter_map(|e| Some((e.step, e.eval_accuracy?)))
+        .collect();
+    let history = out.join("history.json");
+    std::fs::write(
+        &history,
+        serde_json::to_string_pretty(&(&losses, &accuracy))?,
+    )?;
+    let figure = out.join("loss_accuracy.svg");
+    let title = "Training loss and eval accuracy";
+    write_svg(&figure, &loss_accuracy_chart(title, &losses, &accuracy)?)?;
+    // ANCHOR_END: figure
+    Ok((history, figure))
+}
+
+/// The run's folder, taken for this run: a fresh run refuses another run's files there unless
+/// --overwrite; a resumed one may find its own.
+fn take_out_dir(args: &Args, resume: Option<&Path>) -> anyhow::Result<RunDir> {
+    let taken = match resume {
+        Some(dir) => {
+            check_checkpoint(dir).and_then(|()| RunDir::resumed(&args.out, dir, args.overwrite))
+        }
+        None => RunDir::fresh(&args.out, args.overwrite),
+    };
+    taken.map_err(|e| match e {
+        gpt2_tutorial::Error::OutputHoldsAnotherRun { .. } => {
+            anyhow::anyhow!("{e}\n(--resume latest continues it; --overwrite starts afresh)")
+        }
+        other => other.into(),
+    })
+}
+
+/// `--resume`'s checkpoint: the directory given, or with `latest` the newest under --out.
+fn resume_dir(args: &Args) -> anyhow::Result<Option<PathBuf>> {
+    Ok(match args.resume.as_deref() {
+        Some("latest") => Some(latest_checkpoint(&args.out).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--resume latest: no checkpoint-N directory under {}",
+                args.out.display()
+            )
+        })?),
+        other => other.map(PathBuf::from),
+    })
+}
+
+/// A run stopped by Ctrl-C: where it is saved, how to go on, and exit status 130.
+fn stopped(trainer: &Trainer, out: &Path) -> ! {
+    let step = trainer.state().log_history.last().map_or(0, |l| l.step);
+    eprintln!(
+        "Stopped after optimizer step {step}; history in {}.",
+        out.display()
+    );
+    match trainer.last_checkpoint() {
+        Some(dir) => eprintln!(
+            "Saved {0}. Continue with:\n  cargo run --release --example 07_imdb_finetune -- --resume {0} --out {1}",
+            dir.display(),
+            out.display()
+        ),
+        None => eprintln!("No checkpoint was saved (--save-strategy no, or no optimizer step yet)."),
+    }
+    std::process::exit(130)
+}
+
+/// A fresh run's Trainer: the classifier on the loaded checkpoint, the collator, the
+/// arguments; and which weights are new.
+fn fresh_trainer<'a>(
+    args: &Args,
+    loaded: &LoadedModel,
+    num_labels: usize,
+    train_rows: &'a LabelledRows,
+    test_rows: &'a LabelledRows,
+) -> anyhow::Result<(Trainer<'a>, Vec<String>)> {
+    // ANCHOR: model
+    // GPT2ForSequenceClassification.from_pretrained(model, num_labels=imdb.num_labels): a new
+    // `score` unless the checkpoint has one; then `model.config.pad_token_id = eos`.
+    let (weights, mut cfg, report) =
+        for_sequence_classification(&loaded.weights, &loaded.config, num_labels, HEAD_SEED)?;
+    let pad_token_id = *cfg.pad_token_id.get_or_insert(EOS_TOKEN_ID);
+    // ANCHOR_END: model
+    // DataCollatorWithPadding(tokenizer): batches padded with the model's pad token (eos, unless
+    // a classification checkpoint brings its own).
+    let collator = Collator {
+        padding: args.padding,
+        max_length: args.max_length,
+        pad_token_id,
+    };
+
+    // ANCHOR: arguments
+    let training_args = TrainingArguments {
+        num_train_epochs: args.epochs.unwrap_or(3),
+        max_steps: args.max_steps,
+        learning_rate: args.lr.unwrap_or(2e-5),
+        per_device_train_batch_size: args.batch_size,
+        per_device_eval_batch_size: args.eval_batch_size,
+        gradient_accumulation_steps: args.accumulate,
+        precision: args.dtype.clone(),
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+        logging_steps: args.logging_steps,
+        eval_strategy: args.eval_strategy,
+        save_strategy: args.save_strategy,
+        progress_bars: bars_wanted(args.quiet || args.json),
+        overwrite_output_dir: args.overwrite,
+        ..TrainingArguments::tutorial(&args.out)
+    };
+    // ANCHOR_END: arguments
+    let trainer = Trainer::new(
+        &weights,
+        &cfg,
+        num_labels,
+        training_args,
+        collator,
+        train_rows,
+        Some(test_rows),
+        &loaded.tokenizer,
+    )?;
+    Ok((trainer, report.new_weights))
 }
 
 fn print_logged(logged: &Logged) {

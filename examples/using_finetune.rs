@@ -25,9 +25,11 @@ fn main() -> anyhow::Result<()> {
         lr: 1e-3,
         ..FineTuneSettings::fixed() // averaged gradients, warm-up and decay, clipping, AdamW
     };
-    let out = std::path::Path::new("target/using-finetune");
+    // Optional: checkpoints that resume, in a folder this run holds (`true`: replace an
+    // earlier run's files there, so the program can be run again).
+    let out = RunDir::fresh("target/using-finetune", true)?;
     let mut tuner =
-        LmFineTuner::on_texts(&model, &texts, settings)?.save_checkpoints(out, &model.tokenizer)?; // optional: checkpoints that resume
+        LmFineTuner::on_texts(&model, &texts, settings)?.save_checkpoints(out, &model.tokenizer);
     let report = tuner.run()?;
     let steps = &report.history.steps;
     if let (Some(first), Some(last)) = (steps.first(), steps.last()) {
@@ -37,8 +39,8 @@ fn main() -> anyhow::Result<()> {
         );
     }
     // One call writes a directory this crate and transformers' from_pretrained both open.
-    let saved = out.join("final");
-    tuner.save_pretrained(&saved, &model.tokenizer)?;
+    let saved = std::path::Path::new("target/using-finetune/final");
+    tuner.save_pretrained(saved, &model.tokenizer)?;
     println!("saved: {}", saved.display());
 
     // The trained model comes back ready for inference (dropout off).

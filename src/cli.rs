@@ -13,9 +13,12 @@ use crate::{Gpt2LmHeadModel, Result};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// A Hub id (openai-community/gpt2, gpt2-medium, gpt2-large, gpt2-xl), a directory with
-    /// config.json and model.safetensors, or `bundled` for the tiny offline model.
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: String,
+    /// config.json and model.safetensors, or `bundled` for the tiny offline model [default:
+    /// openai-community/gpt2, or `bundled` when that cannot be had].
+    // No clap default: a model named here must never be swapped for the bundled one, so the
+    // field tells a name given from the default left in place.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Where to run: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -29,7 +32,7 @@ impl ModelArgs {
     /// Arguments for the bundled model on the CPU (what the tests use).
     pub fn bundled() -> Self {
         Self {
-            model: "bundled".into(),
+            model: Some("bundled".into()),
             device: "cpu".into(),
             dtype: Precision::F32,
         }
@@ -46,12 +49,12 @@ impl ModelArgs {
     /// ([`crate::memory::reuse_freed_buffers`]).
     pub fn load(&self) -> Result<LoadedModel> {
         crate::memory::reuse_freed_buffers();
-        let source: ModelSource = self.model.parse()?;
         let device = self.device()?;
         let dtype = self.dtype.dtype();
-        if self.model != DEFAULT_MODEL {
-            return LoadedModel::load(&source, &device, dtype);
+        if let Some(named) = &self.model {
+            return LoadedModel::load(&named.parse()?, &device, dtype);
         }
+        let source: ModelSource = DEFAULT_MODEL.parse()?;
         let (model, note) = LoadedModel::load_or_bundled(&source, &device, dtype)?;
         if let Some(note) = note {
             eprintln!("note: {note}");
@@ -71,7 +74,9 @@ pub struct FinetuneArgs {
     /// Where to run: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// `hub` (the chapter's Hub dataset), a local .parquet file or directory, or `bundled`.
+    /// `hub` (the chapter's Hub dataset; an error when it cannot be had), `bundled` (the sample
+    /// shipped with the crate), or a local path: for chapter 6 a .parquet file or a directory of
+    /// them, for chapter 7 a directory holding train-*.parquet and test-*.parquet.
     #[arg(long, default_value = "bundled")]
     pub data: String,
 }
@@ -81,10 +86,11 @@ impl FinetuneArgs {
         parse_device(&self.device)
     }
 
-    /// Loads the model in f32 (see [`ModelArgs::load`]).
+    /// Loads the model in f32 (see [`ModelArgs::load`]). Its default is the bundled model, so
+    /// nothing falls back: a model that cannot be had is an error.
     pub fn load(&self) -> Result<LoadedModel> {
         ModelArgs {
-            model: self.model.clone(),
+            model: Some(self.model.clone()),
             device: self.device.clone(),
             dtype: Precision::F32,
         }
@@ -115,11 +121,19 @@ impl PromptArgs {
     }
 }
 
-/// The data of a `load_or_bundled`, its note (why the bundled sample stands in) printed on
-/// stderr so that `--json` output stays clean.
-pub fn noted<T>((data, note): (T, Option<String>)) -> T {
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
-    data
+/// The first Ctrl-C (or SIGTERM) asks a training run to stop: the returned flag becomes true,
+/// and the run saves where it stands and ends (see `LmFineTuner::stop_when`,
+/// `Trainer::stop_when`). A second one stops at once, without that save, with exit status 130.
+pub fn stop_on_ctrl_c() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this sequence, saving where the run stands (Ctrl-C again to quit at once)");
+    })
+    .map_err(|e| crate::Error::InvalidArgument(format!("cannot handle Ctrl-C: {e}")))?;
+    Ok(stop)
 }

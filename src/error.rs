@@ -141,7 +141,7 @@ pub enum Error {
     // Training (`src/train/`).
     /// A training step's loss or gradient norm came out NaN or infinite; the weights were
     /// not updated.
-    #[error("the {what} is not finite ({value}) at optimizer step {step}: training stopped before updating the weights, so the last checkpoint is still good: lower the learning rate, train in f32 or mixed precision if this is pure f16 (whose largest number is 65504), or check this step's data")]
+    #[error("the {what} is not finite ({value}) at optimizer step {step}: training stopped before updating the weights; lower the learning rate, train in f32 or mixed precision if this is pure f16 (whose largest number is 65504), or check this step's data")]
     NonFiniteLoss {
         /// What was not finite: "loss", "gradient norm", ...
         what: &'static str,
@@ -162,6 +162,38 @@ pub enum Error {
         step: usize,
         /// The last checkpoint written before the step, intact.
         checkpoint: Option<PathBuf>,
+    },
+
+    /// An optimizer step left a weight or an AdamW moment infinite or NaN (an update too large
+    /// for the number format), found when its checkpoint was about to be written: that
+    /// checkpoint is not written, so no saved checkpoint ever holds such weights.
+    #[error("training stopped after optimizer step {step}: it left {tensor} infinite or NaN, so no checkpoint was written for it; {}. Usual causes: a learning rate too high (lower it), pure f16 overflowing 65504 (train in bf16, or in mixed precision with f32 master weights)", last_checkpoint(.checkpoint))]
+    NonFiniteWeights {
+        /// The optimizer step whose update it was (1-based).
+        step: usize,
+        /// The first tensor found not finite: a weight's name, or `AdamW's moments of NAME`.
+        tensor: String,
+        /// The last checkpoint written before it, intact and finite.
+        checkpoint: Option<PathBuf>,
+    },
+
+    /// Another run holds the output folder: two runs writing checkpoints into one folder
+    /// would replace each other's.
+    #[error("{} is in use by another run{}: wait for it to end, or write to another folder", .dir.display(), .pid.map(|p| format!(" (process {p})")).unwrap_or_default())]
+    OutputInUse {
+        /// The output folder.
+        dir: PathBuf,
+        /// The process id the other run wrote into the lock file, when it could be read.
+        pid: Option<u32>,
+    },
+
+    /// A fresh run was pointed at a folder that holds another run's checkpoints or history.
+    #[error("{} holds another run's files ({}): continue that run from its last checkpoint (resume), write to another folder, or overwrite, which removes those files first", .dir.display(), .found.join(", "))]
+    OutputHoldsAnotherRun {
+        /// The output folder.
+        dir: PathBuf,
+        /// What is there: checkpoint folders and history files, by name.
+        found: Vec<String>,
     },
 
     /// A directory passed to resume from lacks a checkpoint's files, or one of its JSON files
@@ -187,9 +219,16 @@ pub enum Error {
     },
 
     /// Dynamic loss scaling for f16 halved its scale below 1 without finding finite gradients
-    /// (PyTorch's `GradScaler` would keep skipping steps); holds the last scale.
-    #[error("f16 gradients overflow at every loss scale down to {0}: train in mixed-bf16 or f32, or lower the learning rate")]
-    LossScaleCollapsed(f64),
+    /// (PyTorch's `GradScaler` would keep skipping steps).
+    #[error("training stopped at optimizer step {step}: the f16 gradients overflow at every loss scale down to {scale}, so the weights were not updated; {}. Train in mixed-bf16 or f32, or lower the learning rate", last_checkpoint(.checkpoint))]
+    LossScaleCollapsed {
+        /// The last scale tried.
+        scale: f64,
+        /// The 1-based number of the optimizer step that was not applied.
+        step: usize,
+        /// The last checkpoint written before it (filled in by the training loops).
+        checkpoint: Option<PathBuf>,
+    },
 
     /// Any other problem with a dataset; the message says what.
     #[error("dataset error: {0}")]
@@ -373,11 +412,12 @@ fn io_advice(e: &std::io::Error) -> &'static str {
 fn last_checkpoint(dir: &Option<PathBuf>) -> String {
     match dir {
         Some(dir) => format!(
-            "the last good checkpoint is {}: it is a model directory, so train on from its weights with a lower learning rate",
+            "the last good checkpoint is {}: resume from it with a lower learning rate",
             dir.display()
         ),
         None => {
-            "no checkpoint had been written yet (save_steps N writes one every N optimizer steps)".into()
+            "no checkpoint had been written yet (save_steps N writes one every N optimizer steps)"
+                .into()
         }
     }
 }

@@ -70,10 +70,9 @@ pub fn lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
     check_label_shape(labels, &[b, t], PER_TOKEN)?;
     if t < 2 {
-        return Err(Error::InvalidArgument(
-            "a language-modelling loss needs at least 2 tokens (one to read, one to predict)"
-                .into(),
-        ));
+        return Err(Error::InvalidArgument(format!(
+            "a language-modelling loss needs at least 2 tokens (one to read, one to predict), but each row has {t}: give a longer text"
+        )));
     }
     let labels = labels.to_dtype(DType::I64)?;
     let nothing_to_predict = Tensor::full(IGNORE_INDEX, (b, 1), labels.device())?; // (B, 1)

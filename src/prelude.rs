@@ -28,7 +28,7 @@ pub use crate::stream::TokenOutputStream;
 pub use crate::tokenizer::{EncodedBatch, Gpt2Tokenizer};
 pub use crate::train::{
     clip_grad_norm, load_checkpoint, save_checkpoint, AdamW, AdamWConfig, FineTuneReport,
-    FineTuneSettings, LinearSchedule, LmFineTuner, Recipe, TaskHead, TrainPrecision, TrainSettings,
-    TrainStep, Trainer, TrainingArguments,
+    FineTuneSettings, LinearSchedule, LmFineTuner, Recipe, ResumeChanges, RunDir, TaskHead,
+    TrainPrecision, TrainSettings, TrainStep, Trainer, TrainingArguments,
 };
 pub use crate::weights::Weights;

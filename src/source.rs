@@ -283,7 +283,8 @@ impl LoadedModel {
 
     // ANCHOR: fallback
     /// Loads `source`; if it is a Hub model that cannot be had (not cached, no network), loads
-    /// the bundled model instead and returns a one-line note saying so.
+    /// the bundled model instead and returns a one-line note saying so. Meant for a default
+    /// model only: a model the user named is loaded with [`LoadedModel::load`], or is an error.
     pub fn load_or_bundled(
         source: &ModelSource,
         device: &Device,

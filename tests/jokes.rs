@@ -9,7 +9,7 @@ use std::path::Path;
 use common::*;
 use gpt2_tutorial::data::{Jokes, JokesSource};
 use gpt2_tutorial::train::{
-    load_checkpoint, FineTuneReport, FineTuneSettings, History, LmFineTuner,
+    load_checkpoint, FineTuneReport, FineTuneSettings, History, LmFineTuner, RunDir,
 };
 use gpt2_tutorial::Error;
 
@@ -42,7 +42,7 @@ fn run(
 ) -> gpt2_tutorial::Result<FineTuneReport> {
     let m = bundled();
     let mut trainer = LmFineTuner::new(&m.weights, &m.config, tokenized(), settings)?
-        .save_checkpoints(out, &m.tokenizer)?;
+        .save_checkpoints(RunDir::fresh(out, false)?, &m.tokenizer);
     trainer.inject_nan_at_step(nan_at_step);
     trainer.run()
 }
@@ -105,10 +105,11 @@ fn a_resumed_run_continues_bit_for_bit() {
     assert!(whole.join("checkpoint-5").is_dir() && whole.join("checkpoint-10").is_dir());
 
     // Continue from step 5 of that run into another directory.
+    let from = whole.join("checkpoint-5");
     let mut resumed = LmFineTuner::resume(
-        &whole.join("checkpoint-5"),
+        &from,
         tokenized(),
-        &part,
+        RunDir::resumed(&*part, &from, false).unwrap(),
         bundled().weights.device(),
     )
     .unwrap();

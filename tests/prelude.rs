@@ -94,8 +94,8 @@ fn fine_tune_save_reload_and_generate_the_same() -> Result<()> {
         ..FineTuneSettings::fixed()
     };
     let out = scratch("finetune");
-    let mut tuner =
-        LmFineTuner::on_texts(&m, &texts, settings)?.save_checkpoints(&out, &m.tokenizer)?;
+    let mut tuner = LmFineTuner::on_texts(&m, &texts, settings)?
+        .save_checkpoints(RunDir::fresh(&out, false)?, &m.tokenizer);
     let report = tuner.run()?;
     assert_eq!(report.optimizer_steps, 4);
     assert_eq!(report.history.steps.len(), 4);

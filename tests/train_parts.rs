@@ -390,7 +390,7 @@ fn a_non_finite_loss_names_the_step() {
     );
     let text = e.to_string();
     assert!(
-        text.contains("optimizer step 1") && text.contains("checkpoint"),
+        text.contains("optimizer step 1") && text.contains("before updating the weights"),
         "{text}"
     );
 }

@@ -20,7 +20,7 @@ use gpt2_tutorial::heads::{for_sequence_classification, HEAD_SEED};
 use gpt2_tutorial::plot::loss_accuracy_chart;
 use gpt2_tutorial::train::{
     decays, floating_point_ops, get_sentiment, latest_checkpoint,
-    num_parameters_exclude_embeddings, Collator, Interval, LabelledRows, Trainer,
+    num_parameters_exclude_embeddings, Collator, Interval, LabelledRows, Logged, Trainer,
     TrainingArguments,
 };
 use gpt2_tutorial::{Error, Gpt2Config, Gpt2Tokenizer, LoadedModel, Weights};
@@ -553,6 +553,8 @@ fn resume_from_a_checkpoint_continues_the_same_losses() {
     let full = whole.train().unwrap();
     let all: Vec<f64> = whole.state().log_history.iter().map(|l| l.loss).collect();
     assert_eq!(all.len(), 6);
+    let whole_evals = whole.state().eval_history.clone();
+    drop(whole); // the run ends, and with it its hold on the folder
 
     let mut resumed =
         Trainer::resume(&out.join("checkpoint-2"), &train, Some(&test), &Device::Cpu).unwrap();
@@ -562,7 +564,7 @@ fn resume_from_a_checkpoint_continues_the_same_losses() {
     assert_eq!(losses, all, "the resumed run's losses");
     assert_eq!(again.global_step, full.global_step);
     assert_eq!(again.metrics.total_flos, full.metrics.total_flos);
-    assert_eq!(resumed.state().eval_history, whole.state().eval_history);
+    assert_eq!(resumed.state().eval_history, whole_evals);
 
     // Other rows are refused.
     let other = rows(&imdb.train, 40, 32);
@@ -570,6 +572,57 @@ fn resume_from_a_checkpoint_continues_the_same_losses() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("trained on other rows"), "{err}");
+}
+
+/// A stop asked for during a run (here from the log of step 1, so at the next batch) saves the
+/// run as step 1 left it, and the resumed run's losses are an uninterrupted run's, bit for bit.
+#[test]
+fn a_stopped_run_saves_its_last_step_and_resumes_exactly() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let m = bundled();
+    let (weights, cfg) = bundled_classifier(m);
+    let imdb = bundled_imdb();
+    let train = rows(&imdb.train, 64, 32); // 4 batches of 16: 2 optimizer steps an epoch
+    let test = rows(&imdb.test, 16, 32);
+    let args = |out: &Path| TrainingArguments {
+        learning_rate: 1e-3,
+        num_train_epochs: 2,
+        gradient_accumulation_steps: 2,
+        logging_steps: 1,
+        eval_strategy: Interval::No,
+        save_strategy: Interval::Steps(100), // only the stop and the end save
+        ..TrainingArguments::tutorial(out)
+    };
+    let tok = tokenizer();
+    let new = |out: &Path| {
+        let c = collator(Padding::Longest, 32);
+        Trainer::new(&weights, &cfg, 2, args(out), c, &train, Some(&test), &tok).unwrap()
+    };
+    let (whole_dir, part_dir) = (temp_dir("stop-whole"), temp_dir("stop-part"));
+    let mut whole = new(&whole_dir);
+    whole.train().unwrap();
+    let all: Vec<f64> = whole.state().log_history.iter().map(|l| l.loss).collect();
+    assert_eq!(all.len(), 4);
+    drop(whole);
+
+    let mut part = new(&part_dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    part.stop_when(stop.clone());
+    part.train_with(&mut |logged| {
+        if matches!(logged, Logged::Train { step: 1, .. }) {
+            stop.store(true, Ordering::SeqCst); // seen before step 2's first batch
+        }
+    })
+    .unwrap();
+    assert!(part.interrupted());
+    let saved = part.last_checkpoint().unwrap().to_path_buf();
+    assert_eq!(saved, part_dir.join("checkpoint-1"));
+    drop(part);
+    let mut resumed = Trainer::resume(&saved, &train, Some(&test), &Device::Cpu).unwrap();
+    resumed.train().unwrap();
+    assert!(!resumed.interrupted());
+    let losses: Vec<f64> = resumed.state().log_history.iter().map(|l| l.loss).collect();
+    assert_eq!(losses, all);
 }
 
 // ---- bad input ----
@@ -845,7 +898,7 @@ fn the_books_run_learns_sentiment() {
     let text = run_example("07_imdb_finetune", &flags);
     with_snapshots(|| insta::assert_snapshot!("07_imdb_finetune", redact(&text, &out)));
 
-    flags.push("--json");
+    flags.extend(["--json", "--overwrite"]); // the same run again, into the same folder
     let json: Value = serde_json::from_str(&run_example("07_imdb_finetune", &flags)).unwrap();
     let accuracy = json["eval"]["eval_accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.65, "eval accuracy {accuracy}, chance is 0.5");
@@ -947,9 +1000,13 @@ fn the_bundled_sample_has_two_balanced_classes() {
     );
     assert_eq!(imdb.train.labels.iter().sum::<i64>(), 120);
     assert_eq!(imdb.test.labels.iter().sum::<i64>(), 40);
-    let sub = imdb.train.subset(32, 42);
+    let sub = imdb.train.subset(32, 42).unwrap();
     assert_eq!(sub.len(), 32);
-    assert_eq!(sub, imdb.train.subset(32, 42), "a subset is seeded");
+    assert_eq!(
+        sub,
+        imdb.train.subset(32, 42).unwrap(),
+        "a subset is seeded"
+    );
     // Chapter 7's book run cuts rows at 64 tokens: no bundled sentence is that long.
     let longest = [&imdb.train, &imdb.test]
         .iter()

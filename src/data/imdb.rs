@@ -8,7 +8,7 @@
 //! those whose name starts with the split's name. The number of classes comes from the data, as
 //! the tutorial's `num_clases`: the distinct labels of the training split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::hub::{hub_parquet_files, HubFiles};
@@ -128,21 +128,38 @@ impl Split {
 
     // ANCHOR: subset
     /// At most `n` rows, drawn at random with `seed` - not the first `n`: the Hub's IMDB files
-    /// hold all negative reviews first, so their first rows are one class only.
-    pub fn subset(&self, n: usize, seed: u64) -> Self {
+    /// hold all negative reviews first, so their first rows are one class only. `n` 0 is
+    /// [`Error::ZeroSize`], named as chapter 7's limit on this split (`train_limit`, `eval_limit`).
+    pub fn subset(&self, n: usize, seed: u64) -> Result<Self> {
+        if n == 0 {
+            return Err(self.zero_limit());
+        }
         if n >= self.len() {
-            return self.clone();
+            return Ok(self.clone());
         }
         let order = epoch_order(self.len(), seed, 0, true);
         let mut picked = order[..n].to_vec();
         picked.sort_unstable(); // keep the file's order among the rows drawn
-        Self {
+        Ok(Self {
             texts: picked.iter().map(|&i| self.texts[i].clone()).collect(),
             labels: picked.iter().map(|&i| self.labels[i]).collect(),
             ..self.clone()
-        }
+        })
     }
     // ANCHOR_END: subset
+
+    /// The error of a subset of 0 rows. Left to itself, the empty split would be refused later
+    /// as an empty dataset, which names neither the limit nor the fix.
+    fn zero_limit(&self) -> Error {
+        Error::ZeroSize {
+            what: if self.name == "train" {
+                "train_limit"
+            } else {
+                "eval_limit"
+            },
+            why: "a limit of 0 rows leaves nothing to train or evaluate on: give at least 1 (--train-limit and --eval-limit), or leave the limit out to use the whole split",
+        }
+    }
 
     /// Checks every label is a class of a `num_labels`-way classifier: `0..num_labels`.
     pub fn check_labels(&self, num_labels: usize) -> Result<()> {
@@ -192,7 +209,7 @@ impl Imdb {
                 let origin = "bundled sample (data/imdb-sample)".to_string();
                 (origin, parquet_files(&bundled_imdb_dir()?)?)
             }
-            ImdbSource::Local(dir) => (dir.display().to_string(), parquet_files(dir)?),
+            ImdbSource::Local(dir) => (dir.display().to_string(), local_files(dir)?),
             ImdbSource::Hub(repo) => (repo.clone(), hub_split_files(repo)?),
         };
         let train = Split::from_files("train", &split_files(&files, "train", &origin)?, &origin)?;
@@ -201,7 +218,9 @@ impl Imdb {
     }
 
     /// Loads `source`; if it is the Hub and the dataset cannot be had (not cached, no network),
-    /// loads the bundled sample instead and returns a one-line note saying so.
+    /// loads the bundled sample instead and returns a one-line note saying so. Meant for a
+    /// default source only: data a user named should be loaded with [`Imdb::load`], so that it
+    /// is what runs or an error.
     pub fn load_or_bundled(source: &ImdbSource) -> Result<(Self, Option<String>)> {
         match Self::load(source) {
             Err(e @ Error::HubDataset { .. }) => {
@@ -245,14 +264,38 @@ fn split_files(files: &[PathBuf], split: &str, origin: &str) -> Result<Vec<PathB
         .cloned()
         .collect();
     if picked.is_empty() {
-        return Err(Error::EmptyDataset {
-            origin: origin.to_string(),
-            reason: format!(
-                "no {split}-*.parquet file: a dataset directory needs train-*.parquet and test-*.parquet, as the Hub names them"
-            ),
-        });
+        // Not `EmptyDataset`: its advice (a file with a non-empty row) is not what is missing.
+        return Err(Error::Dataset(format!(
+            "{origin} has no {split}-*.parquet file: {NEEDED}"
+        )));
     }
     Ok(picked)
+}
+
+/// What a local IMDB source must be, for the errors that find it is not.
+const NEEDED: &str = "IMDB needs a train and a test split, so pass a directory holding train-*.parquet and test-*.parquet files (the Hub's names; train.parquet and test.parquet do too), `hub` or `bundled`";
+
+/// The parquet files of a local source. The general readers' errors advise "a .parquet file",
+/// which cannot hold both splits, so a path that is not a directory of them is refused here,
+/// before any file is read.
+fn local_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let problem = if dir.is_file() {
+        "is a single file"
+    } else if !dir.is_dir() {
+        "does not exist"
+    } else {
+        return match parquet_files(dir) {
+            Err(Error::NoParquetFiles { .. }) => Err(Error::Dataset(format!(
+                "{} holds no .parquet files: {NEEDED}",
+                dir.display()
+            ))),
+            other => other,
+        };
+    };
+    Err(Error::Dataset(format!(
+        "{} {problem}: {NEEDED}",
+        dir.display()
+    )))
 }
 
 /// The `train-*` and `test-*` parquet files of Hub dataset `repo`: from the Hugging Face cache

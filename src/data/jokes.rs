@@ -113,8 +113,9 @@ impl Jokes {
 
     // ANCHOR: fallback
     /// Loads `source`; if it is the Hub and the dataset cannot be had (not cached, no network),
-    /// loads the bundled sample instead and returns a one-line note saying so (the example
-    /// prints it on stderr).
+    /// loads the bundled sample instead and returns a one-line note saying so. Meant for a
+    /// default source only: data a user named should be loaded with [`Jokes::load`], so that
+    /// it is what runs or an error.
     pub fn load_or_bundled(source: &JokesSource) -> Result<(Self, Option<String>)> {
         match Self::load(source) {
             Err(e @ Error::HubDataset { .. }) => {

@@ -50,6 +50,10 @@ impl std::str::FromStr for Interval {
 pub struct TrainingArguments {
     /// Where the checkpoints (`checkpoint-N/`) go.
     pub output_dir: PathBuf,
+    /// Let a fresh run replace another run's checkpoints and history in `output_dir`
+    /// (transformers' `overwrite_output_dir`); otherwise such a folder is refused.
+    #[serde(default)]
+    pub overwrite_output_dir: bool,
     /// The peak learning rate, reached at once (no warm-up) and decayed linearly to 0.
     pub learning_rate: f64,
     /// Rows per training batch (one device here, so the whole batch).
@@ -104,6 +108,7 @@ impl TrainingArguments {
     pub fn tutorial(output_dir: impl Into<PathBuf>) -> Self {
         Self {
             output_dir: output_dir.into(),
+            overwrite_output_dir: false,
             learning_rate: 2e-5,
             per_device_train_batch_size: 16,
             per_device_eval_batch_size: 64,

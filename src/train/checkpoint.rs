@@ -22,7 +22,7 @@ use candle_core::Device;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::adamw::AdamWState;
+use super::adamw::{all_finite, AdamWState};
 use super::step::{TrainStep, TrainStepState};
 use super::TrainPrecision;
 use crate::source::write_model_files;
@@ -106,17 +106,17 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 // ANCHOR: save
-/// Writes `train`'s weights, config, optimizer and own state, `tokenizer` and the caller's
-/// `state` as the checkpoint directory `dir`, replacing an earlier checkpoint there
-/// only once the new one is complete. A `dir` that exists but is not a checkpoint is refused,
+/// Writes `train`'s weights, config and optimizer, its own state `step_state` (see
+/// [`save_checkpoint`]), `tokenizer` and the caller's `state` as the checkpoint directory
+/// `dir`, replacing an earlier checkpoint there only once the new one is complete. A `dir` that exists but is not a checkpoint is refused,
 /// so a mistyped path never deletes anything.
-pub fn save_checkpoint(
+pub fn save_checkpoint_at(
     dir: &Path,
     train: &TrainStep,
+    step_state: &TrainStepState,
     tokenizer: &Gpt2Tokenizer,
     state: &impl Serialize,
 ) -> Result<()> {
-    let optimizer = train.optimizer();
     if dir.exists() && !dir.join("trainer_state.json").is_file() {
         let empty = io(dir, std::fs::read_dir(dir))?.next().is_none();
         if !empty {
@@ -132,7 +132,7 @@ pub fn save_checkpoint(
         io(&tmp, std::fs::remove_dir_all(&tmp))?;
     }
     io(&tmp, std::fs::create_dir_all(&tmp))?;
-    let written = write_files(&tmp, train, optimizer, tokenizer, state);
+    let written = write_files(&tmp, train, step_state, tokenizer, state);
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp); // best effort: the error matters more
         return Err(e);
@@ -152,24 +152,88 @@ pub fn save_checkpoint(
 }
 // ANCHOR_END: save
 
+/// [`save_checkpoint_at`] with the step's state as it is now. (A loop stopped between two
+/// optimizer steps saves the state of the last one instead, which it kept.)
+pub fn save_checkpoint(
+    dir: &Path,
+    train: &TrainStep,
+    tokenizer: &Gpt2Tokenizer,
+    state: &impl Serialize,
+) -> Result<()> {
+    save_checkpoint_at(dir, train, &train.state()?, tokenizer, state)
+}
+
 fn write_files(
     tmp: &Path,
     train: &TrainStep,
-    optimizer: &super::AdamW,
+    step_state: &TrainStepState,
     tokenizer: &Gpt2Tokenizer,
     state: &impl Serialize,
 ) -> Result<()> {
     write_model_files(tmp, &train.weights()?, train.config())?;
     tokenizer.save(&tmp.join("tokenizer.json"))?;
-    optimizer.save(&tmp.join("optimizer.safetensors"))?;
-    write_json(&tmp.join("train_step.json"), &train.state()?)?;
+    train.optimizer().save(&tmp.join("optimizer.safetensors"))?;
+    write_json(&tmp.join("train_step.json"), step_state)?;
     write_json(&tmp.join("trainer_state.json"), state)
 }
 
-// ANCHOR: load
-/// Reads the checkpoint directory `dir` onto `device`. A directory that lacks a checkpoint's
-/// files is [`Error::NotACheckpoint`], naming what is missing.
-pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
+/// A training loop's checkpoint: written only when every weight and AdamW moment of `train` is
+/// finite (else [`Error::NonFiniteWeights`], naming `last`, the loop's last checkpoint).
+pub(crate) fn save_finite_checkpoint(
+    dir: &Path,
+    train: &TrainStep,
+    step_state: &TrainStepState,
+    tokenizer: &Gpt2Tokenizer,
+    state: &impl Serialize,
+    last: &Option<PathBuf>,
+) -> Result<()> {
+    if let Some(tensor) = first_non_finite(train)? {
+        return Err(Error::NonFiniteWeights {
+            step: train.step_count(),
+            tensor,
+            checkpoint: last.clone(),
+        });
+    }
+    save_checkpoint_at(dir, train, step_state, tokenizer, state)
+}
+
+/// A training step's error as a loop reports it: a non-finite loss or gradient, or a loss
+/// scale that collapsed, with `last`, the loop's last checkpoint, which stays intact.
+pub(crate) fn with_last_checkpoint(e: Error, last: &Option<PathBuf>) -> Error {
+    match e {
+        Error::NonFiniteLoss { what, value, step } => Error::TrainingDiverged {
+            what,
+            value,
+            step,
+            checkpoint: last.clone(),
+        },
+        Error::LossScaleCollapsed { scale, step, .. } => Error::LossScaleCollapsed {
+            scale,
+            step,
+            checkpoint: last.clone(),
+        },
+        other => other,
+    }
+}
+
+/// The first tensor of `train` - a weight, or AdamW's moments of one - holding an infinity or
+/// a NaN, if any: a checkpoint is written only when there is none.
+pub fn first_non_finite(train: &TrainStep) -> Result<Option<String>> {
+    let weights = train.weights()?;
+    for name in weights.names() {
+        if let Some(t) = weights.get(&name) {
+            if !all_finite(t)? {
+                return Ok(Some(name));
+            }
+        }
+    }
+    let moments = train.optimizer().first_non_finite_moment()?;
+    Ok(moments.map(|name| format!("AdamW's moments of {name}")))
+}
+
+/// Checks that `dir` has a checkpoint's files - cheaply, before anything is read from it -
+/// with [`Error::NotACheckpoint`] naming what is missing.
+pub fn check_checkpoint(dir: &Path) -> Result<()> {
     let missing: Vec<&str> = if dir.is_dir() {
         CHECKPOINT_FILES
             .into_iter()
@@ -195,6 +259,14 @@ pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
             old,
         });
     }
+    Ok(())
+}
+
+// ANCHOR: load
+/// Reads the checkpoint directory `dir` onto `device`. A directory that lacks a checkpoint's
+/// files is [`Error::NotACheckpoint`], naming what is missing.
+pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    check_checkpoint(dir)?;
     let read_json = |file: &str| -> Result<serde_json::Value> {
         let path = dir.join(file);
         let text = io(&path, std::fs::read_to_string(&path))?;

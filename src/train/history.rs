@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::resume::ScheduleChange;
 #[cfg(feature = "plot")]
 use crate::plot::{loss_lr_chart, StepPoint};
 use crate::{Error, Result};
@@ -47,6 +48,9 @@ pub struct History {
     /// Every finished epoch, in order (a JSON file without it reads as none).
     #[serde(default)]
     pub epochs: Vec<EpochEnd>,
+    /// Every resume that changed the schedule, in order.
+    #[serde(default)]
+    pub schedule_changes: Vec<ScheduleChange>,
 }
 
 const CSV_HEADER: &str = "step,epoch,loss,mean_loss,lr";
@@ -144,11 +148,12 @@ impl History {
         }
         Ok(Self {
             steps,
-            epochs: Vec::new(),
+            ..Self::default()
         })
     }
 
-    /// Writes `history.csv` (the steps) and `history.json` (steps and epochs) into `dir`.
+    /// Writes `history.csv` (the steps) and `history.json` (steps, epochs and schedule
+    /// changes) into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let csv = dir.join("history.csv");

@@ -7,101 +7,34 @@
 //! buffer, the history. A checkpoint saves it beside the weights and the optimizer after an
 //! optimizer step, so a resumed run continues bit for bit.
 
+mod state;
+mod stopping;
+
+use state::plan;
+pub use state::{DataFingerprint, FineTuneReport, LoopState};
+
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::checkpoint::load_checkpoint;
 use super::history::{EpochEnd, History, StepRecord};
 use super::progress::EpochBar;
 use super::recipe::FineTuneSettings;
+use super::run_dir::RunDir;
 use super::schedule::LinearSchedule;
-use super::step::{TrainSettings, TrainStep};
+use super::step::{TrainSettings, TrainStep, TrainStepState};
 use crate::data::{epoch_order, Packer};
 use crate::generation::{generate, GenerationConfig};
 use crate::source::save_pretrained;
 use crate::{Error, Gpt2Config, Gpt2LmHeadModel, Gpt2Tokenizer, LoadedModel, Result, Weights};
 
-/// What a resumed run checks it is given the same data as before.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataFingerprint {
-    /// How many texts.
-    #[serde(alias = "jokes")]
-    pub texts: usize,
-    /// How many tokens in all.
-    pub tokens: usize,
-}
-
-impl DataFingerprint {
-    /// The fingerprint of tokenized texts.
-    pub fn of(tokenized: &[Vec<u32>]) -> Self {
-        Self {
-            texts: tokenized.len(),
-            tokens: tokenized.iter().map(Vec::len).sum(),
-        }
-    }
-}
-
-// ANCHOR: loop_state
-/// Where a run is: everything besides the weights and the optimizer that a checkpoint must
-/// hold for a resumed run to continue exactly (`trainer_state.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoopState {
-    /// What the run was started with.
-    pub settings: FineTuneSettings,
-    /// The texts it trains on, to check a resume is given the same.
-    pub data: DataFingerprint,
-    /// The optimizer steps the whole run will make (the schedule decays to 0 at the last).
-    pub total_steps: usize,
-    /// The sequences the whole run packs (the fixed recipe's last step averages over those
-    /// left, which may be fewer than `accumulate`).
-    pub total_sequences: usize,
-    /// The epoch under way, from 0.
-    pub epoch: usize,
-    /// The next position in this epoch's order of texts.
-    pub position: usize,
-    /// The packing buffer, carried from one epoch into the next as the tutorial's is.
-    pub packer: Packer,
-    /// Sequences trained so far.
-    pub sequences: usize,
-    /// Texts read so far (each epoch reads every text once).
-    #[serde(alias = "jokes_seen")]
-    pub texts_seen: usize,
-    /// Every optimizer step's loss and learning rate, and the epochs' ends.
-    pub history: History,
-}
-// ANCHOR_END: loop_state
-
-/// How a run ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct FineTuneReport {
-    /// Every optimizer step's loss and learning rate, and the epochs' ends.
-    pub history: History,
-    /// Sequences trained.
-    pub sequences: usize,
-    /// Optimizer steps made, in all (a resumed run counts those before it too).
-    pub optimizer_steps: usize,
-    /// Texts read, in all.
-    pub texts_seen: usize,
-    /// Texts skipped for being longer than `max_seq_len` (counted once, not per epoch).
-    pub texts_too_long: usize,
-    /// Sequences left in an unfinished accumulation at the end, never trained (tutorial recipe).
-    pub untrained_sequences: usize,
-    /// Texts left in the packing buffer at the end, never trained (tutorial recipe).
-    pub untrained_texts: usize,
-    /// Seconds of the loop, without the checkpoint saved at the end.
-    pub seconds: f64,
-    /// Texts read per second of this run.
-    pub texts_per_second: f64,
-    /// The last checkpoint written (`None` without [`LmFineTuner::save_checkpoints`]).
-    pub checkpoint: Option<PathBuf>,
-}
-
 /// Where checkpoints go, and the tokenizer each one holds.
 struct Checkpoints {
-    out_dir: PathBuf,
+    out: RunDir,
     tokenizer: Gpt2Tokenizer,
 }
 
@@ -114,8 +47,9 @@ struct Checkpoints {
 /// let m = LoadedModel::load(&ModelSource::Bundled, &Device::Cpu, DType::F32)?;
 /// let texts = ["The cat sat on the mat.", "The dog sat on the log."];
 /// let settings = FineTuneSettings { epochs: 3, ..FineTuneSettings::fixed() };
+/// let out = RunDir::fresh("out", false)?; // this run's folder, refused if another run's
 /// let mut tuner = LmFineTuner::on_texts(&m, &texts, settings)?
-///     .save_checkpoints("out", &m.tokenizer)?; // optional: checkpoints that resume
+///     .save_checkpoints(out, &m.tokenizer); // optional: checkpoints that resume
 /// let report = tuner.run()?;
 /// tuner.save_pretrained("out/final", &m.tokenizer)?; // transformers opens it too
 /// let lm = tuner.into_model()?; // ready for inference: dropout off
@@ -131,27 +65,18 @@ pub struct LmFineTuner {
     /// The last checkpoint written or resumed from: the one a divergence leaves intact.
     last_checkpoint: Option<PathBuf>,
     progress: bool,
+    /// Set (by a Ctrl-C handler, say) to stop the run at the next sequence.
+    stop: Option<Arc<AtomicBool>>,
     /// A test hook: the optimizer step whose gradients are made NaN.
     nan_at_step: Option<usize>,
 }
 
-/// How many sequences each epoch packs, the whole run through (the fixed recipe's schedule
-/// needs its number of steps before the first one).
-fn count_sequences(settings: &FineTuneSettings, tokenized: &[Vec<u32>]) -> Result<usize> {
-    let mut packer = Packer::new(settings.packing, settings.max_seq_len)?;
-    for epoch in 0..settings.epochs {
-        let order = epoch_order(
-            tokenized.len(),
-            settings.seed,
-            epoch as u64,
-            settings.shuffle,
-        );
-        for &i in &order {
-            packer.push(&tokenized[i]); // counted, not kept
-        }
-    }
-    packer.finish();
-    Ok(packer.sequences())
+/// Where the run stood after its last optimizer step: what a run stopped between two steps
+/// saves, so that its checkpoint resumes exactly (the sequences of the unfinished step are
+/// trained again).
+struct AtStep {
+    state: LoopState,
+    step: TrainStepState,
 }
 
 impl LmFineTuner {
@@ -171,23 +96,7 @@ impl LmFineTuner {
             )));
         }
         crate::data::check_max_seq_len(&tokenized, settings.max_seq_len)?;
-        let sequences = count_sequences(&settings, &tokenized)?;
-        // The tutorial's loop steps only on full accumulations; the fixed one also on the last,
-        // partial one.
-        let mut total_steps = if settings.packing == crate::data::PackingMode::Full {
-            sequences.div_ceil(settings.accumulate)
-        } else {
-            sequences / settings.accumulate
-        };
-        if let Some(max) = settings.max_steps {
-            total_steps = total_steps.min(max);
-        }
-        if total_steps == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "{sequences} sequences make no optimizer step of {} sequences: lower accumulate or max_seq_len, or train more epochs",
-                settings.accumulate
-            )));
-        }
+        let (sequences, total_steps) = plan(&settings, &tokenized)?;
         let mut adamw = settings.adamw;
         adamw.lr = settings.lr;
         let step = TrainSettings::new(settings.precision, adamw).seed(settings.seed);
@@ -227,11 +136,12 @@ impl LmFineTuner {
     }
 
     /// Continues the run saved in checkpoint `dir`, on the same texts, writing its next
-    /// checkpoints under `out_dir` (each with the checkpoint's tokenizer).
+    /// checkpoints into `out` (each with the checkpoint's tokenizer); take `out` with
+    /// [`RunDir::resumed`].
     pub fn resume(
         dir: &Path,
         tokenized: Vec<Vec<u32>>,
-        out_dir: &Path,
+        out: RunDir,
         device: &Device,
     ) -> Result<Self> {
         let checkpoint = load_checkpoint(dir, device)?;
@@ -249,7 +159,7 @@ impl LmFineTuner {
         }
         let train = checkpoint.train_step()?;
         let checkpoints = Checkpoints {
-            out_dir: out_dir.to_path_buf(),
+            out,
             tokenizer: Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?,
         };
         let mut tuner = Self::assemble(train, tokenized, state, Some(checkpoints));
@@ -272,26 +182,21 @@ impl LmFineTuner {
             checkpoints,
             last_checkpoint: None,
             progress: false,
+            stop: None,
             nan_at_step: None,
         }
     }
 
-    /// Saves checkpoints under `out_dir` (`checkpoint-N/`, every `save_steps` optimizer steps
-    /// and at the end), each a model directory transformers opens, with `tokenizer`, and a
-    /// state that [`LmFineTuner::resume`] continues exactly. Creates `out_dir` now, so a
-    /// directory that cannot be made fails here rather than after the first steps.
-    pub fn save_checkpoints(
-        mut self,
-        out_dir: impl Into<PathBuf>,
-        tokenizer: &Gpt2Tokenizer,
-    ) -> Result<Self> {
-        let out_dir = out_dir.into();
-        std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+    /// Saves checkpoints into `out` (`checkpoint-N/`, every `save_steps` optimizer steps and
+    /// at the end), each a model directory transformers opens, with `tokenizer`, and a state
+    /// that [`LmFineTuner::resume`] continues exactly. A checkpoint is written only when every
+    /// weight and moment is finite, so none ever holds a diverged model.
+    pub fn save_checkpoints(mut self, out: RunDir, tokenizer: &Gpt2Tokenizer) -> Self {
         self.checkpoints = Some(Checkpoints {
-            out_dir,
+            out,
             tokenizer: tokenizer.clone(),
         });
-        Ok(self)
+        self
     }
 
     /// Draws a progress bar per epoch on standard error (with the `progress` feature; without
@@ -364,25 +269,6 @@ impl LmFineTuner {
         )
     }
 
-    /// The directory of the checkpoint after optimizer step `step` (`None` when the run saves
-    /// no checkpoints).
-    pub fn checkpoint_dir(&self, step: usize) -> Option<PathBuf> {
-        let checkpoints = self.checkpoints.as_ref()?;
-        Some(checkpoints.out_dir.join(format!("checkpoint-{step}")))
-    }
-
-    fn save(&mut self) -> Result<()> {
-        let Some(checkpoints) = &self.checkpoints else {
-            return Ok(());
-        };
-        let dir = checkpoints
-            .out_dir
-            .join(format!("checkpoint-{}", self.train.step_count()));
-        save_checkpoint(&dir, &self.train, &checkpoints.tokenizer, &self.state)?;
-        self.last_checkpoint = Some(dir);
-        Ok(())
-    }
-
     // ANCHOR: run
     /// Trains to the end of the last epoch (or `max_steps`), saving checkpoints as the settings
     /// say and at the end. A loss or gradient that is not finite stops the run with an error
@@ -393,21 +279,45 @@ impl LmFineTuner {
         let settings = self.state.settings.clone();
         let n = self.tokenized.len();
         let mut pending: Vec<f32> = Vec::new(); // losses of the accumulation under way
+        let mut at_step = self.at_step()?;
+        let mut interrupted = false;
         let mut done = self.done();
-        while !done && self.state.epoch < settings.epochs {
+        // With max_steps, one bar over the steps (an epoch's would jump to its end there).
+        let steps = self.train.step_count();
+        let mut steps_bar =
+            (settings.max_steps).map(|max| EpochBar::steps(max, steps, self.progress));
+        'run: while !done && self.state.epoch < settings.epochs {
             let epoch = self.state.epoch;
             let order = epoch_order(n, settings.seed, epoch as u64, settings.shuffle);
-            let mut bar = EpochBar::new(epoch, settings.epochs, n as u64, "texts", self.progress);
-            bar.resume_at(self.state.position as u64);
+            let mut epoch_bar = steps_bar.is_none().then(|| {
+                let mut bar =
+                    EpochBar::new(epoch, settings.epochs, n as u64, "texts", self.progress);
+                bar.resume_at(self.state.position as u64);
+                bar
+            });
+            let bar = epoch_bar.as_mut().or(steps_bar.as_mut()).expect("a bar");
             while self.state.position < n {
+                if self.stop_requested() {
+                    interrupted = true;
+                    break 'run;
+                }
                 let text = &self.tokenized[order[self.state.position]];
                 self.state.position += 1;
                 self.state.texts_seen += 1;
-                bar.set_position(self.state.position as u64);
+                if settings.max_steps.is_none() {
+                    bar.set_position(self.state.position as u64);
+                }
                 let Some(sequence) = self.state.packer.push(text) else {
                     continue;
                 };
-                if let Some(step) = self.train_sequence(&sequence, &mut pending)? {
+                let step = self.train_sequence(&sequence, &mut pending)?;
+                if pending.is_empty() {
+                    at_step = self.at_step()?; // an optimizer step was made (or skipped)
+                }
+                if let Some(step) = step {
+                    if settings.max_steps.is_some() {
+                        bar.set_position(step.step as u64);
+                    }
                     bar.show(step.loss, step.lr);
                     self.maybe_save()?;
                     if self.done() {
@@ -416,7 +326,9 @@ impl LmFineTuner {
                     }
                 }
             }
-            bar.finish();
+            if let Some(bar) = epoch_bar {
+                bar.finish();
+            }
             if !done {
                 self.state.history.epochs.push(EpochEnd {
                     epoch,
@@ -427,6 +339,12 @@ impl LmFineTuner {
                 self.state.epoch += 1;
                 self.state.position = 0;
             }
+        }
+        if let Some(bar) = steps_bar {
+            bar.finish();
+        }
+        if interrupted {
+            return self.stopped(at_step, started.elapsed().as_secs_f64(), texts_at_start);
         }
         // The end of the data: the fixed recipe trains the last partial sequence and the last
         // partial accumulation; the tutorial's loop drops both.
@@ -445,8 +363,26 @@ impl LmFineTuner {
         if self.last_checkpoint != self.checkpoint_dir(self.train.step_count()) {
             self.save()?;
         }
+        Ok(self.report(
+            seconds,
+            texts_at_start,
+            untrained_sequences,
+            untrained_texts,
+        ))
+    }
+    // ANCHOR_END: run
+
+    /// The run's report.
+    fn report(
+        &self,
+        seconds: f64,
+        texts_at_start: usize,
+        untrained_sequences: usize,
+        untrained_texts: usize,
+    ) -> FineTuneReport {
+        let settings = &self.state.settings;
         let texts = self.state.texts_seen - texts_at_start;
-        Ok(FineTuneReport {
+        FineTuneReport {
             history: self.state.history.clone(),
             sequences: self.state.sequences,
             optimizer_steps: self.train.step_count(),
@@ -460,10 +396,10 @@ impl LmFineTuner {
             untrained_texts,
             seconds,
             texts_per_second: texts as f64 / seconds.max(1e-9),
+            interrupted: false,
             checkpoint: self.last_checkpoint.clone(),
-        })
+        }
     }
-    // ANCHOR_END: run
 
     /// Whether `max_steps` is reached (otherwise a run ends with its data, as the tutorial's).
     fn done(&self) -> bool {
@@ -543,19 +479,6 @@ impl LmFineTuner {
         match self.state.settings.save_steps {
             Some(every) if step.is_multiple_of(every) => self.save(),
             _ => Ok(()),
-        }
-    }
-
-    /// A non-finite loss or gradient, with the last checkpoint and the usual causes added.
-    fn explain(&self, e: Error) -> Error {
-        match e {
-            Error::NonFiniteLoss { what, value, step } => Error::TrainingDiverged {
-                what,
-                value,
-                step,
-                checkpoint: self.last_checkpoint.clone(),
-            },
-            other => other,
         }
     }
 }

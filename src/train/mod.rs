@@ -40,13 +40,18 @@ mod metrics;
 mod precision;
 mod progress;
 mod recipe;
+mod resume;
+mod run_dir;
 mod schedule;
 mod step;
 mod trainer;
 
 pub use adamw::{decays, named_vars, AdamW, AdamWConfig, AdamWState, AdamWVariant, HalfMoments};
 pub use args::{Interval, TrainingArguments};
-pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, CHECKPOINT_FILES};
+pub use checkpoint::{
+    check_checkpoint, load_checkpoint, save_checkpoint, save_checkpoint_at, Checkpoint,
+    CHECKPOINT_FILES,
+};
 pub use clip::{clip_grad_norm, grad_norm};
 pub use history::{EpochEnd, History, StepRecord};
 pub use lm_finetune::{continue_prompt, DataFingerprint, FineTuneReport, LmFineTuner, LoopState};
@@ -57,6 +62,8 @@ pub use metrics::{
 pub use precision::{LossScaler, TrainPrecision};
 pub use progress::bars_wanted;
 pub use recipe::{FineTuneSettings, Recipe};
+pub use resume::{ResumeChanges, ScheduleChange};
+pub use run_dir::{RunDir, LOCK_FILE};
 pub use schedule::LinearSchedule;
 pub use step::{StepReport, TaskHead, TrainSettings, TrainStep, TrainStepState, UpdateReport};
 pub use trainer::{

@@ -17,6 +17,9 @@ impl ProgressBar {
     fn set_position(&self, _pos: u64) {}
     fn set_message(&self, _message: String) {}
     fn finish(&self) {}
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
 }
 
 /// Whether to draw bars: not when `quiet`, not when standard output goes to a file or a pipe
@@ -38,6 +41,18 @@ pub(crate) struct EpochBar {
 impl EpochBar {
     /// A bar over `len` units, drawn on standard error, or a hidden one when `visible` is false.
     pub fn new(epoch: usize, epochs: usize, len: u64, unit: &'static str, visible: bool) -> Self {
+        Self::with_prefix(format!("epoch {}/{epochs}", epoch + 1), len, unit, visible)
+    }
+
+    /// One bar over a run's optimizer steps, for a run that stops at `max_steps` (an epoch's
+    /// bar would jump to its end there), starting at the `done` steps a resumed run has.
+    pub fn steps(max_steps: usize, done: usize, visible: bool) -> Self {
+        let mut bar = Self::with_prefix("steps".into(), max_steps as u64, "steps", visible);
+        bar.resume_at(done as u64);
+        bar
+    }
+
+    fn with_prefix(prefix: String, len: u64, unit: &'static str, visible: bool) -> Self {
         #[cfg(feature = "progress")]
         let bar = {
             let bar = if visible {
@@ -50,12 +65,12 @@ impl EpochBar {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
-            bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+            bar.set_prefix(prefix);
             bar
         };
         #[cfg(not(feature = "progress"))]
         let bar = {
-            let _ = (epoch, epochs, len, visible);
+            let _ = (prefix, len, visible);
             ProgressBar
         };
         Self {
@@ -91,6 +106,12 @@ impl EpochBar {
     /// Units per second since the bar started.
     pub fn rate(&self) -> f64 {
         self.done.saturating_sub(self.start) as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Runs `f` (which prints) with the bar cleared, then draws the bar again: lines printed
+    /// while a bar is drawn would otherwise be overwritten by its next redraw.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
     }
 
     /// Leaves the finished bar on screen.

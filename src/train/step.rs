@@ -515,7 +515,11 @@ impl TrainStep {
             let finite = !overflowed && scaler.unscale(&mut grads, &self.params.vars)?;
             scaler.update(finite);
             if scaler.scale() < MIN_LOSS_SCALE {
-                return Err(Error::LossScaleCollapsed(scaler.scale()));
+                return Err(Error::LossScaleCollapsed {
+                    scale: scaler.scale(),
+                    step: self.opt.step_count() + 1,
+                    checkpoint: None,
+                });
             }
             if !finite {
                 return Ok(UpdateReport {

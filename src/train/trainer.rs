@@ -9,20 +9,24 @@
 //! the same batches, dropout masks and losses.
 
 mod rows;
+mod state;
+mod stopping;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use serde::{Deserialize, Serialize};
 
 use super::args::{Interval, TrainingArguments};
-use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::checkpoint::load_checkpoint;
 use super::metrics::{
     accuracy, floating_point_ops, num_parameters_exclude_embeddings, round_to, ComputeMetrics,
     EvalOutput, EvalPrediction, TrainMetrics, TrainOutput,
 };
 use super::progress::EpochBar;
+use super::run_dir::RunDir;
 use super::schedule::LinearSchedule;
 use super::step::{TaskHead, TrainSettings, TrainStep};
 use super::TrainPrecision;
@@ -33,87 +37,12 @@ use crate::loss::sequence_classification_loss;
 use crate::{Error, Gpt2Config, Gpt2Tokenizer, Result, Weights};
 
 pub use rows::{Collator, LabelledRows};
-
-/// One optimizer step of the run, as transformers' `log_history` holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct StepLog {
-    /// The optimizer step, from 1.
-    pub step: usize,
-    /// Epochs done, counting the batches of the one under way (0.5 halfway through the first).
-    pub epoch: f64,
-    /// The step's loss: the mean over its rows (and its accumulated batches).
-    pub loss: f64,
-    /// The learning rate the step was taken with, from the schedule.
-    pub learning_rate: f64,
-    /// The gradients' norm before clipping.
-    pub grad_norm: f64,
-}
-
-/// One evaluation during training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalLog {
-    /// Optimizer steps done when it ran.
-    pub step: usize,
-    /// Epochs done when it ran, as a fraction.
-    pub epoch: f64,
-    /// The mean loss over the evaluation rows.
-    pub eval_loss: f64,
-    /// The share of rows classified right, when `compute_metrics` reports `accuracy`.
-    pub eval_accuracy: Option<f64>,
-}
-
-/// What the loop tells its caller as it goes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Logged {
-    /// Every `logging_steps` steps: the mean loss since the last such line.
-    Train {
-        /// The optimizer step just taken.
-        step: usize,
-        /// Epochs done, as a fraction.
-        epoch: f64,
-        /// The mean of the steps' losses since the last line.
-        loss: f64,
-        /// The last step's gradient norm, before clipping.
-        grad_norm: f64,
-        /// The last step's learning rate.
-        learning_rate: f64,
-    },
-    /// An evaluation, as `eval_strategy` asks.
-    Eval(EvalLog),
-    /// A checkpoint written, as `save_strategy` asks: its directory.
-    Saved(PathBuf),
-}
-
-// ANCHOR: trainer_state
-/// Where a run is: what `trainer_state.json` in a checkpoint holds beside the weights and the
-/// optimizer, so that a resumed run continues exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainerState {
-    /// The run's arguments.
-    pub args: TrainingArguments,
-    /// How its rows are batched.
-    pub collator: Collator,
-    /// The classifier's number of classes.
-    pub num_labels: usize,
-    /// The optimizer steps of the whole run (where the learning rate reaches 0).
-    pub max_steps: usize,
-    /// The epoch under way, from 0, and the next batch in its order.
-    pub epoch: usize,
-    /// The next batch of the epoch's order, from 0.
-    pub batch: usize,
-    /// `floating_point_ops` summed over every training batch so far.
-    pub total_flos: f64,
-    /// Every optimizer step taken, in order (transformers' `log_history`, every step kept).
-    pub log_history: Vec<StepLog>,
-    /// Every evaluation run during training, in order.
-    pub eval_history: Vec<EvalLog>,
-    data: [u64; 3],
-}
-// ANCHOR_END: trainer_state
+pub use state::{EvalLog, Logged, StepLog, TrainerState};
 
 /// transformers' `Trainer` for `GPT2ForSequenceClassification`.
 pub struct Trainer<'a> {
-    /// The model, optimizer and precision being trained: what one optimizer step updates.
+    /// The model, optimizer and precision being trained: what one optimizer step updates. Its
+    /// model is the one in training (dropout on); for inference take [`Trainer::model`].
     pub train_step: TrainStep,
     state: TrainerState,
     train_data: &'a LabelledRows,
@@ -123,6 +52,16 @@ pub struct Trainer<'a> {
     non_embedding_parameters: usize,
     tokenizer: Gpt2Tokenizer,
     device: Device,
+    /// The output folder, once taken (by [`Trainer::set_output`] or the first save).
+    out: Option<RunDir>,
+    /// The checkpoint this run was resumed from: its folder may hold the run's own files.
+    resumed_from: Option<PathBuf>,
+    /// The last checkpoint written or resumed from: the one a divergence leaves intact.
+    last_checkpoint: Option<PathBuf>,
+    /// Set (by a Ctrl-C handler, say) to stop the run at the next batch.
+    stop: Option<Arc<AtomicBool>>,
+    /// Whether the last `train` was stopped before its end.
+    interrupted: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -168,6 +107,7 @@ impl<'a> Trainer<'a> {
             total_flos: 0.0,
             log_history: Vec::new(),
             eval_history: Vec::new(),
+            schedule_changes: Vec::new(),
             data: train_data.fingerprint(),
         };
         Self::assemble(train_step, state, train_data, eval_data, tokenizer.clone())
@@ -195,7 +135,10 @@ impl<'a> Trainer<'a> {
         }
         let train_step = checkpoint.train_step()?;
         let tokenizer = Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?;
-        Self::assemble(train_step, state, train_data, eval_data, tokenizer)
+        let mut trainer = Self::assemble(train_step, state, train_data, eval_data, tokenizer)?;
+        trainer.resumed_from = Some(dir.to_path_buf());
+        trainer.last_checkpoint = Some(dir.to_path_buf());
+        Ok(trainer)
     }
 
     fn assemble(
@@ -223,6 +166,11 @@ impl<'a> Trainer<'a> {
             compute_metrics: Some(accuracy),
             non_embedding_parameters,
             tokenizer,
+            out: None,
+            resumed_from: None,
+            last_checkpoint: None,
+            stop: None,
+            interrupted: false,
             device,
         })
     }
@@ -243,10 +191,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// Where checkpoints go from now on, and whether to draw bars: a resumed run takes both
-    /// from its command line, not from the checkpoint's arguments.
-    pub fn set_output(&mut self, output_dir: &Path, progress_bars: bool) {
-        self.state.args.output_dir = output_dir.to_path_buf();
+    /// from its command line, not from the checkpoint's arguments. Without it, the first
+    /// save takes `output_dir` of the arguments (see [`RunDir`]).
+    pub fn set_output(&mut self, out: RunDir, progress_bars: bool) {
+        self.state.args.output_dir = out.path().to_path_buf();
         self.state.args.progress_bars = progress_bars;
+        self.out = Some(out);
     }
 
     /// The directory of the checkpoint after optimizer step `step`.
@@ -282,16 +232,21 @@ impl<'a> Trainer<'a> {
         let (n, bs) = (self.train_data.len(), args.per_device_train_batch_size);
         let batches = self.batches_per_epoch();
         let mut since_log: Vec<StepLog> = Vec::new();
-        while self.train_step.step_count() < self.state.max_steps {
+        let mut at_step = self.at_step()?;
+        self.interrupted = false;
+        // With max_steps, one bar over the steps (an epoch's would jump to its end there).
+        let done = self.train_step.step_count();
+        let mut steps_bar = args
+            .max_steps
+            .map(|max| EpochBar::steps(max, done, args.progress_bars));
+        'run: while self.train_step.step_count() < self.state.max_steps {
             let order = epoch_order(n, args.seed, self.state.epoch as u64, args.shuffle);
             let epochs = args.num_train_epochs.max(self.state.epoch + 1);
-            let mut bar = EpochBar::new(
-                self.state.epoch,
-                epochs,
-                n as u64,
-                "samples",
-                args.progress_bars,
-            );
+            let epoch = self.state.epoch;
+            let mut epoch_bar = steps_bar
+                .is_none()
+                .then(|| EpochBar::new(epoch, epochs, n as u64, "samples", args.progress_bars));
+            let bar = epoch_bar.as_mut().or(steps_bar.as_mut()).expect("a bar");
             while self.state.batch < batches && self.train_step.step_count() < self.state.max_steps
             {
                 // One optimizer step: the next `gradient_accumulation_steps` batches (fewer at
@@ -300,26 +255,36 @@ impl<'a> Trainer<'a> {
                 let weight = 1.0 / (end - self.state.batch) as f64;
                 let mut loss = 0.0;
                 for b in self.state.batch..end {
+                    if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                        self.interrupted = true;
+                        break 'run;
+                    }
                     let picked = &order[b * bs..((b + 1) * bs).min(n)];
                     let batch = self
                         .state
                         .collator
                         .batch(self.train_data, picked, &self.device)?;
-                    loss += weight
-                        * f64::from(self.train_step.accumulate_labelled(
-                            &batch.input_ids,
-                            Some(&batch.attention_mask),
-                            &batch.labels,
-                            weight,
-                        )?);
+                    let micro = self.train_step.accumulate_labelled(
+                        &batch.input_ids,
+                        Some(&batch.attention_mask),
+                        &batch.labels,
+                        weight,
+                    );
+                    loss += weight * f64::from(micro.map_err(|e| self.explain(e))?);
                     self.state.total_flos +=
                         floating_point_ops(self.non_embedding_parameters, batch.tokens);
                 }
                 self.state.batch = end;
                 let lr = self.schedule.lr(self.train_step.step_count());
-                let update = self.train_step.apply(lr, args.max_grad_norm)?;
+                let update = self
+                    .train_step
+                    .apply(lr, args.max_grad_norm)
+                    .map_err(|e| self.explain(e))?;
                 let step = self.train_step.step_count();
-                bar.set_position((end * bs).min(n) as u64);
+                bar.set_position(match args.max_steps {
+                    Some(_) => step as u64,
+                    None => (end * bs).min(n) as u64,
+                });
                 // An update mixed f16's loss scaling skipped (an overflow) is not a step: it is
                 // neither counted nor logged, as with PyTorch's GradScaler.
                 if let (true, Some(grad_norm)) = (update.applied, update.grad_norm) {
@@ -334,7 +299,7 @@ impl<'a> Trainer<'a> {
                     since_log.push(log);
                     bar.show(loss, lr);
                     if step.is_multiple_of(args.logging_steps) {
-                        on_log(&mean_log(&since_log));
+                        bar.suspend(|| on_log(&mean_log(&since_log)));
                         since_log.clear();
                     }
                 }
@@ -346,19 +311,29 @@ impl<'a> Trainer<'a> {
                 if due(args.eval_strategy, step, epoch_end) {
                     let eval = self.evaluate()?;
                     let record = self.eval_log(&eval);
-                    on_log(&Logged::Eval(record));
+                    bar.suspend(|| on_log(&Logged::Eval(record)));
                 }
                 let last = step == self.state.max_steps;
                 if step > 0 && due(args.save_strategy, step, epoch_end)
                     || (last && args.save_strategy != Interval::No)
                 {
-                    on_log(&Logged::Saved(self.save()?));
+                    let saved = Logged::Saved(self.save()?);
+                    bar.suspend(|| on_log(&saved));
                 }
+                at_step = self.at_step()?;
                 if epoch_end {
                     break; // the next epoch draws its own order
                 }
             }
+            if let Some(bar) = epoch_bar {
+                bar.finish();
+            }
+        }
+        if let Some(bar) = steps_bar {
             bar.finish();
+        }
+        if self.interrupted {
+            self.stopped(at_step)?;
         }
         Ok(self.train_output(started.elapsed().as_secs_f64()))
     }
@@ -400,12 +375,6 @@ impl<'a> Trainer<'a> {
                 epoch: self.epoch_float(),
             },
         }
-    }
-
-    fn save(&self) -> Result<PathBuf> {
-        let dir = self.checkpoint_dir(self.train_step.step_count());
-        save_checkpoint(&dir, &self.train_step, &self.tokenizer, &self.state)?;
-        Ok(dir)
     }
 
     /// The trained model for inference: the current weights, dropout off.

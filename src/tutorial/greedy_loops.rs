@@ -106,6 +106,7 @@ pub fn compare_loops(
         ));
     }
     let prompt_ids = tokenizer.encode(prompt)?;
+    check_room(model, prompt_ids.len(), max_new_tokens)?;
 
     // ANCHOR: timing
     let start = Instant::now();
@@ -133,6 +134,22 @@ pub fn compare_loops(
         cached,
         divergence,
     })
+}
+
+/// Refuses a prompt and token budget that do not fit the context before either loop starts:
+/// the naive loop would otherwise generate up to the context's end and only then fail, after
+/// seconds (minutes on a large model), with a message that names neither number.
+fn check_room(model: &Gpt2LmHeadModel, prompt_len: usize, max_new_tokens: usize) -> Result<()> {
+    let config = generation::GenerationConfig::greedy(max_new_tokens);
+    match config.validate(prompt_len, model.config().n_positions) {
+        Err(Error::ContextOverflow { len, max }) if prompt_len < max => {
+            Err(Error::InvalidArgument(format!(
+                "the {prompt_len}-token prompt plus max_new_tokens {max_new_tokens} is {len} tokens, more than the model's context of {max} (n_positions): set --max-new-tokens to {} or less, or shorten the prompt",
+                max - prompt_len
+            )))
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 fn first_divergence(tokenizer: &Gpt2Tokenizer, a: &[u32], b: &[u32]) -> Result<Option<RoundTrip>> {

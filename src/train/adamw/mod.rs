@@ -115,6 +115,17 @@ impl AdamW {
         Some((&p.m, &p.v))
     }
 
+    /// The name of the first parameter whose moments hold an infinity or a NaN, if any: a
+    /// checkpoint of such a state would resume into NaN at its first step.
+    pub fn first_non_finite_moment(&self) -> Result<Option<String>> {
+        for p in &self.params {
+            if !all_finite(&p.m)? || !all_finite(&p.v)? {
+                return Ok(Some(p.name.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step_each(|_, p| grads.get(p.var.as_tensor()).map(Gradient::Tensor))
@@ -345,6 +356,17 @@ fn moments_dtype(weights: DType, half: HalfMoments) -> DType {
         HalfMoments::LikeWeights => weights,
         HalfMoments::F32 => DType::F32,
     }
+}
+
+/// Whether every element of `t` is finite. The sum of the magnitudes, in f32, is NaN or
+/// infinite exactly when an element is (weights and moments are far below f32's 3.4e38 in all).
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let sum = t
+        .to_dtype(candle_core::DType::F32)?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(sum.is_finite())
 }
 
 #[cfg(test)]
