@@ -663,3 +663,66 @@ fn the_include_parser_reads_what_mdbook_reads() {
         ["figures/03_top10.svg", "figures/a.svg"]
     );
 }
+
+/// A page as mdBook renders it: every include replaced by the text it gives (an include that
+/// cannot be resolved fails `every_include_names_a_file_and_anchor_that_give_text`, not this).
+fn rendered(chapter: &Path) -> String {
+    let mut text = read(chapter);
+    let mut incs: Vec<Include> = includes()
+        .into_iter()
+        .filter(|i| i.chapter == chapter)
+        .collect();
+    // Replace from the last line up, so earlier lines keep their numbers.
+    incs.sort_by_key(|i| std::cmp::Reverse(i.line));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for inc in incs {
+        let body = resolve(&inc).unwrap_or_default();
+        let line = &mut lines[inc.line - 1];
+        // The whole `{{#include ...}}` directive on that line becomes the included text.
+        if let (Some(a), Some(b)) = (line.find("{{#"), line.rfind("}}")) {
+            line.replace_range(a..b + 2, &body);
+        }
+    }
+    text = lines.join("\n");
+    text
+}
+
+/// Words as `wc -w` counts them.
+fn word_count(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// The book teaches in a tutorial's length: the teaching chapters (the introduction and
+/// chapters 1-7 with their sub-pages), counted as rendered - with every include expanded, code
+/// and outputs counted like prose - stay within 16,000 words (the tutorial itself is ~4,000);
+/// the performance page within 2,500; the README a front door of at most 150 lines.
+/// `cargo test --test book budget -- --nocapture` prints each page's count.
+#[test]
+fn pages_stay_within_their_word_budget() {
+    let mut teaching = 0;
+    for chapter in markdown_files() {
+        let name = chapter.file_name().unwrap().to_string_lossy().to_string();
+        let words = word_count(&rendered(&chapter));
+        println!("{name}: {words} words rendered");
+        let starts_with_digit = name.chars().next().is_some_and(|c| c.is_ascii_digit());
+        if name == "introduction.md" || starts_with_digit {
+            teaching += words;
+        }
+    }
+    println!("teaching chapters: {teaching} words rendered");
+    let performance = word_count(&rendered(&chapters_dir().join("performance.md")));
+    let readme_lines = read(&root().join("README.md")).lines().count();
+    println!("performance.md: {performance} words; README.md: {readme_lines} lines");
+    assert!(
+        teaching <= 16_000,
+        "the teaching chapters render {teaching} words: at most 16,000"
+    );
+    assert!(
+        performance <= 2_500,
+        "the performance page renders {performance} words: at most 2,500"
+    );
+    assert!(
+        readme_lines <= 150,
+        "README.md has {readme_lines} lines: at most 150"
+    );
+}
