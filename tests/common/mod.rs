@@ -283,3 +283,24 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A figure the book's prose quotes, held in `chapters/generated/{name}` and included by the
+/// page (`{{#include generated/NAME}}`, inline in a sentence if need be), so no test asserts a
+/// sentence and no number is typed by hand. Fails when the committed fragment is not what the
+/// code computes now; `GPT2_TUTORIAL_WRITE_FRAGMENTS=1 cargo test` writes it instead.
+pub fn fragment(name: &str, value: &str) {
+    let path = root().join("chapters/generated").join(name);
+    if std::env::var_os("GPT2_TUTORIAL_WRITE_FRAGMENTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, value).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        committed,
+        value,
+        "{} is not what the code computes now; rewrite it with \
+         `GPT2_TUTORIAL_WRITE_FRAGMENTS=1 cargo test` and review the diff",
+        path.display()
+    );
+}
