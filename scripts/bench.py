@@ -10,6 +10,7 @@ and their ratios against the goals of issue 6. The raw figures go to target/benc
     python3 scripts/bench.py --sizes gpt2,gpt2-medium --rounds 5
     python3 scripts/bench.py --malloc tuned        # both sides with glibc's malloc tuned
     python3 scripts/bench.py --figures jokes,imdb,memory --rounds 3   # the fine-tunes (bench_finetune.py)
+    python3 scripts/bench.py --current             # benchmarks/current-*.md from benchmarks/current.json
 
 Take figures on a quiet machine: the script prints the load average and refuses to start above
 --max-load unless told otherwise.
@@ -55,6 +56,11 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def cpu_simd():
+    flags = pathlib.Path("/proc/cpuinfo").read_text()
+    return "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512"
+
+
 def run_json(cmd, env=None):
     out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -82,11 +88,17 @@ def main():
     p.add_argument("--force", action="store_true", help="start whatever the load")
     p.add_argument("--record", metavar="PREFIX",
                    help="also write PREFIX.json (the raw figures) and PREFIX.md (the tables), e.g. "
-                        "benchmarks/cpu-2026-11-25: the README and the book quote those, and "
-                        "tests/benchmarks.rs checks every quoted figure against the raw ones")
+                        "benchmarks/cpu-2026-11-25; tests/benchmarks.rs recomputes every row of the tables from "
+                        "the raw figures, and --current takes the current tables' rows from them")
     p.add_argument("--from-results", metavar="FILE",
                    help="run nothing: render the tables of a results file this script wrote (with --record, record them)")
+    p.add_argument("--current", action="store_true",
+                   help="run nothing: write benchmarks/current-*.md, one table per kind of machine, from the rows "
+                        "of the records benchmarks/current.json names")
     args = p.parse_args()
+    if args.current:
+        write_current()
+        return
     if args.from_results:
         results = json.loads((ROOT / args.from_results).read_text())
         if "finetune" in results:
@@ -116,6 +128,7 @@ def main():
     machine = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
         "cpu": cpu_model(),
+        "simd": cpu_simd(),
         "nproc": os.cpu_count(),
         "threads": args.threads,
         "load_at_start": load1,
@@ -129,7 +142,6 @@ def main():
     if finetune:
         if len(finetune) != len(figures):
             sys.exit("the fine-tune figures (jokes, imdb, memory) are recorded on their own: run them apart")
-        machine["simd"] = "AVX-512" if "avx512f" in pathlib.Path("/proc/cpuinfo").read_text() else "AVX2, no AVX-512"
         machine["rounds"] = args.rounds
         results["finetune"] = bench_finetune.run(finetune, args.rounds, args.threads, env, base, args.check_up_to)
         table = "\n".join(bench_finetune.tables(results))
@@ -168,7 +180,7 @@ def main():
 
 
 def record(prefix, results, tables):
-    """PREFIX.json with the raw figures, PREFIX.md with the tables the README and the book quote."""
+    """PREFIX.json with the raw figures, PREFIX.md with the tables printed from them."""
     path = ROOT / prefix
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
@@ -228,6 +240,55 @@ def table_lines(size, candle, torch, rss_c, rss_t, machine):
     lines.append("")
     lines.append(f"transformers' fastest variants (the figure above is the fastest): {variants}.")
     return lines
+
+
+def record_rows(results):
+    """Every table row of a record, as --from-results renders it (the header and notes left out)."""
+    if "finetune" in results:
+        lines = bench_finetune.tables(results)
+    else:
+        lines = [line for size, r in results["sizes"].items()
+                 for line in table_lines(size, r["candle"], r["transformers"], *r["rss"], results["machine"])]
+    return [line for line in lines if line.startswith("| ") and not line.startswith("| figure")]
+
+
+def current_row(name, results, prefix):
+    """The row of record `name` whose figure starts with `prefix`, its goal cell replaced by the record's
+    date and commit; an inference figure names its model size."""
+    found = [line for line in record_rows(results) if line.startswith(f"| {prefix}")]
+    if len(found) != 1:
+        sys.exit(f"{name}: {len(found)} rows start with {prefix!r}")
+    cells = [c.strip() for c in found[0].strip().strip("|").split("|")]
+    if "sizes" in results:
+        (size,) = results["sizes"]
+        cells[0] = f"{cells[0]}, {size}"
+    when = f"{results['machine']['date'][:10]}, {results.get('commit', 'unknown')}"
+    return "| " + " | ".join(cells[:4] + [when]) + " |"
+
+
+def write_current():
+    """benchmarks/current-KIND.md for each kind of machine in benchmarks/current.json: the latest
+    recorded figures of that machine in one table, each row copied from its record's table."""
+    spec = json.loads((ROOT / "benchmarks/current.json").read_text())
+    for kind, table in spec["tables"].items():
+        records = {name: json.loads((ROOT / f"benchmarks/{name}.json").read_text()) for name, _ in table["rows"]}
+        machines = {(r["machine"]["cpu"], r["machine"]["nproc"], r["machine"]["threads"]) for r in records.values()}
+        if len(machines) != 1:
+            sys.exit(f"{kind}: the records come from different machines: {machines}")
+        # A record made before `simd` was recorded for every run has none; the older ones say less.
+        simd = {r["machine"]["simd"] for r in records.values() if "simd" in r["machine"]}
+        if not all(table["simd"].startswith(s) for s in simd):
+            sys.exit(f"{kind}: current.json says {table['simd']!r}, a record says otherwise: {simd}")
+        ((cpu, nproc, threads),) = machines
+        lines = [f"<!-- scripts/bench.py --current writes this from benchmarks/current.json and the records it names; "
+                 f"tests/benchmarks.rs checks every row against their raw figures. -->", "",
+                 f"{cpu}, {nproc} cores, {table['simd']}; both sides on {threads} threads, random weights, "
+                 f"f32 and gpt2-size unless the row says otherwise, default malloc:",
+                 "", "| figure | this crate | PyTorch | ratio (> 1: this crate ahead) | recorded |", "|---|---:|---:|---:|---|"]
+        lines += [current_row(name, records[name], prefix) for name, prefix in table["rows"]]
+        out = ROOT / f"benchmarks/current-{kind}.md"
+        out.write_text("\n".join(lines) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
