@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     };
     let prompt_ids = loaded.tokenizer.encode(&args.common.prompt)?;
     let generation = generation::generate(&model, &prompt_ids, &config)?;
+    // ANCHOR_END: pipeline
     let outputs = generation
         .sequences
         .iter()
@@ -81,7 +82,6 @@ fn main() -> anyhow::Result<()> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // ANCHOR_END: pipeline
 
     if args.common.json {
         let report = Report {
@@ -104,10 +104,8 @@ fn main() -> anyhow::Result<()> {
         config.top_p,
         config.seed
     );
-    // ANCHOR: print
     for (i, output) in outputs.iter().enumerate() {
         println!("Output {}: {}", i + 1, output.generated_text);
     }
-    // ANCHOR_END: print
     Ok(())
 }

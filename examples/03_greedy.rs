@@ -184,7 +184,6 @@ fn print_loops(loops: &LoopComparison, max_new_tokens: usize) {
 fn stream(model: &Gpt2LmHeadModel, loaded: &LoadedModel, args: &Args) -> anyhow::Result<()> {
     println!("6. The cached loop again, streamed piece by piece as characters complete:");
     print!("   ");
-    // ANCHOR: stream
     let prompt_ids = loaded.tokenizer.encode(&args.common.prompt)?;
     let mut stream = TokenOutputStream::new(&loaded.tokenizer);
     let mut out = std::io::stdout();
@@ -195,16 +194,17 @@ fn stream(model: &Gpt2LmHeadModel, loaded: &LoadedModel, args: &Args) -> anyhow:
     }
     let config = GenerationConfig::greedy(args.max_new_tokens);
     let mut generator = Generator::new(model, &prompt_ids, &config)?;
+    // ANCHOR: stream
     while let Some(tokens) = generator.step()? {
         if let Some(text) = stream.next_token(tokens[0])? {
             write!(out, "{text}")?;
             out.flush()?;
         }
     }
+    // ANCHOR_END: stream
     if let Some(rest) = stream.finish()? {
         write!(out, "{rest}")?;
     }
-    // ANCHOR_END: stream
     println!();
     Ok(())
 }

@@ -69,14 +69,12 @@ fn main() -> anyhow::Result<()> {
         if report.new_weights.is_empty() {
             println!("  every weight came from the checkpoint");
         }
-        // ANCHOR: new_weights
         for w in report.describe_new(&weights)? {
             println!(
                 "  newly initialised: {} {:?} (mean {:.4}, std {:.4})",
                 w.name, w.shape, w.mean, w.std
             );
         }
-        // ANCHOR_END: new_weights
         println!();
     }
     if args.common.json {

@@ -59,6 +59,7 @@ pub struct GenerationConfig {
     /// What finished rows receive; `None` means `eos_token_id`, as transformers does for GPT-2.
     pub pad_token_id: Option<u32>,
 }
+// ANCHOR_END: config
 
 impl Default for GenerationConfig {
     fn default() -> Self {
@@ -76,7 +77,6 @@ impl Default for GenerationConfig {
         }
     }
 }
-// ANCHOR_END: config
 
 impl GenerationConfig {
     /// Greedy decoding of `max_new_tokens` tokens.
@@ -154,7 +154,6 @@ impl GenerationConfig {
         Ok(max_length)
     }
 
-    // ANCHOR: sampling
     /// The settings as candle-transformers' [`Sampling`]. A `top_p` of 1 keeps every token, so
     /// it is left out rather than applied. Top-k together with top-p is [`Sampling::TopP`] here:
     /// the top-k cut is made by [`Sampler`] first.
@@ -170,7 +169,6 @@ impl GenerationConfig {
             },
         }
     }
-    // ANCHOR_END: sampling
 
     /// A fresh sampler for these settings, seeded with `seed`.
     pub fn sampler(&self) -> Sampler {

@@ -30,7 +30,6 @@ mod classes;
 
 pub use classes::{head_parameter_shapes, LoadReport, ModelClass, NewWeight, HEAD_SEED};
 
-// ANCHOR: with_head
 /// `weights` completed for `class`: a head the checkpoint has is kept (its shape checked), a head
 /// it lacks is initialised as transformers' `_init_weights` does for `nn.Linear` - weight from
 /// N(0, `initializer_range`), bias 0 - from a ChaCha generator seeded with `seed`.
@@ -54,6 +53,7 @@ pub fn with_head(
                     class.class_name()
                 )))
             }
+            // ANCHOR: with_head
             None => {
                 let t = if name.ends_with(".bias") {
                     Tensor::zeros(shape.as_slice(), DType::F32, weights.device())?
@@ -63,6 +63,7 @@ pub fn with_head(
                 out.insert(name.clone(), t.to_dtype(weights.dtype())?);
                 report.new_weights.push(name.clone());
             }
+            // ANCHOR_END: with_head
         }
     }
     let own: BTreeSet<&String> = shapes.iter().map(|(n, _)| n).collect();
@@ -74,7 +75,6 @@ pub fn with_head(
     report.new_weights.sort();
     Ok((out, report))
 }
-// ANCHOR_END: with_head
 
 // ANCHOR: for_sequence_classification
 /// `GPT2ForSequenceClassification.from_pretrained(checkpoint, num_labels=N)`, for training: the
@@ -136,7 +136,6 @@ pub struct WithLoss {
     pub loss: Tensor,
 }
 
-// ANCHOR: lm_with_labels
 impl Gpt2LmHeadModel {
     /// `model(input_ids, labels=labels)`: the logits `(B, T, V)` and the shifted LM loss. Labels
     /// are `(B, T)` i64, usually the input ids themselves, with -100 where nothing is to be
@@ -147,14 +146,14 @@ impl Gpt2LmHeadModel {
         attention_mask: Option<&Tensor>,
         labels: &Tensor,
     ) -> Result<WithLoss> {
+        // ANCHOR: lm_with_labels
         let logits = self.forward(input_ids, attention_mask, None)?; // (B, T, V)
         let loss = lm_loss(&logits, labels)?;
+        // ANCHOR_END: lm_with_labels
         Ok(WithLoss { logits, loss })
     }
 }
-// ANCHOR_END: lm_with_labels
 
-// ANCHOR: pooling
 /// The position `GPT2ForSequenceClassification` reads each row's logits from. With a pad token
 /// it is the rightmost token that is not padding (transformers 5 takes
 /// `argmax(arange(T) * (input_ids != pad))`, so a row of nothing but padding gives 0); this
@@ -165,6 +164,7 @@ pub fn last_non_pad_positions(input_ids: &Tensor, pad_token_id: Option<u32>) -> 
     if t == 0 {
         return Err(Error::EmptyPrompt);
     }
+    // ANCHOR: pooling
     let Some(pad) = pad_token_id else {
         return if b == 1 {
             Ok(vec![t - 1])
@@ -177,10 +177,9 @@ pub fn last_non_pad_positions(input_ids: &Tensor, pad_token_id: Option<u32>) -> 
         .iter()
         .map(|row| row.iter().rposition(|&id| id != pad).unwrap_or(0))
         .collect())
+    // ANCHOR_END: pooling
 }
-// ANCHOR_END: pooling
 
-// ANCHOR: sequence_classification
 /// `GPT2ForSequenceClassification`: a score for each label at every position, of which the
 /// last real token's row is kept - in a causal model only that token has read the whole text.
 #[derive(Debug, Clone)]
@@ -212,6 +211,7 @@ impl Gpt2ForSequenceClassification {
         })
     }
 
+    // ANCHOR: sequence_classification
     /// Pooled logits `(B, num_labels)`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let hidden = self.transformer.forward(input_ids, attention_mask, None)?; // (B, T, C)
@@ -226,8 +226,8 @@ impl Gpt2ForSequenceClassification {
         let rows = Tensor::new(rows.as_slice(), logits.device())?; // (B)
         Ok(logits.reshape((b * t, n))?.index_select(&rows, 0)?) // (B, N)
     }
+    // ANCHOR_END: sequence_classification
 }
-// ANCHOR_END: sequence_classification
 
 impl Gpt2ForSequenceClassification {
     /// The token padding is made of (the tutorial sets it to eos before batching).
@@ -241,7 +241,6 @@ impl Gpt2ForSequenceClassification {
     }
 }
 
-// ANCHOR: token_classification
 /// `GPT2ForTokenClassification`: a label for every token (named entities, parts of speech).
 #[derive(Debug, Clone)]
 pub struct Gpt2ForTokenClassification {
@@ -272,14 +271,15 @@ impl Gpt2ForTokenClassification {
         })
     }
 
+    // ANCHOR: token_classification
     /// Logits `(B, T, num_labels)`.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let hidden = self.transformer.forward(input_ids, attention_mask, None)?; // (B, T, C)
         let hidden = self.dropout.forward(&hidden)?;
         Ok(self.classifier.forward(&hidden)?) // (B, T, N)
     }
+    // ANCHOR_END: token_classification
 }
-// ANCHOR_END: token_classification
 
 impl Gpt2ForTokenClassification {
     /// Dropout on (training) or off (inference), the head's own included.
@@ -366,7 +366,6 @@ classifier_methods!(
     "one label per token, `labels` `(B, T)`, -100 ignored"
 );
 
-// ANCHOR: question_answering
 /// `GPT2ForQuestionAnswering`: two scores per token, how likely the answer span starts there
 /// and how likely it ends there (extractive QA, as on SQuAD).
 #[derive(Debug, Clone)]
@@ -397,6 +396,7 @@ impl Gpt2ForQuestionAnswering {
         })
     }
 
+    // ANCHOR: question_answering
     /// The start and end scores of every token.
     pub fn forward(
         &self,
@@ -410,8 +410,8 @@ impl Gpt2ForQuestionAnswering {
             end_logits: logits.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?,   // (B, T)
         })
     }
+    // ANCHOR_END: question_answering
 }
-// ANCHOR_END: question_answering
 
 impl Gpt2ForQuestionAnswering {
     /// Builds the class for inference from a checkpoint (see [`Gpt2Head::from_weights`]);
@@ -476,7 +476,6 @@ impl Gpt2Head {
         })
     }
 
-    // ANCHOR: from_weights
     /// `GPT2For....from_pretrained(checkpoint)` for inference: the checkpoint's head if it has
     /// one, else a new one drawn with [`HEAD_SEED`]; [`load_report`](Self::load_report) says
     /// which it was. Every class's `from_weights` returns the model alone, the report kept inside.
@@ -492,7 +491,6 @@ impl Gpt2Head {
         }
         Ok(model)
     }
-    // ANCHOR_END: from_weights
 
     /// The classifier heads' [`LoadReport`]: which head weights `from_weights` initialised.
     /// The base model and the LM head add no parameters (the LM head is `wte` itself), so for

@@ -27,7 +27,6 @@ use crate::dropout::Dropout;
 use crate::kernels;
 use crate::{Error, Gpt2Config, Result};
 
-// ANCHOR: layer_norm
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -46,6 +45,7 @@ impl LayerNorm {
         })
     }
 
+    // ANCHOR: layer_norm
     /// The formula, step by step. In f16 and bf16 the mean and variance are taken in f32.
     pub(crate) fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let x32 = match x.dtype() {
@@ -61,8 +61,8 @@ impl LayerNorm {
             .broadcast_mul(&self.weight)?
             .broadcast_add(&self.bias)?)
     }
+    // ANCHOR_END: layer_norm
 }
-// ANCHOR_END: layer_norm
 
 /// Softmax over the last dimension (fused when no gradient is needed).
 pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -80,7 +80,6 @@ pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-// ANCHOR: conv1d
 /// Hugging Face's `Conv1D`: a linear layer whose weight is stored `[in, out]` (transposed
 /// compared with `nn.Linear`). We keep that layout, so `y = x @ W + b` with no transpose.
 #[derive(Debug, Clone)]
@@ -98,6 +97,7 @@ impl Conv1D {
         })
     }
 
+    // ANCHOR: conv1d
     /// `y = x @ W + b`.
     pub(crate) fn plain_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, n_in) = x.dims3()?;
@@ -105,10 +105,9 @@ impl Conv1D {
         let y = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B*T, out)
         Ok(y.reshape((b, t, ()))?) // (B, T, out)
     }
+    // ANCHOR_END: conv1d
 }
-// ANCHOR_END: conv1d
 
-// ANCHOR: attention
 /// Multi-head causal self-attention: every position looks at itself and the positions before it.
 #[derive(Debug, Clone)]
 pub struct CausalSelfAttention {
@@ -141,6 +140,7 @@ impl CausalSelfAttention {
         })
     }
 
+    // ANCHOR: attention
     /// `mask` is `None` when every query may see every key (one new token, no padding),
     /// else `(B or 1, 1, T, S)` with 1 where attention is allowed.
     pub fn forward(
@@ -187,6 +187,7 @@ impl CausalSelfAttention {
         let y = att.matmul(&v)?; // (B, nh, T, hs)
         Ok(y.transpose(1, 2)?.reshape((b, t, c))?) // (B, T, C): heads side by side again
     }
+    // ANCHOR_END: attention
 }
 
 /// The attention weights: `softmax(where(mask, att * scale, lowest))` over the keys.
@@ -207,7 +208,6 @@ fn plain_scaled_masked_softmax(att: &Tensor, scale: f64, mask: Option<&Tensor>) 
     };
     softmax_last_dim(&att)
 }
-// ANCHOR_END: attention
 
 // ANCHOR: lowest_finite
 /// The most negative finite value of a float dtype, which masked attention scores are set to.
@@ -224,7 +224,6 @@ pub fn lowest_finite(dtype: DType) -> f64 {
 }
 // ANCHOR_END: lowest_finite
 
-// ANCHOR: mlp
 /// The position-wise feed-forward network: widen 4×, GELU, narrow back.
 #[derive(Debug, Clone)]
 pub struct Mlp {
@@ -268,16 +267,16 @@ impl Mlp {
         })
     }
 
+    // ANCHOR: mlp
     /// `(B, T, C)` in, `(B, T, C)` out: widen, activate, narrow, dropout.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.c_fc.forward(x)?; // (B, T, 4C)
         let h = self.activation.forward(&h)?; // (B, T, 4C)
         self.dropout.forward(&self.c_proj.forward(&h)?) // (B, T, C)
     }
+    // ANCHOR_END: mlp
 }
-// ANCHOR_END: mlp
 
-// ANCHOR: block
 /// One transformer block. GPT-2 normalises *before* each sub-layer (pre-LN) and adds the
 /// result back onto the residual stream.
 #[derive(Debug, Clone)]
@@ -300,6 +299,7 @@ impl Block {
         })
     }
 
+    // ANCHOR: block
     /// One block on the residual stream `(B, T, C)`; `mask`, `cache` as in the attention's.
     pub fn forward(
         &self,
@@ -311,10 +311,9 @@ impl Block {
         let x = (&x + self.mlp.forward(&self.ln_2.forward(&x)?)?)?;
         Ok(x)
     }
+    // ANCHOR_END: block
 }
-// ANCHOR_END: block
 
-// ANCHOR: model
 /// `GPT2Model`: token + position embeddings, `n_layer` blocks, final LayerNorm.
 /// Returns hidden states `(B, T, C)`; the heads in [`crate::heads`] turn them into outputs.
 #[derive(Debug, Clone)]
@@ -392,6 +391,7 @@ impl Gpt2Model {
                 max: self.config.n_positions,
             });
         }
+        // ANCHOR: model
         let positions = Tensor::arange(past as u32, s as u32, input_ids.device())?; // (T)
         let tok = self.wte.forward(input_ids)?; // (B, T, C)
         let pos = self.wpe.forward(&positions)?; // (T, C)
@@ -406,6 +406,7 @@ impl Gpt2Model {
             c.advance(t);
         }
         self.ln_f.forward(&x) // (B, T, C)
+                              // ANCHOR_END: model
     }
 
     /// Switches dropout on (training) or off (inference), like PyTorch's `train()` / `eval()`.
@@ -419,9 +420,7 @@ impl Gpt2Model {
         }
     }
 }
-// ANCHOR_END: model
 
-// ANCHOR: mask
 /// The attention mask, `(B or 1, 1, T, S)` u8, 1 where query `i` may look at key `j`:
 /// causal (`j <= past + i`) and, with an attention mask, not padding. `None` when nothing
 /// is masked, which is the case for every step of cached decoding without padding.
@@ -457,9 +456,7 @@ pub fn causal_mask(
         None => padding,
     }))
 }
-// ANCHOR_END: mask
 
-// ANCHOR: lm_head
 /// `GPT2LMHeadModel`: the transformer plus a language-modelling head whose weight *is* `wte`
 /// (weight tying), so the logit of token `v` is the dot product of the last hidden state with
 /// `v`'s embedding. The tied head adds no parameters.
@@ -493,6 +490,7 @@ impl Gpt2LmHeadModel {
         self.logits(&hidden)
     }
 
+    // ANCHOR: lm_head
     /// The tied head on hidden states `(B, T, C)`: `logits = hidden @ wte^T`.
     pub(crate) fn plain_logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, c) = hidden.dims3()?;
@@ -500,6 +498,7 @@ impl Gpt2LmHeadModel {
         let logits = flat.matmul(&self.transformer.wte().t()?)?; // (B*T, V)
         Ok(logits.reshape((b, t, ()))?) // (B, T, V)
     }
+    // ANCHOR_END: lm_head
 
     /// Logits of the last position only, `(B, V)`: what generation needs, without computing
     /// the head for every prompt position.
@@ -515,7 +514,6 @@ impl Gpt2LmHeadModel {
         Ok(self.logits(&last)?.squeeze(1)?) // (B, V)
     }
 }
-// ANCHOR_END: lm_head
 
 // ----- The fast paths: where each layer leaves the plain code --------------------------------
 
