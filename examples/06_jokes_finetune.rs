@@ -2,14 +2,15 @@
 //!
 //! Packs `"JOKE: " + joke + "<|endoftext|>"` texts into sequences, trains on one sequence at a
 //! time with an optimizer step every `--accumulate` sequences, records loss and learning rate,
-//! draws them, saves checkpoints, then continues "JOKE:" and "My dog is cute and" as the
-//! tutorial does. By default: the bundled tiny model (random weights) on the bundled 283 jokes,
-//! a few minutes on two cores.
+//! draws them, saves checkpoints, then continues "JOKE:" and "My dog is cute and" (greedy, 20
+//! tokens with the prompt, in the tutorial's recipe, as its `model.generate`). By default: the
+//! bundled tiny model (random weights) on the bundled 283 jokes, a few minutes on two cores.
 //!
 //! ```text
 //! cargo run --release --example 06_jokes_finetune                       # fixed recipe, bundled model and jokes
-//! cargo run --release --example 06_jokes_finetune -- --recipe tutorial  # the tutorial's numbers
-//! cargo run --release --example 06_jokes_finetune -- --model gpt2-xl --data hub --recipe tutorial --dtype f16
+//! cargo run --release --example 06_jokes_finetune -- --recipe tutorial  # the tutorial's loop, in f16
+//! cargo run --release --example 06_jokes_finetune -- --recipe tutorial --dtype f32
+//! cargo run --release --example 06_jokes_finetune -- --model gpt2-xl --data hub --recipe tutorial
 //! cargo run --release --example 06_jokes_finetune -- --resume target/jokes-finetune/checkpoint-10
 //! ```
 
@@ -21,14 +22,13 @@ static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
 use std::path::PathBuf;
 
 use clap::Parser;
-use gpt2_tutorial::cli::{stop_on_ctrl_c, FinetuneArgs};
+use gpt2_tutorial::cli::{stop_on_ctrl_c, FinetuneArgs, Start};
 use gpt2_tutorial::data::{Jokes, JokesSource};
 use gpt2_tutorial::plot::write_svg;
 use gpt2_tutorial::train::{
     bars_wanted, check_checkpoint, continue_prompt, FineTuneReport, FineTuneSettings, LmFineTuner,
     Recipe, ResumeChanges, RunDir,
 };
-use gpt2_tutorial::Gpt2Tokenizer;
 use serde::Serialize;
 
 /// Fine-tune GPT-2 on jokes with the tutorial's loop.
@@ -40,9 +40,10 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Recipe::Fixed, conflicts_with = "resume")]
     recipe: Recipe,
     /// f32, f16 or bf16 (pure half in the tutorial recipe, mixed in the fixed one),
-    /// mixed-f16 or mixed-bf16.
-    #[arg(long, default_value = "f32", conflicts_with = "resume")]
-    dtype: String,
+    /// mixed-f16 or mixed-bf16 [default: the recipe's, f16 tutorial (its `model.half()`), f32
+    /// fixed].
+    #[arg(long, conflicts_with = "resume")]
+    dtype: Option<String>,
     /// Epochs [default: the recipe's, 5]; with --resume, to extend the run.
     #[arg(long)]
     epochs: Option<usize>,
@@ -106,7 +107,9 @@ impl Args {
     /// The recipe's settings with the flags that were given.
     fn settings(&self) -> anyhow::Result<FineTuneSettings> {
         let mut s = FineTuneSettings::for_recipe(self.recipe);
-        s.set_dtype(&self.dtype)?;
+        if let Some(dtype) = &self.dtype {
+            s.set_dtype(dtype)?;
+        }
         s.epochs = self.epochs.unwrap_or(s.epochs);
         s.accumulate = self.accumulate.unwrap_or(s.accumulate);
         s.max_seq_len = self.max_seq_len.unwrap_or(s.max_seq_len);
@@ -153,20 +156,9 @@ fn main() -> anyhow::Result<()> {
     // a model is loaded.
     let out = take_out_dir(&args)?;
     // A resumed run's model and tokenizer are the checkpoint's: --model is not loaded.
-    let (loaded, tokenizer) = match &args.resume {
-        Some(dir) => (None, Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?),
-        None => {
-            let loaded = args.common.load()?;
-            let tokenizer = loaded.tokenizer.clone();
-            (Some(loaded), tokenizer)
-        }
-    };
-
-    let model_name = match (&args.resume, &loaded) {
-        (Some(dir), _) => format!("checkpoint {}", dir.display()),
-        (None, Some(m)) => m.name.clone(),
-        (None, None) => unreachable!("a fresh run loads its model"),
-    };
+    let start = Start::new(args.resume.as_deref(), &args.common)?;
+    let tokenizer = start.tokenizer()?;
+    let model_name = start.name();
 
     // ANCHOR: data
     let source: JokesSource = args.common.data.parse()?;
@@ -175,15 +167,14 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR_END: data
 
     // ANCHOR: train
-    let mut trainer = match (&args.resume, loaded) {
-        (Some(dir), _) => {
-            let mut trainer = LmFineTuner::resume(dir, tokenized, out, &args.common.device()?)?;
+    let mut trainer = match start {
+        Start::Resume(dir) => {
+            let mut trainer = LmFineTuner::resume(&dir, tokenized, out, &args.common.device()?)?;
             trainer.change_schedule(args.schedule_changes())?;
             trainer
         }
-        (None, Some(m)) => LmFineTuner::new(&m.weights, &m.config, tokenized, args.settings()?)?
+        Start::Fresh(m) => LmFineTuner::new(&m.weights, &m.config, tokenized, args.settings()?)?
             .save_checkpoints(out, &m.tokenizer),
-        (None, None) => unreachable!("a fresh run loads its model"),
     };
     // ANCHOR_END: train
     let settings = trainer.settings().clone();
@@ -201,7 +192,9 @@ fn main() -> anyhow::Result<()> {
     let history = &report.history;
     history.write(&args.out)?;
     let figure = args.out.join("loss_lr.svg");
-    write_svg(&figure, &history.chart()?)?;
+    if !history.steps.is_empty() {
+        write_svg(&figure, &history.chart()?)?; // a run stopped before its first step has none
+    }
     // ANCHOR_END: run
     if report.interrupted {
         stopped(&report, &args.out);
@@ -211,7 +204,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = trainer.config().clone();
     let mut generated = Vec::new();
     for prompt in ["JOKE:", "My dog is cute and"] {
-        let text = continue_prompt(&weights, &cfg, &tokenizer, prompt, 40, settings.seed)?;
+        let text = continue_prompt(&weights, &cfg, &tokenizer, prompt, &settings.generation())?;
         generated.push(Generated { prompt, text });
     }
 

@@ -1,12 +1,14 @@
 //! The command-line flags the examples share: which model, on which device, in which dtype;
 //! and for the chapters' examples that read a prompt, the prompt and `--json`.
 
+use std::path::{Path, PathBuf};
+
 use candle_core::Device;
 
 use crate::device::{parse_device, Precision};
 use crate::source::{LoadedModel, ModelSource, DEFAULT_MODEL};
 use crate::tutorial::TUTORIAL_PROMPT;
-use crate::{Gpt2LmHeadModel, Result};
+use crate::{Gpt2LmHeadModel, Gpt2Tokenizer, Result};
 
 // ANCHOR: model_args
 /// Model selection, as `--model`, `--device` and `--dtype`.
@@ -95,6 +97,41 @@ impl FinetuneArgs {
             dtype: Precision::F32,
         }
         .load()
+    }
+}
+
+/// How a fine-tuning example begins: from a model's weights, or from a saved checkpoint (whose
+/// model, tokenizer and settings are its own, so `--model` is not loaded).
+pub enum Start {
+    /// A fresh run on the model `--model` names. Boxed: a loaded model is large beside a path.
+    Fresh(Box<LoadedModel>),
+    /// A run continued from this checkpoint directory.
+    Resume(PathBuf),
+}
+
+impl Start {
+    /// `Resume(dir)` when `--resume` gave a directory, else the model `args` name, loaded.
+    pub fn new(resume: Option<&Path>, args: &FinetuneArgs) -> Result<Self> {
+        Ok(match resume {
+            Some(dir) => Self::Resume(dir.to_path_buf()),
+            None => Self::Fresh(Box::new(args.load()?)),
+        })
+    }
+
+    /// A name for output: the model's, or `checkpoint DIR`.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Fresh(m) => m.name.clone(),
+            Self::Resume(dir) => format!("checkpoint {}", dir.display()),
+        }
+    }
+
+    /// The tokenizer the run uses: the model's, or the one saved in the checkpoint.
+    pub fn tokenizer(&self) -> Result<Gpt2Tokenizer> {
+        match self {
+            Self::Fresh(m) => Ok(m.tokenizer.clone()),
+            Self::Resume(dir) => Gpt2Tokenizer::from_file(&dir.join("tokenizer.json")),
+        }
     }
 }
 

@@ -37,10 +37,13 @@ fn stderr(o: &Output) -> String {
 }
 
 /// A short run: the tutorial's recipe (whose schedule does not depend on the run's length, so
-/// runs of different lengths share their first steps), one short sequence per step.
-const SHORT: [&str; 8] = [
+/// runs of different lengths share their first steps), one short sequence per step, in f32 (the
+/// recipe's f16 default is pinned by tests/finetune.rs; f32 is several times faster on a CPU).
+const SHORT: [&str; 10] = [
     "--recipe",
     "tutorial",
+    "--dtype",
+    "f32",
     "--max-seq-len",
     "24",
     "--accumulate",
@@ -49,9 +52,11 @@ const SHORT: [&str; 8] = [
     "6",
 ];
 /// [`SHORT`] without its length.
-const SMALL: [&str; 6] = [
+const SMALL: [&str; 8] = [
     "--recipe",
     "tutorial",
+    "--dtype",
+    "f32",
     "--max-seq-len",
     "24",
     "--accumulate",
@@ -196,6 +201,8 @@ fn ctrl_c_saves_where_the_run_stands_and_resume_continues_the_same_losses() {
     let flags = [
         "--recipe",
         "tutorial",
+        "--dtype",
+        "f32",
         "--max-seq-len",
         "24",
         "--accumulate",

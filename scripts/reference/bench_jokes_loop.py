@@ -5,7 +5,8 @@ texts, `DataLoader(batch_size=1, shuffle=True)`, the greedy packing into sequenc
 `--max-seq-len` tokens (an appended joke loses its first token, as `joke_tens[:, 1:]` does), one
 `backward` per packed sequence with `labels=ids`, an optimizer step every `--accumulate`
 sequences, `get_linear_schedule_with_warmup(num_training_steps=-1)` - on `GPT2LMHeadModel` in
-`model.train()` (dropout on, as in the tutorial). Stops after `--steps` optimizer steps and
+eval mode, dropout off, as in the tutorial: `from_pretrained` returns the model in eval mode and
+the tutorial's loop never calls `model.train()`. Stops after `--steps` optimizer steps and
 prints one JSON object: jokes read from the loader per second of the loop (the crate's
 `jokes_per_second`, counted the same way), the sequences and the losses.
 
@@ -74,7 +75,9 @@ def main():
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(ROOT / "data/gpt2-tokenizer/tokenizer.json"))
     model = GPT2LMHeadModel.from_pretrained(args.model_dir, attn_implementation=args.attention)
     model = model.to(DTYPES[args.dtype]).to(args.device)
-    model.train()
+    # No model.train(): from_pretrained leaves the model in eval mode (dropout off), and the
+    # tutorial's loop trains it that way.
+    assert not model.training
     dataset = JokesDataset(args.data)
     joke_loader = DataLoader(dataset, batch_size=1, shuffle=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, eps=1e-6, weight_decay=0.0, fused=True)

@@ -18,6 +18,14 @@ tests/fixtures/jokes.json:
   num_training_steps=-1) and `fixed` (averaged gradients, clipping at 1.0, `torch.optim.AdamW`,
   warmup then linear decay). Losses of every sequence, the lr of every step, gradient norms and
   probes of a few parameters;
+  `recorded_lrs` is what the tutorial's `lrs` list keeps: `scheduler.get_last_lr()[0]` after
+  `scheduler.step()`, the lr of the *next* step;
+- `tutorial_loop`: the tutorial's own loop as it runs - the model straight from `from_pretrained`
+  with the bundled config's dropout 0.1, in eval mode (the tutorial never calls `model.train()`,
+  so dropout is off), the same three steps as `training.tutorial` - once in float32 (`f32`) and
+  once after `model.half()` (`f16`: f16 weights, gradients and AdamW moments); after each, the
+  tutorial's `model.generate(**inputs)` with its defaults (greedy, max_length 20 counting the
+  prompt, pad = eos) on "JOKE:" and "My dog is cute and";
 - `schedule`: `get_linear_schedule_with_warmup`'s lr after k scheduler steps, for the tutorial's
   settings (the epoch-end lrs it printed) and for a schedule that warms up and decays.
 
@@ -182,23 +190,34 @@ def packing_section(all_ids):
 # Training
 
 
-def load_model(root):
-    # Dropout off on both sides, so that a training step is deterministic.
-    model = GPT2LMHeadModel.from_pretrained(
-        root / "data/tiny-gpt2",
-        attn_implementation="eager",
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        torch_dtype=torch.float32,
-    )
-    model.train()
+def load_model(root, as_the_tutorial=False, half=False):
+    """The bundled model. By default with dropout 0 in its config and in train mode, so that a
+    training step is deterministic on both sides. `as_the_tutorial`: as the tutorial has it -
+    the config's own dropout (0.1), and the eval mode `from_pretrained` returns, which the
+    tutorial's loop never leaves; `half`: then `model.half()`, as the tutorial does."""
+    if as_the_tutorial:
+        model = GPT2LMHeadModel.from_pretrained(root / "data/tiny-gpt2", attn_implementation="eager",
+                                                torch_dtype=torch.float32)
+        assert model.config.resid_pdrop == 0.1 and model.config.attn_pdrop == 0.1 and model.config.embd_pdrop == 0.1
+        assert not model.training, "from_pretrained returns the model in eval mode"
+        if half:
+            model = model.half()
+    else:
+        model = GPT2LMHeadModel.from_pretrained(
+            root / "data/tiny-gpt2",
+            attn_implementation="eager",
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            torch_dtype=torch.float32,
+        )
+        model.train()
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr(), "wte must be tied"
     return model
 
 
-def run_recipe(root, sequences, recipe):
-    model = load_model(root)
+def run_recipe(root, sequences, recipe, model=None):
+    model = model if model is not None else load_model(root)
     params = list(model.parameters())
     if recipe["optimizer"] == "transformers4_AdamW":
         opt = TransformersAdamW(params, lr=recipe["lr"], betas=tuple(recipe["betas"]), eps=recipe["eps"],
@@ -210,6 +229,7 @@ def run_recipe(root, sequences, recipe):
                                             num_training_steps=recipe["num_training_steps"])
     opt.zero_grad()
     seq_losses, step_lrs, losses, grad_norms, probes = [], [], [], [], {"initial": probe(model, PROBES)}
+    recorded_lrs = []
     grad_norms_exact = []
     for i in range(ACC * STEPS):
         ids = torch.tensor(sequences[i], dtype=torch.long).unsqueeze(0)
@@ -229,6 +249,7 @@ def run_recipe(root, sequences, recipe):
             losses.append(loss.item())
             opt.step()
             sched.step()
+            recorded_lrs.append(sched.get_last_lr()[0])
             opt.zero_grad()
             if step in (1, STEPS):
                 probes[f"after_step_{step}"] = probe(model, PROBES)
@@ -237,6 +258,7 @@ def run_recipe(root, sequences, recipe):
         "sequence_lens": [len(s) for s in sequences[: ACC * STEPS]],
         "sequence_losses": seq_losses,
         "step_lrs": step_lrs,
+        "recorded_lrs": recorded_lrs,
         "losses": losses,
     }
     if grad_norms:
@@ -246,9 +268,8 @@ def run_recipe(root, sequences, recipe):
     return out
 
 
-def training_section(root, all_ids):
-    packed = {mode: pack(all_ids, TRAIN_SEQ_LEN, mode)["sequences"] for mode in ["tutorial", "full"]}
-    tutorial = {
+def tutorial_settings():
+    return {
         "packing": "tutorial",
         "max_seq_len": TRAIN_SEQ_LEN,
         "accumulate": ACC,
@@ -266,6 +287,11 @@ def training_section(root, all_ids):
         "warmup": 3,
         "num_training_steps": -1,
     }
+
+
+def training_section(root, all_ids):
+    packed = {mode: pack(all_ids, TRAIN_SEQ_LEN, mode)["sequences"] for mode in ["tutorial", "full"]}
+    tutorial = tutorial_settings()
     fixed = {
         "packing": "full",
         "max_seq_len": TRAIN_SEQ_LEN,
@@ -289,7 +315,9 @@ def training_section(root, all_ids):
         "sequence does one backward (the tutorial's: the loss itself, gradients summed; the fixed: loss / "
         "accumulate); after every `accumulate` sequences: [fixed: clip_grad_norm_(all parameters, 1.0), "
         "grad_norms is the total norm before clipping, grad_norms_exact the same summed in f64], optimizer.step(), scheduler.step(), zero_grad(). "
-        "step_lrs[s] is the lr optimizer step s+1 used (the schedule's factor at scheduler step s); losses[s] "
+        "step_lrs[s] is the lr optimizer step s+1 used (the schedule's factor at scheduler step s); recorded_lrs[s] "
+        "is scheduler.get_last_lr()[0] after that step's scheduler.step() (the tutorial's lrs.append), "
+        "the lr of step s+2; losses[s] "
         "is the loss of that step's last sequence (the tutorial's losses.append(loss.item())). Probes are "
         "taken initially, after step 1 and after step 3: `first` = the first 8 values of the flattened "
         "tensor (checkpoint layout, Conv1D weights as [in, out]), `strided` = the values at indices 0, "
@@ -299,6 +327,42 @@ def training_section(root, all_ids):
         "tutorial": run_recipe(root, packed["tutorial"], tutorial),
         "fixed": run_recipe(root, packed["full"], fixed),
     }
+
+
+GENERATE_PROMPTS = ["JOKE:", "My dog is cute and"]
+
+
+def tutorial_loop_section(root, all_ids, tok):
+    """The tutorial's loop as it runs (see the module's docstring), f32 and f16, then generate."""
+    packed = pack(all_ids, TRAIN_SEQ_LEN, "tutorial")["sequences"]
+    recipe = tutorial_settings()
+    out = {
+        "note": "GPT2LMHeadModel.from_pretrained(data/tiny-gpt2) with the config's dropout 0.1, in the eval "
+        "mode from_pretrained returns (the tutorial never calls model.train(), so dropout is off); `f16` "
+        "after model.half(). The settings, sequences and loop of training.tutorial. After the three steps, "
+        "`generated[prompt]` is model.generate(**tokenizer(prompt, return_tensors='pt')) with the model's "
+        "generation defaults (greedy, max_length 20 with the prompt, stopping at eos) and pad_token_id = eos: "
+        "the prompt's ids and the new ones.",
+    }
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(root / "data/gpt2-tokenizer/tokenizer.json"))
+    for name, half in [("f32", False), ("f16", True)]:
+        model = load_model(root, as_the_tutorial=True, half=half)
+        run = run_recipe(root, packed, recipe, model=model)
+        assert not model.training
+        generated = {}
+        with torch.no_grad():
+            for prompt in GENERATE_PROMPTS:
+                inputs = fast(prompt, return_tensors="pt")
+                # transformers 4's defaults, which the tutorial ran with, spelled out (transformers 5
+                # leaves some of them unset in the model's generation config).
+                ids = model.generate(**inputs, do_sample=False, num_beams=1, max_length=20,
+                                     eos_token_id=EOS, pad_token_id=EOS)
+                assert ids.shape[1] <= 20
+                generated[prompt] = ids[0].tolist()
+        run["generated"] = generated
+        run["dtype"] = "float16" if half else "float32"
+        out[name] = run
+    return out
 
 
 def schedule_section():
@@ -360,6 +424,7 @@ def main():
         },
         "packing": packing_section(all_ids),
         "training": training_section(root, all_ids),
+        "tutorial_loop": tutorial_loop_section(root, all_ids, tok),
         "schedule": schedule_section(),
     }
     out = root / "tests/fixtures/jokes.json"

@@ -22,7 +22,10 @@ pub struct StepRecord {
     pub loss: f64,
     /// The mean loss of all the sequences the step's gradients came from.
     pub mean_loss: f64,
-    /// The learning rate the step ran at.
+    /// The learning rate recorded after the step, as the tutorial records it:
+    /// `scheduler.get_last_lr()[0]` after `scheduler.step()`, the rate the *next* step runs at
+    /// (so a run warming up from 0 records `lr/warmup` first). The step itself ran at the
+    /// schedule's value one step earlier ([`LinearSchedule::lr`](super::LinearSchedule::lr)`(step - 1)`).
     pub lr: f64,
 }
 

@@ -9,20 +9,20 @@
 
 mod state;
 mod stopping;
+mod watch;
 
 use state::plan;
 pub use state::{DataFingerprint, FineTuneReport, LoopState};
+use watch::Watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use candle_core::Device;
 
 use super::checkpoint::load_checkpoint;
 use super::history::{EpochEnd, History, StepRecord};
-use super::progress::EpochBar;
 use super::recipe::FineTuneSettings;
 use super::run_dir::RunDir;
 use super::schedule::LinearSchedule;
@@ -100,7 +100,8 @@ impl LmFineTuner {
         let mut adamw = settings.adamw;
         adamw.lr = settings.lr;
         let step = TrainSettings::new(settings.precision, adamw).seed(settings.seed);
-        let train = TrainStep::new(weights, cfg, step)?;
+        let mut train = TrainStep::new(weights, cfg, step)?;
+        train.set_dropout(settings.dropout);
         let state = LoopState {
             data: DataFingerprint::of(&tokenized),
             total_steps,
@@ -274,92 +275,26 @@ impl LmFineTuner {
     /// say and at the end. A loss or gradient that is not finite stops the run with an error
     /// that names the step and the last checkpoint, which stays as it was.
     pub fn run(&mut self) -> Result<FineTuneReport> {
-        let started = Instant::now();
-        let texts_at_start = self.state.texts_seen;
-        let settings = self.state.settings.clone();
-        let n = self.tokenized.len();
+        let mut watch = Watch::new(self)?;
         let mut pending: Vec<f32> = Vec::new(); // losses of the accumulation under way
-        let mut at_step = self.at_step()?;
-        let mut interrupted = false;
-        let mut done = self.done();
-        // With max_steps, one bar over the steps (an epoch's would jump to its end there).
-        let steps = self.train.step_count();
-        let mut steps_bar =
-            (settings.max_steps).map(|max| EpochBar::steps(max, steps, self.progress));
-        'run: while !done && self.state.epoch < settings.epochs {
-            let epoch = self.state.epoch;
-            let order = epoch_order(n, settings.seed, epoch as u64, settings.shuffle);
-            let mut epoch_bar = steps_bar.is_none().then(|| {
-                let mut bar =
-                    EpochBar::new(epoch, settings.epochs, n as u64, "texts", self.progress);
-                bar.resume_at(self.state.position as u64);
-                bar
-            });
-            let bar = epoch_bar.as_mut().or(steps_bar.as_mut()).expect("a bar");
-            while self.state.position < n {
-                if self.stop_requested() {
-                    interrupted = true;
-                    break 'run;
-                }
-                let text = &self.tokenized[order[self.state.position]];
-                self.state.position += 1;
-                self.state.texts_seen += 1;
-                if settings.max_steps.is_none() {
-                    bar.set_position(self.state.position as u64);
-                }
-                let Some(sequence) = self.state.packer.push(text) else {
-                    continue;
-                };
-                let step = self.train_sequence(&sequence, &mut pending)?;
-                if pending.is_empty() {
-                    at_step = self.at_step()?; // an optimizer step was made (or skipped)
-                }
-                if let Some(step) = step {
-                    if settings.max_steps.is_some() {
-                        bar.set_position(step.step as u64);
-                    }
-                    bar.show(step.loss, step.lr);
-                    self.maybe_save()?;
-                    if self.done() {
-                        done = true;
-                        break;
-                    }
-                }
+        let ending = if self.done() {
+            Ending::MaxSteps
+        } else {
+            self.train_loop(&mut watch, &mut pending)?
+        };
+        watch.finish_bars();
+        let texts_at_start = watch.texts_at_start;
+        match ending {
+            Ending::Interrupted => {
+                return self.stopped(watch.at_step.take(), watch.seconds(), texts_at_start)
             }
-            if let Some(bar) = epoch_bar {
-                bar.finish();
-            }
-            if !done {
-                self.state.history.epochs.push(EpochEnd {
-                    epoch,
-                    optimizer_steps: self.train.step_count(),
-                    sequences: self.state.sequences,
-                    lr: self.schedule.lr(self.train.step_count()),
-                });
-                self.state.epoch += 1;
-                self.state.position = 0;
-            }
-        }
-        if let Some(bar) = steps_bar {
-            bar.finish();
-        }
-        if interrupted {
-            return self.stopped(at_step, started.elapsed().as_secs_f64(), texts_at_start);
-        }
-        // The end of the data: the fixed recipe trains the last partial sequence and the last
-        // partial accumulation; the tutorial's loop drops both.
-        if !done && settings.packing == crate::data::PackingMode::Full {
-            if let Some(sequence) = self.state.packer.finish() {
-                self.train_sequence(&sequence, &mut pending)?;
-            }
-            if !pending.is_empty() && !self.done() {
-                self.update(&mut pending)?;
-            }
+            Ending::EndOfData => self.train_leftovers(&mut pending)?,
+            Ending::MaxSteps => {}
         }
         let untrained_sequences = pending.len();
         let untrained_texts = self.state.packer.buffered_jokes();
         // The rate is the loop's: the tutorial's loop is timed without its final save too.
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = watch.seconds();
         if self.last_checkpoint != self.checkpoint_dir(self.train.step_count()) {
             self.save()?;
         }
@@ -371,6 +306,79 @@ impl LmFineTuner {
         ))
     }
     // ANCHOR_END: run
+
+    // ANCHOR: loop
+    /// The tutorial's loop: every epoch, the texts in a shuffled order, each packed into the
+    /// sequence being built; a full sequence goes forward and backward, its gradients adding
+    /// up; every `accumulate` sequences an optimizer step, a scheduler step and the gradients
+    /// zeroed. What the tutorial does not have - progress bars, Ctrl-C, checkpoints,
+    /// `max_steps` - is `watch`'s business (see `lm_finetune/watch.rs`).
+    fn train_loop(&mut self, watch: &mut Watch, pending: &mut Vec<f32>) -> Result<Ending> {
+        let settings = self.state.settings.clone();
+        while self.state.epoch < settings.epochs {
+            let epoch = self.state.epoch as u64;
+            let order = epoch_order(self.tokenized.len(), settings.seed, epoch, settings.shuffle);
+            watch.epoch_starts(self);
+            while self.state.position < order.len() {
+                if self.stop_requested() {
+                    return Ok(Ending::Interrupted);
+                }
+                let text = &self.tokenized[order[self.state.position]];
+                self.state.position += 1;
+                self.state.texts_seen += 1;
+                watch.text_read(self);
+                // The tutorial's `torch.cat` packing: out comes a sequence once a text won't fit.
+                let Some(sequence) = self.state.packer.push(text) else {
+                    continue;
+                };
+                // `model(ids, labels=ids)`, `loss.backward()`: gradients add up until the step.
+                let loss = self.train_sequence(&sequence, pending.len())?;
+                pending.push(loss);
+                // Every BATCH_SIZE sequences: optimizer step, scheduler step, zero_grad.
+                if pending.len() == settings.accumulate {
+                    let record = self.update(pending)?;
+                    if watch.stepped(self, record)? {
+                        return Ok(Ending::MaxSteps);
+                    }
+                }
+            }
+            watch.epoch_ends();
+            self.end_epoch();
+        }
+        Ok(Ending::EndOfData)
+    }
+    // ANCHOR_END: loop
+
+    /// An epoch's end: what the tutorial prints there recorded, the position back to the start.
+    fn end_epoch(&mut self) {
+        self.state.history.epochs.push(EpochEnd {
+            epoch: self.state.epoch,
+            optimizer_steps: self.train.step_count(),
+            sequences: self.state.sequences,
+            lr: self.schedule.lr(self.train.step_count()),
+        });
+        self.state.epoch += 1;
+        self.state.position = 0;
+    }
+
+    /// The end of the data: the fixed recipe trains the last partial sequence and the last
+    /// partial accumulation; the tutorial's loop drops both.
+    fn train_leftovers(&mut self, pending: &mut Vec<f32>) -> Result<()> {
+        if self.state.settings.packing != crate::data::PackingMode::Full {
+            return Ok(());
+        }
+        if let Some(sequence) = self.state.packer.finish() {
+            let loss = self.train_sequence(&sequence, pending.len())?;
+            pending.push(loss);
+            if pending.len() == self.state.settings.accumulate {
+                self.update(pending)?;
+            }
+        }
+        if !pending.is_empty() && !self.done() {
+            self.update(pending)?;
+        }
+        Ok(())
+    }
 
     /// The run's report.
     fn report(
@@ -408,28 +416,18 @@ impl LmFineTuner {
     }
 
     // ANCHOR: train_sequence
-    /// One sequence: forward, loss, backward, gradients added up; an optimizer step once
-    /// `accumulate` sequences are in. Returns the step's record when it made one.
-    fn train_sequence(
-        &mut self,
-        sequence: &[u32],
-        pending: &mut Vec<f32>,
-    ) -> Result<Option<StepRecord>> {
-        let settings = &self.state.settings;
-        let weight = self.loss_weight(pending.len());
-        let step = self.train.step_count() + 1;
+    /// One sequence, the tutorial's `model(ids, labels=ids)` and `loss.backward()`: its
+    /// gradients are added to those of the `pending` sequences before it in this step.
+    /// Returns its loss.
+    fn train_sequence(&mut self, sequence: &[u32], pending: usize) -> Result<f32> {
+        let weight = self.loss_weight(pending);
         // The forced fault makes every gradient of the step NaN, as an overflow would.
-        let forced = self.nan_at_step == Some(step) && pending.is_empty();
-        let loss = self
-            .train
-            .accumulate_ids(sequence, if forced { f64::NAN } else { weight });
+        let forced = self.nan_at_step == Some(self.train.step_count() + 1) && pending == 0;
+        let weight = if forced { f64::NAN } else { weight };
+        let loss = self.train.accumulate_ids(sequence, weight);
         let loss = loss.map_err(|e| self.explain(e))?;
-        pending.push(loss);
         self.state.sequences += 1;
-        if pending.len() < settings.accumulate {
-            return Ok(None);
-        }
-        self.update(pending)
+        Ok(loss)
     }
     // ANCHOR_END: train_sequence
 
@@ -446,8 +444,12 @@ impl LmFineTuner {
         1.0 / left.min(settings.accumulate) as f64
     }
 
-    /// The optimizer step of the sequences in `pending`; `None` when mixed f16's loss scaling
-    /// skipped it (an overflow: no step is counted or recorded, as PyTorch's `GradScaler`).
+    // ANCHOR: update
+    /// The optimizer step of the sequences in `pending`, at the schedule's learning rate for
+    /// this step; `apply` zeroes the gradients, and the step count it advances is the
+    /// scheduler's step (the schedule is a function of it). `None`
+    /// when mixed f16's loss scaling skipped it (an overflow: no step is counted or recorded,
+    /// as PyTorch's `GradScaler`).
     fn update(&mut self, pending: &mut Vec<f32>) -> Result<Option<StepRecord>> {
         let settings = &self.state.settings;
         let lr = self.schedule.lr(self.train.step_count());
@@ -455,55 +457,53 @@ impl LmFineTuner {
             .train
             .apply(lr, settings.max_grad_norm)
             .map_err(|e| self.explain(e))?;
+        let losses = std::mem::take(pending);
         if !report.applied {
-            pending.clear();
             return Ok(None);
         }
-        let last = *pending.last().expect("a step has at least one sequence");
-        let mean = pending.iter().map(|&l| f64::from(l)).sum::<f64>() / pending.len() as f64;
-        pending.clear();
+        let last = *losses.last().expect("a step has at least one sequence");
+        let mean = losses.iter().map(|&l| f64::from(l)).sum::<f64>() / losses.len() as f64;
         let record = StepRecord {
             step: self.train.step_count(),
             // The fixed recipe's last step comes after the last epoch's texts: it is that epoch's.
             epoch: self.state.epoch.min(settings.epochs - 1),
             loss: f64::from(last),
             mean_loss: mean,
-            lr,
+            // The tutorial's `lrs.append(scheduler.get_last_lr()[0])`, after
+            // `scheduler.step()`: the rate the *next* step runs at.
+            lr: self.schedule.lr(self.train.step_count()),
         };
         self.state.history.push(record);
         Ok(Some(record))
     }
+    // ANCHOR_END: update
+}
 
-    fn maybe_save(&mut self) -> Result<()> {
-        let step = self.train.step_count();
-        match self.state.settings.save_steps {
-            Some(every) if step.is_multiple_of(every) => self.save(),
-            _ => Ok(()),
-        }
-    }
+/// How the loop ended.
+enum Ending {
+    /// Every epoch read to its end.
+    EndOfData,
+    /// `max_steps` optimizer steps made.
+    MaxSteps,
+    /// A stop was asked for (Ctrl-C).
+    Interrupted,
 }
 
 // ANCHOR: generate
 /// What the tutorial does after training: continue `prompt` with the trained weights, in the
-/// dtype they were trained in (the tutorial's model stays `.half()`), dropout off, sampling
-/// with top-p 0.8 from a seeded generator, up to `max_new_tokens` or `<|endoftext|>`.
+/// dtype they were trained in (the tutorial's model stays `.half()`), dropout off, as
+/// `generation` says - [`FineTuneSettings::generation`] gives each recipe's: the tutorial's
+/// `model.generate(**inputs)` is greedy up to 20 tokens, prompt included.
 pub fn continue_prompt(
     weights: &Weights,
     cfg: &Gpt2Config,
     tokenizer: &Gpt2Tokenizer,
     prompt: &str,
-    max_new_tokens: usize,
-    seed: u64,
+    generation: &GenerationConfig,
 ) -> Result<String> {
     let model = Gpt2LmHeadModel::from_weights(weights, cfg)?;
     let ids = tokenizer.encode(prompt)?;
-    let config = GenerationConfig {
-        max_new_tokens: Some(max_new_tokens),
-        top_p: 0.8,
-        seed,
-        ..GenerationConfig::sampling()
-    };
-    let out = generate(&model, &ids, &config)?;
+    let out = generate(&model, &ids, generation)?;
     tokenizer.decode(&out.sequences[0])
 }
 // ANCHOR_END: generate

@@ -9,6 +9,7 @@ use super::adamw::AdamWConfig;
 use super::precision::TrainPrecision;
 use super::schedule::LinearSchedule;
 use crate::data::PackingMode;
+use crate::generation::GenerationConfig;
 use crate::{Error, Result};
 
 /// Which recipe a run follows.
@@ -63,6 +64,10 @@ pub struct FineTuneSettings {
     pub adamw: AdamWConfig,
     /// The number formats of training (in JSON by name: `f32`, `mixed-bf16`, `f16`, ...).
     pub precision: TrainPrecision,
+    /// Dropout during training (PyTorch's `model.train()`) or not (eval mode). A checkpoint
+    /// saved before this setting existed trained with dropout on, and reads as such.
+    #[serde(default = "dropout_was_on")]
+    pub dropout: bool,
     /// Shuffle the jokes each epoch (the tutorial's `DataLoader(shuffle=True)`).
     pub shuffle: bool,
     /// Seeds the shuffling and dropout.
@@ -73,10 +78,16 @@ pub struct FineTuneSettings {
     pub save_steps: Option<usize>,
 }
 
+fn dropout_was_on() -> bool {
+    true
+}
+
 impl FineTuneSettings {
     /// The tutorial's loop: lr 3e-6 warming up over 5,000 steps and never decaying, 32
     /// sequences of up to 500 tokens per step with their gradients summed, the tutorial's
-    /// packing, transformers 4's `AdamW` (eps 1e-6), 5 epochs, no clipping.
+    /// packing, transformers 4's `AdamW` (eps 1e-6), 5 epochs, no clipping; pure f16 (its
+    /// `model.half()`: f16 weights, gradients and AdamW moments) and dropout off (its model
+    /// comes from `from_pretrained` in eval mode, and its loop never calls `model.train()`).
     pub fn tutorial() -> Self {
         Self {
             recipe: Recipe::Tutorial,
@@ -90,7 +101,8 @@ impl FineTuneSettings {
             decay: false,
             max_grad_norm: None,
             adamw: AdamWConfig::tutorial(3e-6),
-            precision: TrainPrecision::F32,
+            precision: TrainPrecision::Pure(DType::F16),
+            dropout: false,
             shuffle: true,
             seed: 42,
             max_steps: None,
@@ -100,7 +112,10 @@ impl FineTuneSettings {
 
     /// The loop that works: every token trained, gradients averaged over 8 sequences of up to
     /// 128 tokens, lr 1e-4 warming up over a tenth of the steps and decaying to 0, gradient
-    /// norm clipped at 1.0, PyTorch's `AdamW` (eps 1e-8).
+    /// norm clipped at 1.0, PyTorch's `AdamW` (eps 1e-8), f32, dropout on. Dropout stays on as
+    /// in every `Trainer` fine-tune (`model.train()`) and in GPT-2's own training: at lr 1e-4,
+    /// five passes over a few hundred jokes would otherwise let the model learn them by heart
+    /// sooner.
     pub fn fixed() -> Self {
         Self {
             recipe: Recipe::Fixed,
@@ -115,6 +130,7 @@ impl FineTuneSettings {
             max_grad_norm: Some(1.0),
             adamw: AdamWConfig::torch(1e-4),
             precision: TrainPrecision::F32,
+            dropout: true,
             shuffle: true,
             seed: 42,
             max_steps: None,
@@ -180,6 +196,22 @@ impl FineTuneSettings {
         }
     }
 
+    /// How the example continues its prompts once trained. The tutorial's recipe: its
+    /// `model.generate(**inputs)` with the defaults - greedy, `max_length` 20 counting the
+    /// prompt, stopping at `<|endoftext|>`, padding with it. The fixed recipe samples 40 new
+    /// tokens with top-p 0.8 from a generator seeded with `seed`, for texts that vary.
+    pub fn generation(&self) -> GenerationConfig {
+        match self.recipe {
+            Recipe::Tutorial => GenerationConfig::default(),
+            Recipe::Fixed => GenerationConfig {
+                max_new_tokens: Some(40),
+                top_p: 0.8,
+                seed: self.seed,
+                ..GenerationConfig::sampling()
+            },
+        }
+    }
+
     /// The schedule for a run of `total_steps` optimizer steps.
     pub fn schedule(&self, total_steps: usize) -> LinearSchedule {
         let warmup = self.warmup.unwrap_or(total_steps.div_ceil(10));
@@ -207,8 +239,13 @@ impl FineTuneSettings {
             super::adamw::AdamWVariant::Torch => "torch.optim.AdamW",
             super::adamw::AdamWVariant::Transformers4 => "transformers 4's AdamW",
         };
+        let dropout = if self.dropout {
+            "dropout on"
+        } else {
+            "dropout off"
+        };
         format!(
-            "{} recipe: lr {:e} warming up over {} steps, {decay}; {} sequences of up to {} tokens per optimizer step, gradients {grads}; {clip}; {adamw} (eps {:e}, weight decay {}); {}; {} epochs, {total_steps} optimizer steps",
+            "{} recipe: lr {:e} warming up over {} steps, {decay}; {} sequences of up to {} tokens per optimizer step, gradients {grads}; {clip}; {adamw} (eps {:e}, weight decay {}); {}, {dropout}; {} epochs, {total_steps} optimizer steps",
             self.recipe,
             self.lr,
             schedule.warmup_steps,

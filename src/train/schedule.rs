@@ -52,7 +52,8 @@ impl LinearSchedule {
     }
 
     /// The learning rate of the optimizer step with 0-based index `step` - equally, what
-    /// `scheduler.get_last_lr()` prints after `step` optimizer steps.
+    /// `scheduler.get_last_lr()` prints after `step` optimizer steps, which is what a run's
+    /// history records for the step before (the tutorial appends it after `scheduler.step()`).
     pub fn lr(&self, step: usize) -> f64 {
         self.base_lr * self.factor(step)
     }
