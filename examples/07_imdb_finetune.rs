@@ -14,6 +14,7 @@
 //! cargo run --release --example 07_imdb_finetune -- --lr 1e-3 --epochs 6 --padding longest --max-length 64   # the book's run
 //! cargo run --release --example 07_imdb_finetune -- --model openai-community/gpt2 --data hub --train-limit 1000 --eval-limit 500
 //! cargo run --release --example 07_imdb_finetune -- --resume latest   # continue from the newest checkpoint under --out
+//! cargo run --release --example 07_imdb_finetune -- --dtype f16 --max-steps 3 --logging-steps 1   # the tutorial's model.half(): NaN at step 2
 //! ```
 
 // A program that trains: zeroed memory is written at once (see "Using the crate", memory).
@@ -24,18 +25,18 @@ static ALLOCATOR: gpt2_tutorial::memory::ZeroFilledAllocator =
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use gpt2_tutorial::cli::{stop_on_ctrl_c, FinetuneArgs};
-use gpt2_tutorial::config::EOS_TOKEN_ID;
+use gpt2_tutorial::cli::{stop_on_ctrl_c, FinetuneArgs, Start};
 use gpt2_tutorial::data::{tokenize_truncated, Imdb, ImdbSource, Padding, Split, IMDB_LABEL_NAMES};
 use gpt2_tutorial::heads::{for_sequence_classification, HEAD_SEED};
-use gpt2_tutorial::plot::{loss_accuracy_chart, write_svg};
+use gpt2_tutorial::plot::{train_eval_chart, write_svg};
 use gpt2_tutorial::train::{
     bars_wanted, check_checkpoint, get_sentiment, latest_checkpoint, Collator, EvalOutput,
     Interval, LabelledRows, Logged, ResumeChanges, RunDir, Sentiment, TrainOutput, Trainer,
     TrainerState, TrainingArguments,
 };
-use gpt2_tutorial::{Gpt2Tokenizer, LoadedModel};
+use gpt2_tutorial::LoadedModel;
 use serde::Serialize;
+use std::fmt;
 
 /// Fine-tune GPT-2 to classify movie reviews, with transformers' Trainer.
 #[derive(Parser)]
@@ -156,15 +157,8 @@ fn main() -> anyhow::Result<()> {
     let resume = resume_dir(&args)?;
     let out = take_out_dir(&args, resume.as_deref())?;
     // A resumed run's model and tokenizer are the checkpoint's: --model is not loaded.
-    let loaded = match &resume {
-        Some(_) => None,
-        None => Some(args.common.load()?),
-    };
-    let tokenizer = match (&loaded, &resume) {
-        (Some(m), _) => m.tokenizer.clone(),
-        (None, Some(dir)) => Gpt2Tokenizer::from_file(&dir.join("tokenizer.json"))?,
-        (None, None) => unreachable!("a fresh run loads its model"),
-    };
+    let start = Start::new(resume.as_deref(), &args.common)?;
+    let tokenizer = start.tokenizer()?;
 
     // ANCHOR: data
     let source: ImdbSource = args.common.data.parse()?;
@@ -179,18 +173,28 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR_END: data
 
     // ANCHOR: tokenize
-    // The tutorial's `tokenizer.pad_token = tokenizer.eos_token` and
+    // The tutorial's tokenizer: GPT-2's one special token, <|endoftext|> (50256), as its
+    // bos_token, its eos_token and - `tokenizer.pad_token = tokenizer.eos_token`, since GPT-2
+    // has no padding token - its pad_token.
+    let special_tokens = SpecialTokens {
+        bos_token: "<|endoftext|>",
+        eos_token: "<|endoftext|>",
+        pad_token: "<|endoftext|>",
+    };
+    let pad_token = special_tokens.pad_token;
+    let pad_token_id = tokenizer // 50256
+        .token_to_id(pad_token)
+        .ok_or_else(|| anyhow::anyhow!("the tokenizer has no pad token {pad_token:?}"))?;
     // `tokenizer(text, padding="max_length", truncation=True)`: cut at max_length here, padded
-    // with 50256 when batched.
-    if let Some(m) = loaded
-        .as_ref()
-        .filter(|m| args.max_length > m.config.n_positions)
-    {
-        anyhow::bail!(
-            "--max-length {} is longer than the model's context ({} positions): use at most {1}",
-            args.max_length,
-            m.config.n_positions
-        );
+    // with pad_token_id when batched.
+    if let Start::Fresh(m) = &start {
+        if args.max_length > m.config.n_positions {
+            anyhow::bail!(
+                "--max-length {} is longer than the model's context ({} positions): use at most {1}",
+                args.max_length,
+                m.config.n_positions
+            );
+        }
     }
     let tokenize = |split: &Split| -> anyhow::Result<LabelledRows> {
         Ok(LabelledRows {
@@ -201,25 +205,25 @@ fn main() -> anyhow::Result<()> {
     let (train_rows, test_rows) = (tokenize(&train_split)?, tokenize(&test_split)?);
     // ANCHOR_END: tokenize
 
-    // ANCHOR: trainer
-    let (mut trainer, new_weights) = match (&resume, &loaded) {
-        (Some(dir), _) => {
+    let model_name = start.name();
+    let (mut trainer, new_weights) = match &start {
+        Start::Resume(dir) => {
             let mut trainer = Trainer::resume(dir, &train_rows, Some(&test_rows), &device)?;
             trainer.change_schedule(args.schedule_changes())?;
             (trainer, Vec::new())
         }
-        (None, Some(m)) => fresh_trainer(&args, m, imdb.num_labels, &train_rows, &test_rows)?,
-        (None, None) => unreachable!("a fresh run loads its model"),
-    };
-    // ANCHOR_END: trainer
-    let model_name = match (&resume, &loaded) {
-        (Some(dir), _) => format!("checkpoint {}", dir.display()),
-        (None, Some(m)) => m.name.clone(),
-        (None, None) => unreachable!("a fresh run loads its model"),
+        Start::Fresh(m) => fresh_trainer(
+            &args,
+            m,
+            imdb.num_labels,
+            pad_token_id,
+            &train_rows,
+            &test_rows,
+        )?,
     };
     // The trainer keeps its own trainable copy: the loaded weights would only hold a model's
     // worth of memory through the run.
-    drop(loaded);
+    drop(start);
     // A resumed run writes where this command says, with or without bars as it says.
     trainer.set_output(out, bars_wanted(args.quiet || args.json));
     trainer.stop_when(stop_on_ctrl_c()?);
@@ -234,6 +238,7 @@ fn main() -> anyhow::Result<()> {
             trainer.state().collator.padding,
             trainer.state().collator.max_length
         );
+        println!("Tokenizer: {special_tokens}");
         if resume.is_none() {
             println!("Newly initialized: {new_weights:?}");
         }
@@ -250,11 +255,13 @@ fn main() -> anyhow::Result<()> {
     }
     let json = args.json;
     // ANCHOR: train
-    let train_output = trainer.train_with(&mut |logged| {
-        if !json {
-            print_logged(logged);
-        }
-    })?;
+    let train_output = trainer
+        .train_with(&mut |logged| {
+            if !json {
+                print_logged(logged);
+            }
+        })
+        .map_err(|e| explain_pure_f16(e, &trainer.state().args.precision))?;
     if trainer.interrupted() {
         write_history(trainer.state(), &args.out)?;
         stopped(&trainer, &args.out);
@@ -306,24 +313,29 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The history (`history.json`: each step's loss, each evaluation's accuracy) and its figure.
+/// The history (`history.json`: each step's loss, each evaluation's accuracy and loss, as
+/// `[losses, accuracies, eval_losses]` of `(step, value)` pairs) and its figure.
 fn write_history(state: &TrainerState, out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    // ANCHOR: figure
     let losses: Vec<(usize, f64)> = state.log_history.iter().map(|l| (l.step, l.loss)).collect();
     let accuracy: Vec<(usize, f64)> = state
         .eval_history
         .iter()
         .filter_map(|e| Some((e.step, e.eval_accuracy?)))
         .collect();
+    let eval_losses: Vec<(usize, f64)> = state
+        .eval_history
+        .iter()
+        .map(|e| (e.step, e.eval_loss))
+        .collect();
     let history = out.join("history.json");
     std::fs::write(
         &history,
-        serde_json::to_string_pretty(&(&losses, &accuracy))?,
+        serde_json::to_string_pretty(&(&losses, &accuracy, &eval_losses))?,
     )?;
     let figure = out.join("loss_accuracy.svg");
-    let title = "Training loss and eval accuracy";
-    write_svg(&figure, &loss_accuracy_chart(title, &losses, &accuracy)?)?;
-    // ANCHOR_END: figure
+    let title = "Training and eval loss, eval accuracy";
+    let svg = train_eval_chart(title, &losses, &eval_losses, &accuracy)?;
+    write_svg(&figure, &svg)?;
     Ok((history, figure))
 }
 
@@ -381,15 +393,17 @@ fn fresh_trainer<'a>(
     args: &Args,
     loaded: &LoadedModel,
     num_labels: usize,
+    pad_token_id: u32,
     train_rows: &'a LabelledRows,
     test_rows: &'a LabelledRows,
 ) -> anyhow::Result<(Trainer<'a>, Vec<String>)> {
     // ANCHOR: model
     // GPT2ForSequenceClassification.from_pretrained(model, num_labels=imdb.num_labels): a new
-    // `score` unless the checkpoint has one; then `model.config.pad_token_id = eos`.
+    // `score` unless the checkpoint has one; then `model.config.pad_token_id =
+    // tokenizer.pad_token_id` (eos).
     let (weights, mut cfg, report) =
         for_sequence_classification(&loaded.weights, &loaded.config, num_labels, HEAD_SEED)?;
-    let pad_token_id = *cfg.pad_token_id.get_or_insert(EOS_TOKEN_ID);
+    let pad_token_id = *cfg.pad_token_id.get_or_insert(pad_token_id);
     // ANCHOR_END: model
     // DataCollatorWithPadding(tokenizer): batches padded with the model's pad token (eos, unless
     // a classification checkpoint brings its own).
@@ -445,4 +459,41 @@ fn print_logged(logged: &Logged) {
         ),
         Logged::Saved(dir) => println!("saved {}", dir.display()),
     }
+}
+
+/// The tokenizer's special tokens, as the tutorial names them.
+struct SpecialTokens {
+    bos_token: &'static str,
+    eos_token: &'static str,
+    pad_token: &'static str,
+}
+
+impl fmt::Display for SpecialTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bos_token {:?}, eos_token {:?}, pad_token {:?}",
+            self.bos_token, self.eos_token, self.pad_token
+        )
+    }
+}
+
+/// A pure-f16 run that diverged, with why: PyTorch's AdamW on a `.half()` model computes its
+/// denominator `sqrt(v) + eps` in f16, where eps 1e-8 is 0 and `v` of a gradient under 5.5e-3
+/// is 0 too, so its first update divides by zero (chapter 7, "Half precision").
+fn explain_pure_f16(e: gpt2_tutorial::Error, precision: &str) -> anyhow::Error {
+    let diverged = matches!(
+        e,
+        gpt2_tutorial::Error::TrainingDiverged { .. }
+            | gpt2_tutorial::Error::NonFiniteWeights { .. }
+    );
+    if precision != "f16" || !diverged {
+        return e.into();
+    }
+    anyhow::Error::new(e).context(
+        "pure f16 (the tutorial's model.half() with adamw_torch): in f16 AdamW's eps (1e-8) rounds to 0, \
+         and so does the second moment of every gradient below about 5.5e-3, so the first update divides \
+         by zero and leaves the weights inf or NaN - PyTorch computes the same. Train with --dtype bf16, \
+         mixed-f16 or f32",
+    )
 }

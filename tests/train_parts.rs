@@ -289,6 +289,146 @@ fn half_moments_like_pytorch_round_every_operation() {
     assert!(got.iter().all(|x| x.is_finite()), "{got:?}");
 }
 
+/// An f16 tensor from raw IEEE half bits.
+fn f16_from_bits(bits: &[u16]) -> Tensor {
+    let values: Vec<f32> = bits
+        .iter()
+        .map(|&b| half::f16::from_bits(b).to_f32())
+        .collect();
+    let n = values.len();
+    Tensor::from_vec(values, n, &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap()
+}
+
+/// The raw bits of an f16 tensor; every NaN as one pattern (PyTorch's and candle's NaNs may
+/// carry different payloads, and a NaN is a NaN).
+fn f16_bits(t: &Tensor) -> Vec<u16> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|&x| match x.is_nan() {
+            true => 0x7E00,
+            false => half::f16::from_f32(x).to_bits(),
+        })
+        .collect()
+}
+
+/// `adamw_torch` on an f16 parameter - what transformers' Trainer runs on the tutorial's
+/// `.half()` classifier - is PyTorch's bit for bit over two steps (fixture: torch.optim.AdamW
+/// on 96 f16 values, gradients from 0 to 1): moments in f16, eps 1e-8 rounded away, and the
+/// division by zero that follows where the second moment underflows - the same infinities and
+/// NaNs in the same places. Tolerance 0: the same operations rounded the same way.
+#[test]
+fn adamw_on_f16_weights_is_pytorchs_bit_for_bit() {
+    let fx = versioned_fixture(
+        "trainer_f16",
+        "python scripts/reference/make_trainer_fixtures.py --half-only",
+    );
+    let fx = &fx["adamw"];
+    let bits = |v: &serde_json::Value| -> Vec<u16> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u16)
+            .collect()
+    };
+    let canonical = |b: Vec<u16>| -> Vec<u16> {
+        b.into_iter()
+            .map(|x| match half::f16::from_bits(x).is_nan() {
+                true => 0x7E00,
+                false => x,
+            })
+            .collect()
+    };
+    let w = Var::from_tensor(&f16_from_bits(&bits(&fx["w0"]))).unwrap();
+    // A name that decays, as every Conv1D weight: the fixture's weight decay applies.
+    let name = "h.0.mlp.c_fc.weight";
+    let config = AdamWConfig {
+        weight_decay: fx["weight_decay"].as_f64().unwrap(),
+        eps: fx["eps"].as_f64().unwrap(),
+        half_moments: HalfMoments::LikeWeights,
+        ..AdamWConfig::torch(fx["lr"].as_f64().unwrap())
+    };
+    let mut opt = AdamW::new(vec![(name.to_string(), w.clone())], config).unwrap();
+    let grads = fx["grads"].as_array().unwrap();
+    for (step, (g, want)) in grads
+        .iter()
+        .zip(fx["steps"].as_array().unwrap())
+        .enumerate()
+    {
+        let mut store = constant_grads(&[]);
+        store.insert(w.as_tensor(), f16_from_bits(&bits(g)));
+        opt.step(&store).unwrap();
+        let (m, v) = opt.moments(name).unwrap();
+        assert_eq!((m.dtype(), v.dtype()), (DType::F16, DType::F16));
+        for (what, got, want) in [
+            ("weights", f16_bits(w.as_tensor()), &want["w"]),
+            ("exp_avg", f16_bits(m), &want["exp_avg"]),
+            ("exp_avg_sq", f16_bits(v), &want["exp_avg_sq"]),
+        ] {
+            assert_eq!(got, canonical(bits(want)), "step {}: {what}", step + 1);
+        }
+    }
+}
+
+/// The figures chapter 7 quotes about AdamW on f16 weights, from this crate's AdamW: f16's
+/// smallest subnormal (what eps 1e-8 is compared with), and the largest gradient whose first
+/// update divides by zero - below it `(1 - beta2)·g²` rounds to 0 in f16, so the denominator
+/// `sqrt(v) + eps` is 0 and the weight becomes infinite.
+#[test]
+fn adamw_on_f16_divides_by_zero_below_a_gradient_size() {
+    let tiny = half::f16::from_bits(1).to_f32();
+    assert_eq!(tiny, 2f32.powi(-24));
+    assert_eq!(
+        half::f16::from_f64(1e-8).to_f32(),
+        0.0,
+        "eps 1e-8 is 0 in f16"
+    );
+    // Every positive finite f16 gradient, one step from weight 0.5 (a weight f16 holds with
+    // room: a finite update stays finite).
+    let grads: Vec<u16> = (1..0x7C00).collect();
+    let n = grads.len();
+    let w = Var::from_tensor(
+        &Tensor::full(0.5f32, n, &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap(),
+    )
+    .unwrap();
+    let config = AdamWConfig {
+        half_moments: HalfMoments::LikeWeights,
+        ..AdamWConfig::torch(1e-3)
+    };
+    let mut opt = AdamW::new(vec![("wte.weight".to_string(), w.clone())], config).unwrap();
+    let mut store = constant_grads(&[]);
+    store.insert(w.as_tensor(), f16_from_bits(&grads));
+    opt.step(&store).unwrap();
+    let after = w
+        .as_tensor()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let g = |i: usize| half::f16::from_bits(grads[i]).to_f32();
+    // The updates that divide by zero are exactly those below a threshold: infinite, or NaN
+    // (0/0) where the first moment `0.1·g` rounds to 0 as well; every larger gradient gives a
+    // finite weight.
+    let last_bad = after.iter().rposition(|x| !x.is_finite()).unwrap();
+    assert!(after[..=last_bad].iter().all(|x| !x.is_finite()));
+    assert!(after[last_bad + 1..].iter().all(|x| x.is_finite()));
+    let threshold = g(last_bad + 1);
+    assert!((5.4e-3..5.5e-3).contains(&threshold), "{threshold}");
+    fragment("07_f16_smallest_subnormal.md", &format!("{tiny:.2e}"));
+    fragment(
+        "07_f16_second_moment_underflow_below.md",
+        &format!("{threshold:.2e}"),
+    );
+}
+
 fn tiny_train(precision: TrainPrecision, adamw: AdamWConfig) -> TrainStep {
     let m = bundled();
     TrainStep::new(

@@ -26,14 +26,25 @@ tests/fixtures/trainer.json:
 - `tutorial_flops`: `total_flos` for gpt2 with 2 labels on the tutorial's 25,000 rows x 3 epochs
   x 1,024 tokens, from a random-init GPT2ForSequenceClassification's `num_parameters`.
 
+It also writes tests/fixtures/trainer_f16.json (alone with --half-only), for tests/trainer.rs and
+tests/train_parts.rs: the tutorial's `model.half()` trained by the Trainer as it is -
+- `trainer`: the max_length run again on the half model with optim="adamw_torch": each step's loss
+  and grad norm (step 2's are NaN), AdamW's state dtypes, and after step 1 how many of each
+  parameter's values are NaN, +inf, -inf or finite (and moved), with the gradient's zeros and the
+  moments' zeros behind them;
+- `adamw`: torch.optim.AdamW on one f16 parameter of 96 values, two steps, gradients from 0 to 1:
+  the raw f16 bits in and out (foreach and single-tensor agree), for a bit-for-bit check.
+
 Dataloader shuffling is off: the Rust side cannot reproduce torch's RandomSampler, so the Trainer
 subclass below returns a SequentialSampler from `_get_train_sampler(self, train_dataset=None)`.
 
-Run from the repository root:  python scripts/reference/make_trainer_fixtures.py
+Run from the repository root:  python scripts/reference/make_trainer_fixtures.py [--half-only]
 """
 
+import argparse
 import hashlib
 import math
+import pathlib
 import tempfile
 
 import accelerate
@@ -59,7 +70,6 @@ from reference_common import (
     dumps,
     encode,
     pad_eos_tokenizer,
-    parse_root,
     probe,
     provenance,
 )
@@ -383,8 +393,16 @@ def tutorial_flops():
     }
 
 
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path("."))
+    parser.add_argument("--half-only", action="store_true", help="write tests/fixtures/trainer_f16.json only")
+    return parser.parse_args()
+
+
 def main():
-    root = parse_root(__doc__)
+    opts = parse_args()
+    root = opts.root
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()
@@ -392,6 +410,9 @@ def main():
     tok = pad_eos_tokenizer(root / "data/gpt2-tokenizer/tokenizer.json")
     train = read_split(root, "train", TRAIN_ROWS)
     evals = read_split(root, "test", EVAL_ROWS)
+    write_half(root, tok, train)
+    if opts.half_only:
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         runs = {p: run(root, tok, p, train, evals, tmp) for p in ("max_length", "longest")}
@@ -528,6 +549,180 @@ def main():
         },
     }
     out = root / "tests/fixtures/trainer.json"
+    out.write_text(dumps(fixture), encoding="utf-8")
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Half precision: the tutorial's `model.half()` trained by the Trainer as it is (`07 --dtype f16`)
+
+HALF_COMMAND = "python scripts/reference/make_trainer_fixtures.py --half-only"
+F16_TINY = 2.0 ** -24  # f16's smallest subnormal, 5.96e-8: eps 1e-8 rounds to 0
+
+
+def f16_bits(t):
+    """The raw bits of an f16 tensor, as integers (JSON holds no NaN or infinity)."""
+    return t.detach().contiguous().view(torch.int16).to(torch.int32).bitwise_and(0xFFFF).reshape(-1).tolist()
+
+
+def finite_or_name(x):
+    return x if math.isfinite(x) else repr(float(x))
+
+
+def census(before, after, grad, m, v):
+    """What one step did to one parameter, element by element."""
+    fin = torch.isfinite(after)
+    return {
+        "numel": after.numel(),
+        "nan": int(torch.isnan(after).sum()),
+        "pos_inf": int((after == float("inf")).sum()),
+        "neg_inf": int((after == float("-inf")).sum()),
+        "finite": int(fin.sum()),
+        "finite_moved": int((fin & (after != before)).sum()),
+        "grad_zero": int((grad == 0).sum()),
+        "exp_avg_zero": int((m == 0).sum()),
+        "exp_avg_sq_zero": int((v == 0).sum()),
+        "exp_avg_sq_zero_grad_nonzero": int(((v == 0) & (grad != 0)).sum()),
+    }
+
+
+def adamw_in_f16():
+    """torch.optim.AdamW on one f16 parameter, two steps, gradients chosen to cover every case:
+    zero, below the size whose square (1 - beta2) * g^2 rounds to 0 in f16, and above it. The
+    raw bits in and out, for a bit-for-bit check of the crate's AdamW."""
+    n = 96
+    idx = torch.arange(n, dtype=torch.float64)
+    w0 = (0.02 * torch.sin(idx * 0.37)).to(torch.float16)
+    mags = torch.tensor([0.0, 1e-7, 1e-5, 1e-4, 1e-3, 4e-3, 5e-3, 5.5e-3, 6e-3, 1e-2, 0.1, 1.0], dtype=torch.float64)
+    g1 = (mags.repeat(n // len(mags)) * torch.where(idx % 2 == 0, 1.0, -1.0)).to(torch.float16)
+    g2 = torch.roll(g1, 5)
+    out = {}
+    for foreach in (False, True):
+        p = torch.nn.Parameter(w0.clone())
+        opt = torch.optim.AdamW([p], lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=foreach)
+        steps = []
+        for g in (g1, g2):
+            p.grad = g.clone()
+            opt.step()
+            st = opt.state[p]
+            assert st["exp_avg"].dtype == torch.float16 and st["exp_avg_sq"].dtype == torch.float16
+            steps.append({"w": f16_bits(p), "exp_avg": f16_bits(st["exp_avg"]), "exp_avg_sq": f16_bits(st["exp_avg_sq"])})
+        out[foreach] = steps
+    assert out[False] == out[True], "foreach and single-tensor AdamW differ in f16"
+    return {
+        "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
+        "w0": f16_bits(w0), "grads": [f16_bits(g1), f16_bits(g2)],
+        "steps": out[False],
+        "note": "torch.optim.AdamW(foreach=False) on one float16 Parameter of 96 values, two steps with the "
+        "gradients given (f16 bits); exp_avg and exp_avg_sq are float16 (zeros_like(param)). foreach=True "
+        "gives the same bits. Every value is the raw IEEE half bit pattern as an unsigned 16-bit integer.",
+    }
+
+
+def half_run(root, tok, train, tmp):
+    """The max_length run with the model in float16 (`model.half()`) and optim='adamw_torch': every step's
+    loss and grad norm, and after step 1 what AdamW did to each parameter."""
+    train_rows = encode(tok, *train, "max_length", MAX_LENGTH)
+    model, _ = load_model(root)
+    model = model.half()
+    kwargs = dict(TRAINING_ARGS) | {"optim": "adamw_torch"}
+    args = TrainingArguments(output_dir=tmp, **kwargs)
+    trainer = SequentialTrainer(
+        model=model, args=args, train_dataset=ListDataset(train_rows), processing_class=tok,
+        data_collator=default_data_collator,
+    )
+    trainer.create_optimizer()
+    inner = trainer.optimizer
+    seen = {"before": [], "grads": [], "after": [], "losses": []}
+    original_step = inner.step
+
+    def step(*a, **k):
+        # The gradients AdamW receives: after clipping.
+        seen["before"].append({n: p.detach().clone() for n, p in model.named_parameters()})
+        seen["grads"].append({n: p.grad.detach().clone() for n, p in model.named_parameters()})
+        out = original_step(*a, **k)
+        seen["after"].append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return out
+
+    inner.step = step
+    original_compute_loss = trainer.compute_loss
+
+    def compute_loss(model, inputs, *a, **k):
+        out = original_compute_loss(model, inputs, *a, **k)
+        loss = out[0] if isinstance(out, tuple) else out
+        seen["losses"].append(float(loss.detach().float()))
+        return out
+
+    trainer.compute_loss = compute_loss
+    initial = probe(model, PROBES)
+    trainer.train()
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert type(opt) is torch.optim.AdamW and not opt.defaults.get("fused"), opt.defaults
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    params = dict(model.named_parameters())
+    # The moments after step 1 cannot be read back after step 2; recompute them from the recorded
+    # gradient with the same operations (checked against the weights below).
+    per_param = {}
+    totals = {}
+    for name in params:
+        before, g, after = seen["before"][0][name], seen["grads"][0][name], seen["after"][0][name]
+        m = torch.zeros_like(before).lerp_(g, 0.1)
+        v = torch.zeros_like(before).mul_(0.999).addcmul_(g, g, value=0.001)
+        c = census(before, after, g, m, v)
+        assert c["grad_zero"] <= c["exp_avg_zero"]
+        per_param[name] = c
+        for k, x in c.items():
+            totals[k] = totals.get(k, 0) + x
+    state_dtypes = sorted({str(opt.state[p][k].dtype) for p in params.values() for k in ("exp_avg", "exp_avg_sq")})
+    probes_after_1 = probe_half(seen["after"][0])
+    return {
+        "training_arguments": {**kwargs, "output_dir": "(a temporary directory)"},
+        "model": "load_model() as for the float32 runs (same score.weight), then model.half(): every parameter float16",
+        "optimizer": {"class": f"{type(opt).__module__}.{type(opt).__name__}", "foreach": opt.defaults.get("foreach"),
+                      "fused": opt.defaults.get("fused"), "eps": opt.defaults["eps"], "state_dtypes": state_dtypes},
+        "steps": [
+            {"step": e["step"], "logged_loss": finite_or_name(e["loss"]), "learning_rate": e["learning_rate"],
+             "grad_norm": finite_or_name(float(e["grad_norm"])), "loss": finite_or_name(seen["losses"][i])}
+            for i, e in enumerate(logged)
+        ],
+        "initial_probes": initial,
+        "after_step_1": {"totals": totals, "per_parameter": per_param, "probes": probes_after_1},
+        "note": "trainer.train() on the half model: loss = the step's batch loss as computed (float16 logits, "
+        "the loss read as a float); logged_loss = what log_history shows (logging_nan_inf_filter replaces a "
+        "NaN loss by the mean of the earlier ones in the logging window: 0.0 here); non-finite values are "
+        "written as strings. after_step_1 takes each parameter as AdamW left it after the first step: how "
+        "many values are NaN, +inf, -inf, finite, finite and moved; how many of the (clipped) gradient's "
+        "values are 0, and of the moments exp_avg, exp_avg_sq after the step (recomputed from the gradient "
+        "with the same operations). exp_avg_sq rounds to 0 in f16 when (1 - beta2) * g^2 < 2^-25; eps 1e-8 "
+        "rounds to 0 when added to it, so denom = 0 and the update is exp_avg / 0: +-inf where the gradient "
+        "is nonzero, NaN (0/0) where it is 0.",
+    }
+
+
+def probe_half(params):
+    out = {}
+    for name in PROBES:
+        flat = params[name].reshape(-1)
+        stride = flat.numel() // 8
+        out[name] = {"stride": stride, "first": f16_bits(flat[:8]), "strided": f16_bits(flat[[i * stride for i in range(8)]])}
+    return out
+
+
+def write_half(root, tok, train):
+    with tempfile.TemporaryDirectory() as tmp:
+        run_ = half_run(root, tok, train, tmp)
+    fixture = {
+        **provenance(FORMAT_VERSION, HALF_COMMAND),
+        "accelerate": accelerate.__version__,
+        "f16_smallest_subnormal": F16_TINY,
+        "eps_in_f16": float(torch.tensor(1e-8, dtype=torch.float16)),
+        "trainer": run_,
+        "adamw": adamw_in_f16(),
+        "notes": {
+            "probes": "as in trainer.json (first 8 values, 8 values at stride numel // 8), as f16 bits",
+        },
+    }
+    out = root / "tests/fixtures/trainer_f16.json"
     out.write_text(dumps(fixture), encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
 

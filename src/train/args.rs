@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::adamw::AdamWConfig;
+use super::adamw::{AdamWConfig, HalfMoments};
 use super::precision::TrainPrecision;
 use super::schedule::LinearSchedule;
 use crate::{Error, Result};
@@ -210,13 +210,17 @@ impl TrainingArguments {
         LinearSchedule::new(self.learning_rate, self.warmup_steps, Some(total_steps))
     }
 
-    /// `adamw_torch` with these arguments' betas, eps and weight decay.
+    /// `adamw_torch` with these arguments' betas, eps and weight decay, computed as PyTorch
+    /// computes it on the model it is given: on a `.half()` model (`precision` `f16`/`bf16`)
+    /// its moments are half too (`zeros_like(param)`) and every operation rounds to half - so
+    /// in f16 `eps` 1e-8, below f16's smallest subnormal (2^-24, 5.96e-8), adds nothing.
     pub fn adamw(&self) -> AdamWConfig {
         AdamWConfig {
             beta1: self.adam_beta1,
             beta2: self.adam_beta2,
             eps: self.adam_epsilon,
             weight_decay: self.weight_decay,
+            half_moments: HalfMoments::LikeWeights,
             ..AdamWConfig::torch(self.learning_rate)
         }
     }

@@ -14,7 +14,11 @@ pub enum TrainPrecision {
     /// f32 master weights and optimiser; forward and backward in this half type (f16 with
     /// loss scaling).
     Mixed(DType),
-    /// Weights, activations and gradients in this half type (AdamW's moments in f32).
+    /// Weights, activations and gradients in this half type, as after PyTorch's
+    /// `model.half()`; where AdamW keeps its moments is its own setting ([`HalfMoments`]:
+    /// f32, or half like the weights as PyTorch does).
+    ///
+    /// [`HalfMoments`]: crate::train::HalfMoments
     Pure(DType),
 }
 // ANCHOR_END: precision
