@@ -166,7 +166,6 @@ fn main() -> anyhow::Result<()> {
     let tokenized = jokes.tokenize(&tokenizer)?;
     // ANCHOR_END: data
 
-    // ANCHOR: train
     let mut trainer = match start {
         Start::Resume(dir) => {
             let mut trainer = LmFineTuner::resume(&dir, tokenized, out, &args.common.device()?)?;
@@ -176,7 +175,6 @@ fn main() -> anyhow::Result<()> {
         Start::Fresh(m) => LmFineTuner::new(&m.weights, &m.config, tokenized, args.settings()?)?
             .save_checkpoints(out, &m.tokenizer),
     };
-    // ANCHOR_END: train
     let settings = trainer.settings().clone();
     if !args.json {
         println!("Model: {model_name}");

@@ -10,14 +10,16 @@ export HF_HUB_OFFLINE=1
 cargo run --release --example 03_greedy -- --model bundled --device cpu \
     --figure chapters/figures/03_top10.svg >/dev/null
 
-# Chapter 6: the default jokes fine-tune's history and figure.
+# Chapter 6: the default jokes fine-tune (fixed recipe, bundled model and jokes), whose loss
+# falls visibly on its own axis: its history and figure.
 out=target/book-figures/06
 rm -rf "$out"
 cargo run --release --example 06_jokes_finetune -- --quiet --out "$out" >/dev/null
 cp "$out/history.csv" chapters/figures/06_history.csv
 cp "$out/loss_lr.svg" chapters/figures/06_loss_lr.svg
 
-# Chapter 7: the book's IMDB run (tests/trainer.rs's BOOK_RUN) - its history and figure.
+# Chapter 7: the book's IMDB run (tests/trainer.rs's BOOK_RUN) - its history (training loss,
+# eval accuracy, eval loss) and figure.
 out=target/book-figures/07
 rm -rf "$out"
 cargo run --release --example 07_imdb_finetune -- --model bundled --device cpu --quiet --out "$out" \

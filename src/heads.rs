@@ -76,7 +76,6 @@ pub fn with_head(
     Ok((out, report))
 }
 
-// ANCHOR: for_sequence_classification
 /// `GPT2ForSequenceClassification.from_pretrained(checkpoint, num_labels=N)`, for training: the
 /// checkpoint's `score` if it has one (one of ours, or one transformers saved), else a new one
 /// drawn with `seed` and reported; the config gets `num_labels` and the class name, and keeps
@@ -94,7 +93,6 @@ pub fn for_sequence_classification(
     cfg.architectures = Some(vec![class.class_name().to_string()]);
     Ok((weights, cfg, report))
 }
-// ANCHOR_END: for_sequence_classification
 
 /// An `nn.Linear` head layer read from `vb`. A missing tensor is an error here rather than a
 /// silent fresh variable (what a `VarMap` would otherwise create, from an unseeded generator).

@@ -43,8 +43,9 @@ fn seq(len: usize, offset: u32) -> Tensor {
         .unwrap()
 }
 
-/// The tutorial prints `scheduler.get_last_lr()` at the end of each of its 5 epochs, after
-/// 385, 770, 1155, 1541 and 1933 optimizer steps, with lr 3e-6 and 5000 warm-up steps.
+/// The tutorial prints `scheduler.get_last_lr()` at the end of each of its 5 epochs, with lr
+/// 3e-6 and 5000 warm-up steps; it does not print the step counts. 385, 770, 1155, 1541 and
+/// 1933 are inferred (one epoch of 385 steps, five of them), and give its printed rates.
 #[test]
 fn the_schedule_gives_the_tutorials_epoch_end_learning_rates() {
     let schedule = LinearSchedule::new(3e-6, 5000, None);

@@ -100,7 +100,6 @@ pub struct Batch {
     pub real_tokens: usize,
 }
 
-// ANCHOR: collate
 /// Pads `rows` (token ids, each at most `max_length` long) on the right with `pad_token_id`
 /// into one batch, with their `labels`.
 pub fn collate(
@@ -140,7 +139,6 @@ pub fn collate(
         real_tokens: padded.lengths.iter().sum(),
     })
 }
-// ANCHOR_END: collate
 
 /// Checks every label of split `split` is a class of a `num_labels`-way classifier:
 /// `0..num_labels`; the first that is not is an error naming its row.

@@ -126,7 +126,6 @@ impl Split {
         self.texts.is_empty()
     }
 
-    // ANCHOR: subset
     /// At most `n` rows, drawn at random with `seed` - not the first `n`: the Hub's IMDB files
     /// hold all negative reviews first, so their first rows are one class only. `n` 0 is
     /// [`Error::ZeroSize`], named as chapter 7's limit on this split (`train_limit`, `eval_limit`).
@@ -146,7 +145,6 @@ impl Split {
             ..self.clone()
         })
     }
-    // ANCHOR_END: subset
 
     /// The error of a subset of 0 rows. Left to itself, the empty split would be refused later
     /// as an empty dataset, which names neither the limit nor the fix.
@@ -231,7 +229,6 @@ impl Imdb {
         }
     }
 
-    // ANCHOR: num_labels
     /// Two splits as a dataset: the classes are the training split's distinct labels, which
     /// must be `0..num_labels`, and every test label must be one of them.
     pub fn from_splits(origin: String, train: Split, test: Split) -> Result<Self> {
@@ -248,7 +245,6 @@ impl Imdb {
             num_labels,
         })
     }
-    // ANCHOR_END: num_labels
 }
 
 /// The files among `files` whose name starts with `split` (`train.parquet`,

@@ -111,7 +111,6 @@ impl Jokes {
         }
     }
 
-    // ANCHOR: fallback
     /// Loads `source`; if it is the Hub and the dataset cannot be had (not cached, no network),
     /// loads the bundled sample instead and returns a one-line note saying so. Meant for a
     /// default source only: data a user named should be loaded with [`Jokes::load`], so that
@@ -125,7 +124,6 @@ impl Jokes {
             other => other.map(|j| (j, None)),
         }
     }
-    // ANCHOR_END: fallback
 
     /// Reads the `Joke` column of `files`, in order; `origin` names them for output.
     pub fn from_files(files: &[PathBuf], origin: String) -> Result<Self> {

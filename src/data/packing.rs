@@ -201,7 +201,6 @@ pub fn check_max_seq_len(tokenized: &[Vec<u32>], max_seq_len: usize) -> Result<u
     Ok(fit)
 }
 
-// ANCHOR: epoch_order
 /// The order in which epoch `epoch` visits `n` jokes: a permutation drawn from ChaCha8 seeded
 /// with `seed` on stream `epoch`, so each epoch has its own order and a run resumed mid-epoch
 /// draws the same one; with `shuffle` false, file order (the tutorial's `DataLoader` shuffles).
@@ -214,4 +213,3 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
     }
     order
 }
-// ANCHOR_END: epoch_order

@@ -43,7 +43,6 @@ impl std::str::FromStr for Interval {
     }
 }
 
-// ANCHOR: training_arguments
 /// What a [`Trainer`](super::Trainer) run does. [`TrainingArguments::tutorial`] gives the
 /// tutorial's values; what it does not set has transformers' default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,7 +130,6 @@ impl TrainingArguments {
             progress_bars: false,
         }
     }
-    // ANCHOR_END: training_arguments
 
     /// Checks the numbers make a run.
     pub fn validate(&self) -> Result<()> {
@@ -185,7 +183,6 @@ impl TrainingArguments {
         TrainPrecision::parse(&self.precision)
     }
 
-    // ANCHOR: steps
     /// Optimizer steps per epoch over `rows` training rows: the batches (the last one may be
     /// short, `dataloader_drop_last=False`), grouped by `gradient_accumulation_steps` with a
     /// short last group - transformers' `num_update_steps_per_epoch`.
@@ -202,7 +199,6 @@ impl TrainingArguments {
         self.max_steps
             .unwrap_or(self.num_train_epochs * self.steps_per_epoch(rows))
     }
-    // ANCHOR_END: steps
 
     /// The learning rate of every step: linear warm-up over `warmup_steps`, then linear decay
     /// to 0 at the last step (`lr_scheduler_type="linear"`, transformers' default).

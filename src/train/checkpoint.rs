@@ -105,7 +105,6 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     io(path, std::fs::write(path, text))
 }
 
-// ANCHOR: save
 /// Writes `train`'s weights, config and optimizer, its own state `step_state` (see
 /// [`save_checkpoint`]), `tokenizer` and the caller's `state` as the checkpoint directory
 /// `dir`, replacing an earlier checkpoint there only once the new one is complete. A `dir` that exists but is not a checkpoint is refused,
@@ -150,7 +149,6 @@ pub fn save_checkpoint_at(
     }
     Ok(())
 }
-// ANCHOR_END: save
 
 /// [`save_checkpoint_at`] with the step's state as it is now. (A loop stopped between two
 /// optimizer steps saves the state of the last one instead, which it kept.)
@@ -262,7 +260,6 @@ pub fn check_checkpoint(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-// ANCHOR: load
 /// Reads the checkpoint directory `dir` onto `device`. A directory that lacks a checkpoint's
 /// files is [`Error::NotACheckpoint`], naming what is missing.
 pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
@@ -287,4 +284,3 @@ pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Checkpoint> {
         state: read_json("trainer_state.json")?,
     })
 }
-// ANCHOR_END: load

@@ -11,7 +11,6 @@ use candle_core::{DType, Var};
 
 use crate::{kernels, Result};
 
-// ANCHOR: grad_norm
 /// The L2 norm of all gradients of `vars` together, in f32 as PyTorch computes it: the norm of
 /// the per-tensor norms. Inf or NaN when any gradient holds one.
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
@@ -40,7 +39,6 @@ fn joint_norm(squares: impl IntoIterator<Item = f32>) -> f64 {
     }
     f64::from(sum.sqrt())
 }
-// ANCHOR_END: grad_norm
 
 // ANCHOR: clip
 /// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: scales every gradient of `vars` by

@@ -270,7 +270,6 @@ impl LmFineTuner {
         )
     }
 
-    // ANCHOR: run
     /// Trains to the end of the last epoch (or `max_steps`), saving checkpoints as the settings
     /// say and at the end. A loss or gradient that is not finite stops the run with an error
     /// that names the step and the last checkpoint, which stays as it was.
@@ -305,7 +304,6 @@ impl LmFineTuner {
             untrained_texts,
         ))
     }
-    // ANCHOR_END: run
 
     // ANCHOR: loop
     /// The tutorial's loop: every epoch, the texts in a shuffled order, each packed into the
@@ -415,7 +413,6 @@ impl LmFineTuner {
         max.is_some_and(|max| self.train.step_count() >= max)
     }
 
-    // ANCHOR: train_sequence
     /// One sequence, the tutorial's `model(ids, labels=ids)` and `loss.backward()`: its
     /// gradients are added to those of the `pending` sequences before it in this step.
     /// Returns its loss.
@@ -429,7 +426,6 @@ impl LmFineTuner {
         self.state.sequences += 1;
         Ok(loss)
     }
-    // ANCHOR_END: train_sequence
 
     /// The weight of a sequence's loss: 1 (summed, the tutorial) or 1/N over the N sequences
     /// of its step - N is `accumulate` except for the fixed recipe's last, partial step.
@@ -444,7 +440,6 @@ impl LmFineTuner {
         1.0 / left.min(settings.accumulate) as f64
     }
 
-    // ANCHOR: update
     /// The optimizer step of the sequences in `pending`, at the schedule's learning rate for
     /// this step; `apply` zeroes the gradients, and the step count it advances is the
     /// scheduler's step (the schedule is a function of it). `None`
@@ -476,7 +471,6 @@ impl LmFineTuner {
         self.state.history.push(record);
         Ok(Some(record))
     }
-    // ANCHOR_END: update
 }
 
 /// How the loop ended.

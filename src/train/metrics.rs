@@ -10,7 +10,6 @@ use crate::config::Gpt2Config;
 use crate::heads::{head_parameter_shapes, Gpt2ForSequenceClassification, ModelClass};
 use crate::{Gpt2Tokenizer, Result};
 
-// ANCHOR: flos
 /// transformers' `model.num_parameters(exclude_embeddings=True)` for
 /// `GPT2ForSequenceClassification` with `num_labels` classes: every parameter except the
 /// `nn.Embedding` weights `wte` and `wpe` - the `score` head counts. For gpt2 with 2 labels:
@@ -30,7 +29,6 @@ pub fn num_parameters_exclude_embeddings(cfg: &Gpt2Config, num_labels: usize) ->
 pub fn floating_point_ops(non_embedding_parameters: usize, tokens: usize) -> f64 {
     6.0 * non_embedding_parameters as f64 * tokens as f64
 }
-// ANCHOR_END: flos
 
 /// transformers' `EvalPrediction`: every evaluated row's logits and its label.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +130,6 @@ pub struct TrainMetrics {
     pub epoch: f64,
 }
 
-// ANCHOR: train_output
 /// What `Trainer.train()` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutput {
@@ -143,7 +140,6 @@ pub struct TrainOutput {
     /// The run's speed, size and loss, as transformers names them.
     pub metrics: TrainMetrics,
 }
-// ANCHOR_END: train_output
 
 impl std::fmt::Display for TrainOutput {
     /// As Python prints it: `TrainOutput(global_step=..., training_loss=..., metrics={...})`.
@@ -175,7 +171,6 @@ pub fn python_dict(items: &[(&str, f64)]) -> String {
     format!("{{{}}}", inner.join(", "))
 }
 
-// ANCHOR: eval_output
 /// What `Trainer.evaluate()` returns: the loss, `compute_metrics`' numbers with an `eval_`
 /// prefix (`eval_accuracy`), the timing and the epoch reached.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,7 +190,6 @@ pub struct EvalOutput {
     /// Epochs of training done when it ran, as a fraction.
     pub epoch: f64,
 }
-// ANCHOR_END: eval_output
 
 impl EvalOutput {
     /// `eval_accuracy`, when `compute_metrics` gave one.

@@ -32,7 +32,6 @@ impl std::fmt::Display for Recipe {
     }
 }
 
-// ANCHOR: settings
 /// Everything a causal-LM fine-tune ([`LmFineTuner`](super::LmFineTuner)) is run with.
 /// [`FineTuneSettings::tutorial`] and [`FineTuneSettings::fixed`] give each recipe's values;
 /// change the fields you want with struct update syntax (`..FineTuneSettings::fixed()`).
@@ -137,7 +136,6 @@ impl FineTuneSettings {
             save_steps: None,
         }
     }
-    // ANCHOR_END: settings
 
     /// The settings of `recipe`.
     pub fn for_recipe(recipe: Recipe) -> Self {

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 /// `total_steps: None` is transformers' `num_training_steps=-1`, the tutorial's choice. Its
 /// formula then gives `max(0, (-1 - k) / max(1, -1 - W))`, a negative number clamped to 0: the
 /// learning rate warms up and, once warm-up is over, drops to 0 for good. The tutorial never
-/// got there - 5 epochs of the jokes are 1,933 optimizer steps, far short of its 5,000 warm-up
-/// steps - so its learning rate only ever rose, to 1.16e-6.
+/// got there - its last printed rate, 1.16e-6, puts 5 epochs of the jokes at about 1,933
+/// optimizer steps (inferred from the rounded rate), far short of its 5,000 warm-up steps - so
+/// its learning rate only ever rose.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinearSchedule {
     /// The peak learning rate, reached at the end of warm-up: the optimizer's `lr` that

@@ -378,7 +378,6 @@ impl TrainStep {
         loss::lm_loss(&logits, &labels)
     }
 
-    // ANCHOR: forward_labelled
     /// The sequence-classification loss of a padded batch: `ids` `(B, T)`, its attention mask
     /// `(B, T)` (1 = token, 0 = padding) and one label per row `labels` `(B)` - the mean over
     /// the rows of the cross-entropy at each row's last non-pad token, in f32.
@@ -392,7 +391,6 @@ impl TrainStep {
         let logits = logits.to_dtype(DType::F32)?;
         loss::sequence_classification_loss(&logits, &labels.to_dtype(DType::I64)?)
     }
-    // ANCHOR_END: forward_labelled
 
     fn non_finite(&self, what: &'static str, value: f64) -> Error {
         Error::NonFiniteLoss {
@@ -402,7 +400,6 @@ impl TrainStep {
         }
     }
 
-    // ANCHOR: accumulate
     /// One micro-step: the loss of `ids` `(B, T)`, and the gradients of `loss · loss_weight`
     /// added to those accumulated since the last update. A weight of 1 sums the micro-steps'
     /// gradients (the tutorial's one `backward()` per sequence), 1/N averages N of them.
@@ -416,7 +413,6 @@ impl TrainStep {
         let loss = self.forward(ids)?;
         self.accumulate_loss(loss, loss_weight)
     }
-    // ANCHOR_END: accumulate
 
     /// [`TrainStep::accumulate`] for one sequence of token ids held on the host, `(1, T)`: on
     /// the CPU they reach the written-out pass as they are, elsewhere they become a tensor.
@@ -451,7 +447,6 @@ impl TrainStep {
         self.accumulate_loss(loss, loss_weight)
     }
 
-    // ANCHOR: accumulate_loss
     /// The part of a micro-step after the loss, whatever the task: backward, and the gradients
     /// added to the sum since the last update.
     fn accumulate_loss(&mut self, loss: Tensor, loss_weight: f64) -> Result<f32> {
@@ -482,9 +477,7 @@ impl TrainStep {
         self.accumulated.micro_steps += 1;
         Ok(value)
     }
-    // ANCHOR_END: accumulate_loss
 
-    // ANCHOR: apply
     /// One optimizer update from the accumulated gradients at learning rate `lr`: unscale them
     /// (mixed f16), clip their joint norm to `max_grad_norm` if given, update, and start a new
     /// accumulation. A gradient norm that is not finite is an error and nothing is updated -
@@ -492,7 +485,6 @@ impl TrainStep {
     pub fn apply(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<UpdateReport> {
         self.apply_at(Some(lr), max_grad_norm)
     }
-    // ANCHOR_END: apply
 
     // ANCHOR: step
     /// [`TrainStep::apply`], at the optimiser's own learning rate when `lr` is `None`.

@@ -391,7 +391,6 @@ impl<'a> Trainer<'a> {
         Ok(model)
     }
 
-    // ANCHOR: predict
     /// Every row's logits and the mean loss over the rows, in batches of
     /// `per_device_eval_batch_size`, dropout off, in file order (transformers' `predict`).
     pub fn predict(&self, data: &LabelledRows) -> Result<(EvalPrediction, f64)> {
@@ -432,7 +431,6 @@ impl<'a> Trainer<'a> {
         };
         Ok((prediction, loss_sum / data.len().max(1) as f64))
     }
-    // ANCHOR_END: predict
 
     /// `trainer.evaluate()` on the evaluation rows given at construction.
     pub fn evaluate(&self) -> Result<EvalOutput> {

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: config
 /// Which AdamW: PyTorch's, or the one the tutorial imported from transformers 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdamWVariant {
@@ -75,9 +74,7 @@ impl AdamWConfig {
         }
     }
 }
-// ANCHOR_END: config
 
-// ANCHOR: decays
 /// Whether weight decay applies to the parameter `name`, by transformers' `Trainer` rule
 /// (`get_decay_parameter_names`): not to biases (any name containing "bias") and not to the
 /// parameters of LayerNorm modules - in GPT-2 `ln_1`, `ln_2` and `ln_f`. Everything else
@@ -88,4 +85,3 @@ pub fn decays(name: &str) -> bool {
         .any(|segment| matches!(segment, "ln_1" | "ln_2" | "ln_f"));
     !name.contains("bias") && !in_layer_norm
 }
-// ANCHOR_END: decays

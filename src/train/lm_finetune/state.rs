@@ -30,7 +30,6 @@ impl DataFingerprint {
     }
 }
 
-// ANCHOR: loop_state
 /// Where a run is: everything besides the weights and the optimizer that a checkpoint must
 /// hold for a resumed run to continue exactly (`trainer_state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +57,6 @@ pub struct LoopState {
     /// Every optimizer step's loss and learning rate, and the epochs' ends.
     pub history: History,
 }
-// ANCHOR_END: loop_state
 
 /// How a run ended.
 #[derive(Debug, Clone, Serialize)]

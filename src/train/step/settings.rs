@@ -7,7 +7,6 @@ use crate::dropout::DropoutRngState;
 use crate::train::adamw::AdamWConfig;
 use crate::train::precision::{LossScaler, TrainPrecision};
 
-// ANCHOR: task_head
 /// Which model class a `TrainStep` trains, and so which loss it computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -22,7 +21,6 @@ pub enum TaskHead {
         num_labels: usize,
     },
 }
-// ANCHOR_END: task_head
 
 /// How to make a [`TrainStep`](super::TrainStep): the model class it trains, the precision, the optimiser and
 /// the seed of its dropout masks.

@@ -59,7 +59,6 @@ pub enum Logged {
     Saved(PathBuf),
 }
 
-// ANCHOR: trainer_state
 /// Where a run is: what `trainer_state.json` in a checkpoint holds beside the weights and the
 /// optimizer, so that a resumed run continues exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,4 +86,3 @@ pub struct TrainerState {
     pub schedule_changes: Vec<ScheduleChange>,
     pub(super) data: [u64; 3],
 }
-// ANCHOR_END: trainer_state

@@ -9,7 +9,8 @@
 //! 1. [`number_facts`]: what f16 can hold - `eps`, the smallest gradient whose square survives,
 //!    the largest weight an update of the tutorial's size still moves.
 //! 2. [`steady_gradient`]: one weight with a constant gradient through the tutorial's whole
-//!    schedule (1,933 optimizer steps), in five precisions and optimisers.
+//!    schedule (1,933 optimizer steps, the count its printed rates imply), in five precisions
+//!    and optimisers.
 //! 3. [`real_step`]: the bundled model's real gradients in pure f16, summed over sequences as the
 //!    tutorial sums them: which band each gradient falls in, and which weights one update at
 //!    the tutorial's learning rates changes; and the rows of `wte` of tokens never seen.
@@ -36,7 +37,6 @@ pub use numbers::{number_facts, NumberFacts};
 pub use steady::{steady_gradient, variants, SteadyGradient, SteadyRow, Variant, STEADY_GRADIENTS};
 pub use tables::render;
 
-// ANCHOR: tutorial_numbers
 /// The tutorial's peak learning rate, warm-up and number of optimizer steps (5 epochs of its
 /// 231,657 jokes): its learning rate rose from 0 to 1.16e-6 and never further.
 pub const TUTORIAL_LR: f64 = 3e-6;
@@ -46,7 +46,6 @@ pub const TUTORIAL_STEPS: usize = 1933;
 pub const PROBE_LRS: [f64; 3] = [2.31e-7, 1.16e-6, 3e-6];
 /// A typical weight: GPT-2's `initializer_range`, the standard deviation of its init.
 pub const TYPICAL_WEIGHT: f64 = 0.02;
-// ANCHOR_END: tutorial_numbers
 
 /// What the program measures on, and how much.
 #[derive(Debug, Clone, Serialize)]

@@ -24,7 +24,6 @@ pub struct Variant {
     adamw: AdamWConfig,
 }
 
-// ANCHOR: variants
 /// The tutorial's pure f16, two ways of half-fixing it, and the two f32-master set-ups of the
 /// fixed recipe (mixed precision keeps f32 master weights and an f32 optimiser).
 pub fn variants() -> Vec<Variant> {
@@ -46,7 +45,6 @@ pub fn variants() -> Vec<Variant> {
         ),
     ]
 }
-// ANCHOR_END: variants
 
 /// One gradient's outcome in every variant.
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +71,6 @@ pub struct SteadyGradient {
     pub all_finite: bool,
 }
 
-// ANCHOR: steady
 /// Weights of [`TYPICAL_WEIGHT`], each with one of [`STEADY_GRADIENTS`] at every step, through
 /// the tutorial's schedule (its first step at lr 0) with each variant's dtype and [`AdamW`].
 pub fn steady_gradient() -> Result<SteadyGradient> {
@@ -140,4 +137,3 @@ pub fn steady_gradient() -> Result<SteadyGradient> {
         all_finite,
     })
 }
-// ANCHOR_END: steady
