@@ -177,9 +177,11 @@ fn using_the_crate_example_output() {
 #[test]
 fn using_finetune_example_runs_and_learns() {
     let bin = common::example_binary("using_finetune");
+    // Its run folder, `target/using-finetune`, lands in a scratch folder removed afterwards.
+    let dir = common::Scratch::new("gpt2-using-finetune");
     let out = Command::new(&bin)
         .env("HF_HUB_OFFLINE", "1")
-        .current_dir(std::env::temp_dir())
+        .current_dir(&*dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
