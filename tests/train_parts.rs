@@ -792,3 +792,20 @@ fn a_directory_that_is_not_a_checkpoint_is_a_clear_error() {
         "{text}"
     );
 }
+
+/// A resumed run's schedule change is recorded with the step it follows, and refused when the
+/// re-planned run would have no step left to make.
+#[test]
+fn a_schedule_change_that_leaves_no_step_is_refused() {
+    let changes = gpt2_tutorial::train::ResumeChanges {
+        lr: Some(1e-5),
+        ..Default::default()
+    };
+    let err = changes.applied(5, 5).unwrap_err().to_string();
+    assert!(
+        err.contains("makes 5 optimizer steps, and the checkpoint has made 5"),
+        "{err}"
+    );
+    let recorded = changes.applied(5, 6).unwrap();
+    assert_eq!((recorded.after_step, recorded.changes), (5, changes));
+}

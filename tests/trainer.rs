@@ -20,8 +20,8 @@ use gpt2_tutorial::heads::{for_sequence_classification, HEAD_SEED};
 use gpt2_tutorial::plot::train_eval_chart;
 use gpt2_tutorial::train::{
     decays, floating_point_ops, get_sentiment, latest_checkpoint,
-    num_parameters_exclude_embeddings, Collator, Interval, LabelledRows, Logged, Trainer,
-    TrainingArguments,
+    num_parameters_exclude_embeddings, Collator, Interval, LabelledRows, Logged, ResumeChanges,
+    Trainer, TrainingArguments,
 };
 use gpt2_tutorial::{Error, Gpt2Config, Gpt2Tokenizer, LoadedModel, Weights};
 use serde_json::Value;
@@ -727,6 +727,30 @@ fn resume_from_a_checkpoint_continues_the_same_losses() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("trained on other rows"), "{err}");
+
+    // A resumed run changes its schedule from the next step on, and the change is recorded;
+    // one that leaves no step to train is refused.
+    let checkpoint = out.join("checkpoint-2");
+    let mut extended = Trainer::resume(&checkpoint, &train, Some(&test), &Device::Cpu).unwrap();
+    let too_few = ResumeChanges {
+        max_steps: Some(2),
+        ..ResumeChanges::default()
+    };
+    let err = extended.change_schedule(too_few).unwrap_err();
+    assert!(
+        err.to_string().contains("the checkpoint has made 2"),
+        "{err}"
+    );
+    let longer = ResumeChanges {
+        lr: Some(1e-4),
+        max_steps: Some(9),
+        ..ResumeChanges::default()
+    };
+    extended.change_schedule(longer).unwrap();
+    let recorded = &extended.state().schedule_changes;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!((recorded[0].after_step, recorded[0].changes), (2, longer));
+    assert_eq!(extended.state().max_steps, 9);
 }
 
 /// A stop asked for during a run (here from the log of step 1, so at the next batch) saves the

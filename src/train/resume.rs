@@ -64,4 +64,18 @@ impl ResumeChanges {
         }
         Ok(())
     }
+
+    /// The record of these changes, once the run re-planned with them makes `total_steps`
+    /// optimizer steps and has made `steps`; an error when no step would be left to train.
+    pub fn applied(self, steps: usize, total_steps: usize) -> Result<ScheduleChange> {
+        if total_steps <= steps {
+            return Err(Error::InvalidArgument(format!(
+                "with these changes the run makes {total_steps} optimizer steps, and the checkpoint has made {steps}: give more epochs or a larger max_steps"
+            )));
+        }
+        Ok(ScheduleChange {
+            after_step: steps,
+            changes: self,
+        })
+    }
 }

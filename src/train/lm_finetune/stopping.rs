@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{plan, AtStep, FineTuneReport, LmFineTuner};
 use crate::train::checkpoint::{save_finite_checkpoint, with_last_checkpoint};
-use crate::train::resume::{ResumeChanges, ScheduleChange};
+use crate::train::resume::ResumeChanges;
 use crate::train::step::TrainStepState;
 use crate::{Error, Result};
 
@@ -29,19 +29,11 @@ impl LmFineTuner {
         settings.epochs = changes.epochs.unwrap_or(settings.epochs);
         settings.validate()?;
         let (sequences, total_steps) = plan(&settings, &self.tokenized)?;
-        if total_steps <= steps {
-            return Err(Error::InvalidArgument(format!(
-                "with these changes the run makes {total_steps} optimizer steps, and the checkpoint has made {steps}: give more epochs or a larger max_steps"
-            )));
-        }
+        let change = changes.applied(steps, total_steps)?;
         self.schedule = settings.schedule(total_steps);
         self.state.settings = settings;
         self.state.total_steps = total_steps;
         self.state.total_sequences = sequences;
-        let change = ScheduleChange {
-            after_step: steps,
-            changes,
-        };
         self.state.history.schedule_changes.push(change);
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{Trainer, TrainerState};
 use crate::train::args::Interval;
 use crate::train::checkpoint::{save_finite_checkpoint, with_last_checkpoint};
-use crate::train::resume::{ResumeChanges, ScheduleChange};
+use crate::train::resume::ResumeChanges;
 use crate::train::run_dir::RunDir;
 use crate::train::step::TrainStepState;
 use crate::{Error, Result};
@@ -31,18 +31,10 @@ impl Trainer<'_> {
         args.num_train_epochs = changes.epochs.unwrap_or(args.num_train_epochs);
         args.validate()?;
         let max_steps = args.total_steps(self.train_data.len());
-        if max_steps <= steps {
-            return Err(Error::InvalidArgument(format!(
-                "with these changes the run makes {max_steps} optimizer steps, and the checkpoint has made {steps}: give more epochs or a larger max_steps"
-            )));
-        }
+        let change = changes.applied(steps, max_steps)?;
         self.schedule = args.schedule(max_steps);
         self.state.args = args;
         self.state.max_steps = max_steps;
-        let change = ScheduleChange {
-            after_step: steps,
-            changes,
-        };
         self.state.schedule_changes.push(change);
         Ok(())
     }
