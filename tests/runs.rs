@@ -190,16 +190,7 @@ fn ctrl_c_saves_where_the_run_stands_and_resume_continues_the_same_losses() {
     let dir = scratch("sigint");
     // Two sequences a step, so the signal often comes in the middle of one: the saved
     // checkpoint is then the last step's, and its sequences are trained again.
-    let flags = [
-        "--recipe",
-        "tutorial",
-        "--dtype",
-        "f32",
-        "--max-seq-len",
-        "24",
-        "--accumulate",
-        "2",
-    ];
+    let flags = [&SMALL[..6], &["--accumulate", "2"]].concat();
     // Retried, later, if the signal came before the first step.
     for wait_ms in [2000, 6000] {
         let out = dir.join(format!("out-{wait_ms}"));
